@@ -1,0 +1,110 @@
+// The container spec of API.md as one TypeBox schema: it is the TypeScript type, the validator
+// (unknown fields rejected) and the OpenAPI component at once.
+import { Type, type Static } from "@sinclair/typebox";
+
+export const NAME_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$";
+export const NAME_RE = new RegExp(NAME_PATTERN);
+
+const Strict = { additionalProperties: false } as const;
+
+/** A string list with sane limits: argv, env. */
+const StrList = (maxItems: number, maxLength: number) =>
+  Type.Array(Type.String({ maxLength }), { maxItems });
+
+export const Backoff = Type.Object(
+  {
+    initialMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+    maxMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400_000 })),
+    resetAfterMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
+  },
+  Strict,
+);
+
+export const RestartPolicy = Type.Object(
+  {
+    name: Type.Union([
+      Type.Literal("no"),
+      Type.Literal("always"),
+      Type.Literal("on-failure"),
+      Type.Literal("unless-stopped"),
+    ]),
+    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+    backoff: Type.Optional(Backoff),
+  },
+  Strict,
+);
+export type RestartPolicy = Static<typeof RestartPolicy>;
+
+export const Healthcheck = Type.Object(
+  {
+    test: StrList(64, 4096),
+    intervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    retries: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    startPeriodMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
+    onFailure: Type.Optional(
+      Type.Union([Type.Literal("none"), Type.Literal("kill"), Type.Literal("restart"), Type.Literal("stop")]),
+    ),
+  },
+  Strict,
+);
+export type Healthcheck = Static<typeof Healthcheck>;
+
+export const Resources = Type.Object(
+  {
+    // 0 means "no limit"; a limit below 4 MiB cannot start any process and is refused.
+    memoryBytes: Type.Optional(
+      Type.Union([Type.Literal(0), Type.Integer({ minimum: 4 * 1024 * 1024, maximum: 2 ** 50 })]),
+    ),
+    cpus: Type.Optional(Type.Number({ minimum: 0, maximum: 1024 })),
+    pidsLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 4_194_304 })),
+  },
+  Strict,
+);
+export type Resources = Static<typeof Resources>;
+
+export const Mount = Type.Object(
+  {
+    type: Type.Union([Type.Literal("volume"), Type.Literal("bind"), Type.Literal("tmpfs")]),
+    source: Type.Optional(Type.String({ maxLength: 4096 })),
+    target: Type.String({ minLength: 1, maxLength: 4096 }),
+    readOnly: Type.Optional(Type.Boolean()),
+  },
+  Strict,
+);
+export type Mount = Static<typeof Mount>;
+
+export const Network = Type.Object(
+  {
+    mode: Type.Union([Type.Literal("none"), Type.Literal("host"), Type.Literal("bridge")]),
+    ip: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  Strict,
+);
+export type Network = Static<typeof Network>;
+
+export const ContainerSpec = Type.Object(
+  {
+    name: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
+    image: Type.String({ minLength: 1, maxLength: 512 }),
+    entrypoint: Type.Optional(Type.Union([StrList(256, 65536), Type.Null()])),
+    cmd: Type.Optional(Type.Union([StrList(4096, 131072), Type.Null()])),
+    env: Type.Optional(StrList(4096, 32768)),
+    workdir: Type.Optional(Type.String({ maxLength: 4096 })),
+    user: Type.Optional(Type.String({ maxLength: 256 })),
+    labels: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 }))),
+    annotations: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 }))),
+    restartPolicy: Type.Optional(RestartPolicy),
+    autoRemove: Type.Optional(Type.Boolean()),
+    healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
+    resources: Type.Optional(Resources),
+    mounts: Type.Optional(Type.Array(Mount, { maxItems: 128 })),
+    network: Type.Optional(Network),
+    stopSignal: Type.Optional(Type.String({ maxLength: 16 })),
+    stopTimeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600 })),
+    node: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
+    pod: Type.Optional(Type.Union([Type.String({ pattern: NAME_PATTERN }), Type.Null()])),
+  },
+  Strict,
+);
+export type ContainerSpec = Static<typeof ContainerSpec>;

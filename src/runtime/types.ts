@@ -1,0 +1,63 @@
+// Facts the runtime adapters report. The runtime decides nothing: it runs a tool and says what
+// happened (pid, exit code, times) or throws a RuntimeFailure carrying the tool's own stderr.
+import type { ContainerSpec } from "../events/spec.js";
+
+/** An image's config as the OCI image config says it (Docker's precedence rules apply later). */
+export interface ImageConfig {
+  entrypoint: string[] | null;
+  cmd: string[] | null;
+  env: string[];
+  workdir: string;
+  user: string;
+  stopSignal: string | null;
+  labels: Record<string, string>;
+}
+
+export interface ImageRecord {
+  /** The name it was imported as, e.g. `busybox:latest`. */
+  name: string;
+  /** `sha256:<64 hex>` of the image manifest. */
+  digest: string;
+  config: ImageConfig;
+  sizeBytes: number;
+  /** The unpacked, read-only root filesystem used as overlay lowerdir. */
+  rootfs: string;
+  importedAt: string;
+}
+
+/** What a container's exit looked like, read back from conmon's exit file. */
+export interface ExitInfo {
+  exitCode: number;
+  oomKilled: boolean;
+  /** RFC 3339: the exit file's mtime, i.e. when the process really exited. */
+  exitedAt: string;
+}
+
+/** `runc state` / `runc list` as facts. */
+export interface RuncState {
+  id: string;
+  status: "creating" | "created" | "running" | "paused" | "stopped";
+  pid: number;
+  bundle: string;
+  created: string;
+}
+
+export interface StartResult {
+  pid: number;
+  startedAt: string;
+  conmonPid: number;
+}
+
+/** Everything the runtime needs to build a bundle for a container. */
+export interface PrepareInput {
+  id: string;
+  name: string;
+  spec: ContainerSpec;
+  image: ImageRecord;
+}
+
+export interface LogLine {
+  time: string;
+  stream: "stdout" | "stderr";
+  text: string;
+}
