@@ -1,0 +1,116 @@
+// The events of the log: one envelope (API.md), a discriminated union of payloads. Events are
+// facts or intents, never rewritten; `v` is the payload's schema version.
+import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "./spec.js";
+import type { ImageConfig } from "../runtime/types.js";
+
+export const STREAM = "BERTH_EVENTS";
+export const SUBJECT_ROOT = "berth.ev";
+export const containerSubject = (id: string) => `${SUBJECT_ROOT}.container.${id}`;
+export const imageSubject = (digest: string) => `${SUBJECT_ROOT}.image.${digest.replace(/^sha256:/, "")}`;
+export const nodeSubject = (node: string) => `${SUBJECT_ROOT}.node.${node}`;
+
+export interface Meta {
+  actor?: string;
+  requestId?: string;
+  correlationId?: string;
+}
+
+/** What every event carries besides its payload. */
+export interface Envelope<T extends string, D> {
+  readonly type: T;
+  readonly v: number;
+  readonly eventId: string;
+  readonly at: string;
+  readonly node: string;
+  readonly actor: string;
+  readonly correlationId: string;
+  readonly causationId: string | null;
+  readonly data: D;
+}
+
+// --- container -----------------------------------------------------------------------------
+export interface ContainerCreatedData {
+  id: string;
+  name: string;
+  image: string;
+  imageDigest: string;
+  /** The owning node: only its daemon touches the container's processes. */
+  node: string;
+  /** The spec as accepted, with defaults filled in. */
+  spec: ContainerSpec;
+}
+export interface ContainerStartedData {
+  pid: number;
+  startedAt: string;
+}
+export interface ContainerExitedData {
+  exitCode: number;
+  oomKilled: boolean;
+  exitedAt: string;
+}
+export interface ContainerUpdatedData {
+  restartPolicy?: RestartPolicy;
+  resources?: Resources;
+  healthcheck?: Healthcheck | null;
+}
+
+export type ContainerEvent =
+  | Envelope<"ContainerCreated", ContainerCreatedData>
+  | Envelope<"ContainerStartRequested", { attempt?: number }>
+  | Envelope<"ContainerStarted", ContainerStartedData>
+  | Envelope<"ContainerStartFailed", { error: string }>
+  | Envelope<"ContainerStopRequested", { signal: string; timeoutSec: number }>
+  | Envelope<"ContainerKillRequested", { signal: string }>
+  /** The kill's outcome: the signal was delivered (an exit, if any, is its own event). */
+  | Envelope<"ContainerSignaled", { signal: string }>
+  | Envelope<"ContainerRestartRequested", { timeoutSec: number }>
+  | Envelope<"ContainerExited", ContainerExitedData>
+  | Envelope<"ContainerPauseRequested", Record<string, never>>
+  | Envelope<"ContainerPaused", Record<string, never>>
+  | Envelope<"ContainerUnpauseRequested", Record<string, never>>
+  | Envelope<"ContainerUnpaused", Record<string, never>>
+  | Envelope<"ContainerUpdated", ContainerUpdatedData>
+  | Envelope<"ContainerRemoveRequested", { force: boolean }>
+  | Envelope<"ContainerRemoved", Record<string, never>>
+  /** A requested action (stop, kill, pause, unpause, remove) failed on the host. */
+  | Envelope<"ContainerActionFailed", { action: string; error: string }>;
+
+// --- image and node ------------------------------------------------------------------------
+export interface ImageImportedData {
+  name: string;
+  digest: string;
+  sizeBytes: number;
+  config: ImageConfig;
+}
+export type ImageEvent =
+  | Envelope<"ImageImported", ImageImportedData>
+  | Envelope<"ImageRemoved", { name: string; digest: string }>;
+
+export type NodeEvent = Envelope<
+  "NodeStarted",
+  { httpUrl: string; version: string; dataRoot: string }
+>;
+
+export type BerthEvent = ContainerEvent | ImageEvent | NodeEvent;
+export type EventType = BerthEvent["type"];
+export type EventOf<T extends EventType> = Extract<BerthEvent, { type: T }>;
+export type DataOf<T extends EventType> = EventOf<T>["data"];
+
+/** An event as read back from the stream: where it sits in the log. */
+export type StoredEvent = BerthEvent & { seq: number; subject: string };
+
+/**
+ * Intent types and the outcomes that answer them. A restart's own exit is not its outcome: the
+ * restart stays pending until the container runs again (or fails to).
+ */
+export const OUTCOMES: Partial<Record<EventType, readonly EventType[]>> = {
+  ContainerStartRequested: ["ContainerStarted", "ContainerStartFailed"],
+  ContainerStopRequested: ["ContainerExited", "ContainerActionFailed"],
+  ContainerKillRequested: ["ContainerSignaled", "ContainerActionFailed"],
+  ContainerRestartRequested: ["ContainerStarted", "ContainerStartFailed", "ContainerActionFailed"],
+  ContainerPauseRequested: ["ContainerPaused", "ContainerActionFailed"],
+  ContainerUnpauseRequested: ["ContainerUnpaused", "ContainerActionFailed"],
+  ContainerRemoveRequested: ["ContainerRemoved", "ContainerActionFailed"],
+};
+
+export const EVENT_VERSION = 1;

@@ -1,0 +1,99 @@
+// The one effectful command handler: load (the read model) → decide → append with the expected
+// version → wait until the event is read back. Retries only on a version conflict.
+import { createHash, randomUUID } from "node:crypto";
+import type { EventStore } from "../events/store.js";
+import { EVENT_VERSION, containerSubject, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
+import { VersionConflict } from "../errors.js";
+import type { Projector } from "../projections/projector.js";
+import type { ContainerState } from "../projections/container.js";
+import { decide, type ContainerCommand, type NewEvent } from "./container-decider.js";
+
+export interface Ctx {
+  node: string;
+  actor: string;
+  correlationId: string;
+  causationId: string | null;
+  /** When set, event ids derive from it, so a retried command is stored once (Nats-Msg-Id). */
+  requestId?: string;
+}
+
+export function ctxFromMeta(node: string, meta: Meta | undefined, defaultActor: string): Ctx {
+  return {
+    node,
+    actor: meta?.actor ?? defaultActor,
+    correlationId: meta?.correlationId ?? meta?.requestId ?? randomUUID(),
+    causationId: null,
+    requestId: meta?.requestId,
+  };
+}
+
+/** Stable ids for a request's events: the same request and step give the same id. */
+export function eventIdFor(ctx: Ctx, step: string): string {
+  if (!ctx.requestId) return randomUUID();
+  const h = createHash("sha256").update(`${ctx.requestId}\0${step}`).digest("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+export function envelope(ev: NewEvent | { type: BerthEvent["type"]; data: unknown }, ctx: Ctx, eventId: string): BerthEvent {
+  return {
+    type: ev.type,
+    v: EVENT_VERSION,
+    eventId,
+    at: new Date().toISOString(),
+    node: ctx.node,
+    actor: ctx.actor,
+    correlationId: ctx.correlationId,
+    causationId: ctx.causationId,
+    data: ev.data,
+  } as BerthEvent;
+}
+
+const MAX_ATTEMPTS = 8;
+
+export class CommandService {
+  constructor(
+    private readonly store: EventStore,
+    private readonly projector: Projector,
+  ) {}
+
+  /**
+   * Run a container command to its appended (and applied) events. `step` names the command
+   * within its request, for stable event ids.
+   */
+  async handle(id: string, cmd: ContainerCommand, ctx: Ctx, step: string = cmd.type): Promise<StoredEvent[]> {
+    return this.appendDecided(id, (s) => decide(cmd, s), ctx, step);
+  }
+
+  /** Load → decide → append with the expected version; retry on conflict with fresh state. */
+  async appendDecided(
+    id: string,
+    decider: (s: ContainerState | null) => NewEvent[],
+    ctx: Ctx,
+    step: string,
+  ): Promise<StoredEvent[]> {
+    const subject = containerSubject(id);
+    for (let attempt = 1; ; attempt++) {
+      const state = this.projector.model.byId(id) ?? null;
+      const events = decider(state);
+      let expected = state ? state.version : 0;
+      const out: StoredEvent[] = [];
+      try {
+        for (const [i, ev] of events.entries()) {
+          const full = envelope(ev, ctx, eventIdFor(ctx, `${step}#${i}`));
+          const seq = await this.store.append(subject, full, { expectedSeq: expected });
+          expected = seq;
+          out.push({ ...full, seq, subject });
+        }
+      } catch (err) {
+        if (err instanceof VersionConflict && attempt < MAX_ATTEMPTS) {
+          // Someone else wrote first: catch up with the log, then decide again.
+          await this.projector.waitForSeq(await this.store.lastSeq());
+          continue;
+        }
+        throw err;
+      }
+      if (out.length) await this.projector.waitForSeq(out[out.length - 1].seq);
+      return out;
+    }
+  }
+}

@@ -1,0 +1,125 @@
+// decide(command, state) → events, pure. Each command first checks the state (the guard), then
+// says which intent (or fact, for create and update) to append. No side effect happens here:
+// the owning node's executor turns intents into outcomes.
+import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../events/spec.js";
+import type { ContainerEvent, ContainerCreatedData } from "../events/types.js";
+import { BerthError, ErrorCode, conflict, invalid } from "../errors.js";
+import type { ContainerState } from "../projections/container.js";
+import { nextState } from "../projections/transitions.js";
+
+export type ContainerCommand =
+  | { type: "Create"; data: ContainerCreatedData }
+  | { type: "Start" }
+  | { type: "Stop"; signal: string; timeoutSec: number }
+  | { type: "Kill"; signal: string }
+  | { type: "Restart"; timeoutSec: number }
+  | { type: "Pause" }
+  | { type: "Unpause" }
+  | { type: "Update"; restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null }
+  | { type: "Remove"; force: boolean };
+
+/** An event before the store gives it an envelope. */
+export type NewEvent = { [K in ContainerEvent["type"]]: { type: K; data: Extract<ContainerEvent, { type: K }>["data"] } }[ContainerEvent["type"]];
+
+const verb: Record<ContainerCommand["type"], string> = {
+  Create: "create",
+  Start: "start",
+  Stop: "stop",
+  Kill: "kill",
+  Restart: "restart",
+  Pause: "pause",
+  Unpause: "unpause",
+  Update: "update",
+  Remove: "remove",
+};
+
+export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEvent[] {
+  if (cmd.type === "Create") {
+    if (s && !s.removed) throw new BerthError(ErrorCode.AlreadyExists, `container ${cmd.data.id} already exists`);
+    validateSpecRules(cmd.data.spec);
+    return [{ type: "ContainerCreated", data: cmd.data }];
+  }
+  if (!s || s.removed) throw new BerthError(ErrorCode.NotFound, "no such container");
+  const busy = () => {
+    // A forced remove may overtake anything but another remove.
+    if (s.pending && !(cmd.type === "Remove" && cmd.force && s.pending.type !== "ContainerRemoveRequested")) {
+      throw conflict(`container ${s.name} is busy: ${describe(s.pending.type)} is in progress`);
+    }
+  };
+  const refuse = (why: string): never => {
+    throw conflict(`cannot ${verb[cmd.type]} container ${s.name}: ${why}`);
+  };
+  const guard = (e: NewEvent): NewEvent[] => {
+    if (nextState(s.state, e.type) === null) refuse(`it is ${s.state}`);
+    return [e];
+  };
+
+  switch (cmd.type) {
+    case "Start":
+      busy();
+      if (s.state === "running" || s.state === "paused") refuse("it is already running");
+      return guard({ type: "ContainerStartRequested", data: {} });
+    case "Stop":
+      busy();
+      if (s.state !== "running" && s.state !== "paused") refuse(`it is not running (${s.state})`);
+      return guard({ type: "ContainerStopRequested", data: { signal: cmd.signal, timeoutSec: cmd.timeoutSec } });
+    case "Kill":
+      busy();
+      if (s.state !== "running" && s.state !== "paused") refuse(`it is not running (${s.state})`);
+      return guard({ type: "ContainerKillRequested", data: { signal: cmd.signal } });
+    case "Restart":
+      busy();
+      return guard({ type: "ContainerRestartRequested", data: { timeoutSec: cmd.timeoutSec } });
+    case "Pause":
+      busy();
+      if (s.state === "paused") refuse("it is already paused");
+      if (s.state !== "running") refuse(`it is not running (${s.state})`);
+      return guard({ type: "ContainerPauseRequested", data: {} });
+    case "Unpause":
+      busy();
+      if (s.state !== "paused") refuse(`it is not paused (${s.state})`);
+      return guard({ type: "ContainerUnpauseRequested", data: {} });
+    case "Update": {
+      const { type: _t, ...patch } = cmd;
+      if (patch.restartPolicy === undefined && patch.resources === undefined && patch.healthcheck === undefined) {
+        throw invalid("update needs at least one of restartPolicy, resources, healthcheck");
+      }
+      validateSpecRules({ ...s.spec, ...definedOnly(patch) });
+      return guard({ type: "ContainerUpdated", data: definedOnly(patch) });
+    }
+    case "Remove":
+      busy();
+      if ((s.state === "running" || s.state === "paused") && !cmd.force) {
+        refuse(`it is ${s.state}; stop it first or remove with force`);
+      }
+      if (s.state === "removing") refuse("it is already being removed");
+      return guard({ type: "ContainerRemoveRequested", data: { force: cmd.force } });
+    default: {
+      const _never: never = cmd;
+      throw new Error(`unknown command ${JSON.stringify(_never)}`);
+    }
+  }
+}
+
+/** Rules across fields that a JSON schema cannot say. */
+export function validateSpecRules(spec: ContainerSpec): void {
+  const policy = spec.restartPolicy?.name ?? "no";
+  if (spec.autoRemove && policy !== "no") {
+    throw invalid(`autoRemove cannot be combined with restart policy '${policy}'`);
+  }
+  const b = spec.restartPolicy?.backoff;
+  if (b?.initialMs !== undefined && b.maxMs !== undefined && b.initialMs > b.maxMs) {
+    throw invalid("restartPolicy.backoff.initialMs must not exceed maxMs");
+  }
+  if (spec.restartPolicy?.maxRetries && policy !== "on-failure") {
+    throw invalid("restartPolicy.maxRetries applies only to 'on-failure'");
+  }
+}
+
+function definedOnly<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+function describe(type: string): string {
+  return type.replace(/^Container/, "").replace(/Requested$/, "").toLowerCase();
+}

@@ -1,0 +1,237 @@
+// The owning node's hands: turns intents on this node's containers into host actions and records
+// their outcomes. One queue per container keeps its actions and exits in order; every outcome is
+// checked against the transition table before it is appended, and exits carry stable event ids
+// so that a fact seen twice is stored once.
+import { createHash } from "node:crypto";
+import type { StoredEvent } from "../events/types.js";
+import { BerthError, ErrorCode, toBerthError } from "../errors.js";
+import { logger } from "../log.js";
+import type { ContainerState } from "../projections/container.js";
+import type { Projector } from "../projections/projector.js";
+import { nextState } from "../projections/transitions.js";
+import type { ExitInfo } from "../runtime/types.js";
+import type { CommandService, Ctx } from "./command-service.js";
+import type { NewEvent } from "./container-decider.js";
+
+/** The host operations the executor needs (src/runtime/host.ts implements them). */
+export interface HostOps {
+  prepareAndStart(c: ContainerState): Promise<{ pid: number; startedAt: string }>;
+  signal(id: string, signal: string): Promise<void>;
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
+  readExit(id: string): Promise<ExitInfo | null>;
+  waitExit(id: string, timeoutMs: number): Promise<ExitInfo | null>;
+  isRunning(id: string): Promise<boolean>;
+  cleanup(id: string): Promise<void>;
+}
+
+const KILL_GRACE_MS = 10_000;
+
+export class Executor {
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly log = logger("executor");
+  private stopped = false;
+
+  constructor(
+    private readonly node: string,
+    private readonly projector: Projector,
+    private readonly commands: CommandService,
+    private readonly host: HostOps,
+  ) {}
+
+  /** Listen for intents, and pick up intents left pending by an earlier run of this node. */
+  start(): void {
+    this.projector.onEvent((e, model) => {
+      if (!e.subject.startsWith("berth.ev.container.")) return;
+      const c = model.byId(e.subject.slice("berth.ev.container.".length));
+      if (!c || c.node !== this.node) return;
+      if (c.pending && c.pending.eventId === e.eventId) this.enqueue(c.id, () => this.perform(c.id, e.eventId));
+    });
+    for (const c of this.projector.model.containers.values()) {
+      if (c.node === this.node && c.pending) {
+        const eid = c.pending.eventId;
+        this.enqueue(c.id, () => this.perform(c.id, eid));
+      }
+    }
+  }
+
+  /** An exit file appeared for a container of ours. */
+  exited(id: string, info: ExitInfo): void {
+    this.enqueue(id, () => this.recordExit(id, info));
+  }
+
+  async drain(): Promise<void> {
+    this.stopped = true;
+    await Promise.allSettled([...this.queues.values()]);
+  }
+
+  private enqueue(id: string, job: () => Promise<void>): void {
+    const prev = this.queues.get(id) ?? Promise.resolve();
+    const next = prev
+      .then(() => (this.stopped ? undefined : job()))
+      .catch((err) => this.log.error({ err, container: id }, "container job failed"));
+    this.queues.set(id, next);
+    void next.finally(() => {
+      if (this.queues.get(id) === next) this.queues.delete(id);
+    });
+  }
+
+  private current(id: string): ContainerState | undefined {
+    return this.projector.model.byId(id);
+  }
+
+  /** Perform the pending intent `intentId`, if it is still the pending one. */
+  private async perform(id: string, intentId: string): Promise<void> {
+    const c = this.current(id);
+    if (!c?.pending || c.pending.eventId !== intentId) return;
+    const intent = c.pending;
+    const ctx: Ctx = { node: this.node, actor: `berth/${this.node}`, correlationId: intentId, causationId: intentId };
+    const log = this.log.child({ container: id, name: c.name, intent: intent.type, correlationId: intentId });
+    const t0 = performance.now();
+    const action = intent.type.replace(/^Container/, "").replace(/Requested$/, "").toLowerCase();
+    try {
+      switch (intent.type) {
+        case "ContainerStartRequested":
+          await this.startLeg(c, ctx);
+          break;
+        case "ContainerStopRequested": {
+          const d = intent.data as { signal: string; timeoutSec: number };
+          await this.stopLeg(c, d.signal, d.timeoutSec, ctx);
+          break;
+        }
+        case "ContainerKillRequested": {
+          const sig = (intent.data as { signal: string }).signal;
+          await this.host.signal(id, sig);
+          // A fatal signal usually lands at once; record that exit before answering.
+          const info = await this.host.waitExit(id, 1_000);
+          if (info) await this.recordExit(id, info, ctx);
+          await this.outcome(id, { type: "ContainerSignaled", data: { signal: sig } }, ctx, intentKey(ctx));
+          break;
+        }
+        case "ContainerRestartRequested": {
+          const d = intent.data as { timeoutSec: number };
+          if (c.state === "running" || c.state === "paused") {
+            await this.stopLeg(c, c.spec.stopSignal ?? "SIGTERM", d.timeoutSec, ctx);
+          }
+          await this.startLeg(this.current(id)!, ctx);
+          break;
+        }
+        case "ContainerPauseRequested":
+          await this.host.pause(id);
+          await this.outcome(id, { type: "ContainerPaused", data: {} }, ctx, intentKey(ctx));
+          break;
+        case "ContainerUnpauseRequested":
+          await this.host.resume(id);
+          await this.outcome(id, { type: "ContainerUnpaused", data: {} }, ctx, intentKey(ctx));
+          break;
+        case "ContainerRemoveRequested":
+          if (await this.host.isRunning(id)) {
+            await this.host.signal(id, "SIGKILL").catch(() => undefined);
+            const info = await this.host.waitExit(id, KILL_GRACE_MS);
+            if (info) await this.recordExit(id, info, ctx);
+          }
+          await this.host.cleanup(id);
+          await this.outcome(id, { type: "ContainerRemoved", data: {} }, ctx, intentKey(ctx));
+          break;
+        default:
+          log.warn("no action for this intent");
+          return;
+      }
+      log.info({ ms: Math.round(performance.now() - t0) }, `${action} done`);
+    } catch (err) {
+      const e = toBerthError(err);
+      log.warn({ err: e.message, ms: Math.round(performance.now() - t0) }, `${action} failed`);
+      const failed: NewEvent =
+        intent.type === "ContainerStartRequested" || intent.type === "ContainerRestartRequested"
+          ? { type: "ContainerStartFailed", data: { error: e.message } }
+          : { type: "ContainerActionFailed", data: { action, error: e.message } };
+      await this.outcome(id, failed, ctx, intentKey(ctx)).catch((err2) =>
+        log.error({ err: err2 }, "could not record the failure"),
+      );
+    }
+  }
+
+  private async startLeg(c: ContainerState, ctx: Ctx): Promise<void> {
+    const r = await this.host.prepareAndStart(c);
+    await this.outcome(c.id, { type: "ContainerStarted", data: { pid: r.pid, startedAt: r.startedAt } }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
+  }
+
+  /** Stop signal, wait up to the timeout, then SIGKILL; the exit is recorded here. */
+  private async stopLeg(c: ContainerState, signal: string, timeoutSec: number, ctx: Ctx): Promise<void> {
+    if (c.state === "paused") {
+      // A frozen process cannot act on SIGTERM; thaw it first (as Docker does).
+      await this.host.resume(c.id).catch(() => undefined);
+    }
+    let info = await this.host.readExit(c.id);
+    if (!info) {
+      await this.host.signal(c.id, signal).catch((err) => this.ignoreIfGone(err));
+      info = await this.host.waitExit(c.id, timeoutSec * 1000);
+    }
+    if (!info) {
+      await this.host.signal(c.id, "SIGKILL").catch((err) => this.ignoreIfGone(err));
+      info = await this.host.waitExit(c.id, KILL_GRACE_MS);
+    }
+    if (!info) throw new BerthError(ErrorCode.RuntimeError, "container did not exit after SIGKILL");
+    await this.recordExit(c.id, info, ctx);
+  }
+
+  private ignoreIfGone(err: unknown): void {
+    const msg = (err as Error)?.message ?? "";
+    if (!/not running|does not exist|process already finished|no such process/i.test(msg)) throw err;
+  }
+
+  /** Record an exit once: only for a running (or being removed) container, with a stable id. */
+  async recordExit(id: string, info: ExitInfo, ctx?: Ctx): Promise<void> {
+    const c = this.current(id);
+    if (!c || c.node !== this.node) return;
+    if (c.state !== "running" && c.state !== "paused" && !(c.state === "removing" && c.pid !== null)) return;
+    // An exit file older than the current run is a leftover, not this run's exit.
+    if (c.startedAt && Date.parse(info.exitedAt) + 1000 < Date.parse(c.startedAt)) return;
+    const cause = c.pending;
+    const exitCtx: Ctx = ctx ?? {
+      node: this.node,
+      actor: `berth/${this.node}`,
+      correlationId: cause?.eventId ?? id,
+      causationId: cause?.eventId ?? null,
+    };
+    await this.outcome(id, { type: "ContainerExited", data: info }, exitCtx, `exited@${c.startedAt}`);
+    const after = this.current(id);
+    if (after?.spec.autoRemove && after.state === "exited" && !after.pending) {
+      await this.commands.appendDecided(
+        id,
+        (s) => (s && s.state === "exited" && !s.pending ? [{ type: "ContainerRemoveRequested", data: { force: false } }] : []),
+        { node: this.node, actor: `berth/${this.node}/auto-remove`, correlationId: exitCtx.correlationId, causationId: null },
+        `autoremove@${c.startedAt}`,
+      );
+    }
+  }
+
+  /** Append an outcome if the table allows it from the state the log is in now. */
+  private async outcome(id: string, ev: NewEvent, ctx: Ctx, key: string): Promise<void> {
+    const stable: Ctx = { ...ctx, requestId: stableKey(id, ev.type, key) };
+    await this.commands.appendDecided(
+      id,
+      (s) => {
+        if (!s || nextState(s.state, ev.type) === null) {
+          this.log.warn({ container: id, type: ev.type, state: s?.state }, "outcome not allowed in this state; dropped");
+          return [];
+        }
+        return [ev];
+      },
+      stable,
+      ev.type,
+    );
+  }
+}
+
+/** Outcomes of an intent are keyed by it: one intent, one outcome of each type. */
+const intentKey = (ctx: Ctx) => ctx.causationId ?? "none";
+
+/** An exit is keyed by the run it ends, whoever saw it first. */
+function stableKey(id: string, type: string, key: string): string {
+  return createHash("sha256").update(`${id}\0${type}\0${key}`).digest("hex");
+}
+
+export function isContainerSubject(e: StoredEvent): boolean {
+  return e.subject.startsWith("berth.ev.container.");
+}

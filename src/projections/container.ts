@@ -1,0 +1,155 @@
+// The container aggregate's state and its pure evolve. The read model is nothing but these
+// states folded from the log.
+import type { ContainerEvent, StoredEvent } from "../events/types.js";
+import { OUTCOMES } from "../events/types.js";
+import type { ContainerSpec, RestartPolicy } from "../events/spec.js";
+import { nextState, type LifecycleState } from "./transitions.js";
+
+export type Health = "none" | "starting" | "healthy" | "unhealthy";
+
+export interface PendingIntent {
+  type: ContainerEvent["type"];
+  eventId: string;
+  seq: number;
+  data: Record<string, unknown>;
+}
+
+export interface ContainerState {
+  id: string;
+  name: string;
+  image: string;
+  imageDigest: string;
+  state: LifecycleState;
+  node: string;
+  pid: number | null;
+  exitCode: number | null;
+  oomKilled: boolean;
+  restartCount: number;
+  health: Health;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  restartPolicy: RestartPolicy;
+  /** Stream sequence of the container's last event: the expected version for the next append. */
+  version: number;
+  spec: ContainerSpec;
+  /** An intent waiting for its outcome (at most one at a time). */
+  pending: PendingIntent | null;
+  /** The user stopped it: restart policies stay quiet until the next start. */
+  stoppedByUser: boolean;
+  lastError: string | null;
+  /** Set when the container has left the read model. */
+  removed: boolean;
+}
+
+/**
+ * Apply one event. Pure: returns a new state. The log is the truth, so an event the table does
+ * not allow still applies its facts (it was written); the projector counts such events.
+ */
+export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: number }): ContainerState | null {
+  if (e.type === "ContainerCreated") {
+    const d = e.data;
+    return {
+      id: d.id,
+      name: d.name,
+      image: d.image,
+      imageDigest: d.imageDigest,
+      state: "created",
+      node: d.node,
+      pid: null,
+      exitCode: null,
+      oomKilled: false,
+      restartCount: 0,
+      health: d.spec.healthcheck ? "starting" : "none",
+      createdAt: e.at,
+      startedAt: null,
+      finishedAt: null,
+      labels: d.spec.labels ?? {},
+      annotations: d.spec.annotations ?? {},
+      restartPolicy: d.spec.restartPolicy ?? { name: "no" },
+      version: e.seq,
+      spec: d.spec,
+      pending: null,
+      stoppedByUser: false,
+      lastError: null,
+      removed: false,
+    };
+  }
+  if (!s) return null;
+  const target = nextState(s.state, e.type);
+  const n: ContainerState = { ...s, version: e.seq };
+  if (target && target !== "removed") n.state = target;
+
+  // An outcome answers the pending intent; a new intent becomes pending.
+  if (s.pending && OUTCOMES[s.pending.type]?.includes(e.type)) n.pending = null;
+  if (OUTCOMES[e.type]) {
+    n.pending = { type: e.type, eventId: e.eventId, seq: e.seq, data: e.data as Record<string, unknown> };
+  }
+
+  switch (e.type) {
+    case "ContainerStartRequested":
+      n.stoppedByUser = false;
+      break;
+    case "ContainerRestartRequested":
+      n.stoppedByUser = false;
+      break;
+    case "ContainerStarted":
+      n.pid = e.data.pid;
+      n.startedAt = e.data.startedAt;
+      n.exitCode = null;
+      n.oomKilled = false;
+      n.lastError = null;
+      if (s.startedAt !== null) n.restartCount = s.restartCount + 1;
+      if (n.spec.healthcheck) n.health = "starting";
+      break;
+    case "ContainerStartFailed":
+      n.lastError = e.data.error;
+      n.pid = null;
+      break;
+    case "ContainerStopRequested":
+    case "ContainerKillRequested":
+      n.stoppedByUser = true;
+      break;
+    case "ContainerExited":
+      n.pid = null;
+      n.exitCode = e.data.exitCode;
+      n.oomKilled = e.data.oomKilled;
+      n.finishedAt = e.data.exitedAt;
+      if (n.spec.healthcheck) n.health = "none";
+      break;
+    case "ContainerUpdated": {
+      const spec = { ...n.spec };
+      if (e.data.restartPolicy) spec.restartPolicy = e.data.restartPolicy;
+      if (e.data.resources) spec.resources = { ...spec.resources, ...e.data.resources };
+      if (e.data.healthcheck !== undefined) spec.healthcheck = e.data.healthcheck;
+      n.spec = spec;
+      n.restartPolicy = spec.restartPolicy ?? { name: "no" };
+      break;
+    }
+    case "ContainerActionFailed":
+      n.lastError = `${e.data.action}: ${e.data.error}`;
+      break;
+    case "ContainerRemoved":
+      n.removed = true;
+      n.pid = null;
+      break;
+    case "ContainerSignaled":
+    case "ContainerPauseRequested":
+    case "ContainerPaused":
+    case "ContainerUnpauseRequested":
+    case "ContainerUnpaused":
+    case "ContainerRemoveRequested":
+      break;
+    default: {
+      const _never: never = e;
+      void _never;
+    }
+  }
+  return n;
+}
+
+export function isContainerEvent(e: StoredEvent): e is ContainerEvent & { seq: number; subject: string } {
+  return e.type.startsWith("Container");
+}

@@ -1,0 +1,114 @@
+// Feeds the read model from the stream: one catch-up read, then a live tail. Everyone who needs
+// "after my event is applied" (command replies, the executor) waits here, so the daemon's own
+// writes reach its state only by being read back from the log.
+import type { EventStore } from "../events/store.js";
+import type { StoredEvent } from "../events/types.js";
+import { BerthError, ErrorCode } from "../errors.js";
+import { logger } from "../log.js";
+import { ReadModel } from "./read-model.js";
+
+type Listener = (e: StoredEvent, model: ReadModel) => void;
+
+interface Waiter {
+  match: (e: StoredEvent) => boolean;
+  resolve: (e: StoredEvent) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class Projector {
+  readonly model = new ReadModel();
+  private readonly listeners: Listener[] = [];
+  private waiters = new Set<Waiter>();
+  private seqWaiters: { seq: number; resolve: () => void }[] = [];
+  private tailHandle: { stop: () => Promise<void> } | null = null;
+  private readonly log = logger("projector");
+
+  constructor(private readonly store: EventStore) {}
+
+  onEvent(l: Listener): void {
+    this.listeners.push(l);
+  }
+
+  /** Replay the log up to its current end (the restore phase's catch-up), then tail live. */
+  async start(): Promise<{ events: number; durationMs: number }> {
+    const t0 = performance.now();
+    const n = await this.store.read({ fromSeq: this.model.seq + 1 }, (e) => this.model.apply(e));
+    this.tailHandle = await this.store.tail(this.model.seq + 1, (e) => this.applyLive(e));
+    return { events: n, durationMs: performance.now() - t0 };
+  }
+
+  async stop(): Promise<void> {
+    await this.tailHandle?.stop();
+    this.tailHandle = null;
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new BerthError(ErrorCode.Unavailable, "daemon is shutting down"));
+    }
+    this.waiters.clear();
+  }
+
+  private applyLive(e: StoredEvent): void {
+    if (e.seq <= this.model.seq) return;
+    this.model.apply(e);
+    for (const l of this.listeners) {
+      try {
+        l(e, this.model);
+      } catch (err) {
+        this.log.error({ err, seq: e.seq, type: e.type }, "event listener failed");
+      }
+    }
+    for (const w of this.waiters) {
+      if (w.match(e)) {
+        clearTimeout(w.timer);
+        this.waiters.delete(w);
+        w.resolve(e);
+      }
+    }
+    if (this.seqWaiters.length) {
+      const ready = this.seqWaiters.filter((w) => w.seq <= e.seq);
+      this.seqWaiters = this.seqWaiters.filter((w) => w.seq > e.seq);
+      for (const w of ready) w.resolve();
+    }
+  }
+
+  /** Resolves once the event at `seq` (ours, just appended) is applied. */
+  waitForSeq(seq: number, timeoutMs = 10_000): Promise<void> {
+    if (this.model.seq >= seq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const entry = { seq, resolve: () => (clearTimeout(t), resolve()) };
+      const t = setTimeout(() => {
+        this.seqWaiters = this.seqWaiters.filter((w) => w !== entry);
+        reject(new BerthError(ErrorCode.Unavailable, `event ${seq} was not read back in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.seqWaiters.push(entry);
+    });
+  }
+
+  /**
+   * Wait for the first applied event that matches. Register before appending the event that
+   * causes it, so that a fast outcome is not missed.
+   */
+  waitFor(match: (e: StoredEvent) => boolean, timeoutMs: number): { promise: Promise<StoredEvent>; cancel: () => void } {
+    let w!: Waiter;
+    const promise = new Promise<StoredEvent>((resolve, reject) => {
+      w = {
+        match,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(w);
+          reject(new BerthError(ErrorCode.Timeout, `outcome not seen within ${timeoutMs} ms`));
+        }, timeoutMs),
+      };
+      this.waiters.add(w);
+    });
+    return {
+      promise,
+      cancel: () => {
+        clearTimeout(w.timer);
+        this.waiters.delete(w);
+      },
+    };
+  }
+}

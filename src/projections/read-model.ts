@@ -1,0 +1,114 @@
+// The read model: containers, images and nodes folded from the log. Changes only through
+// apply(event); queries never touch the host.
+import type { ImageImportedData, StoredEvent } from "../events/types.js";
+import { evolve, isContainerEvent, type ContainerState } from "./container.js";
+import { nextState } from "./transitions.js";
+
+export interface ImageView extends ImageImportedData {
+  node: string;
+  importedAt: string;
+}
+
+export interface NodeView {
+  name: string;
+  httpUrl: string;
+  version: string;
+  startedAt: string;
+  lastSeenSeq: number;
+}
+
+export class ReadModel {
+  /** Every container not yet removed, by id. */
+  readonly containers = new Map<string, ContainerState>();
+  private readonly byName = new Map<string, string>();
+  /** Images by node, then by name. */
+  readonly images = new Map<string, Map<string, ImageView>>();
+  readonly nodes = new Map<string, NodeView>();
+  /** Last stream sequence applied. */
+  seq = 0;
+  /** Events the transition table forbids that were in the log anyway (should stay 0). */
+  anomalies = 0;
+
+  apply(e: StoredEvent): void {
+    if (e.seq <= this.seq) return;
+    this.seq = e.seq;
+    if (isContainerEvent(e)) {
+      const id = e.type === "ContainerCreated" ? e.data.id : e.subject.slice(e.subject.lastIndexOf(".") + 1);
+      const prev = this.containers.get(id) ?? null;
+      if (prev && nextState(prev.state, e.type) === null) this.anomalies++;
+      const next = evolve(prev, e);
+      if (!next) return;
+      if (next.removed) {
+        this.containers.delete(id);
+        if (this.byName.get(next.name) === id) this.byName.delete(next.name);
+      } else {
+        this.containers.set(id, next);
+        this.byName.set(next.name, id);
+      }
+      return;
+    }
+    switch (e.type) {
+      case "ImageImported": {
+        let m = this.images.get(e.node);
+        if (!m) this.images.set(e.node, (m = new Map()));
+        m.set(e.data.name, { ...e.data, node: e.node, importedAt: e.at });
+        return;
+      }
+      case "ImageRemoved":
+        this.images.get(e.node)?.delete(e.data.name);
+        return;
+      case "NodeStarted":
+        this.nodes.set(e.node, {
+          name: e.node,
+          httpUrl: e.data.httpUrl,
+          version: e.data.version,
+          startedAt: e.at,
+          lastSeenSeq: e.seq,
+        });
+        return;
+    }
+  }
+
+  byId(id: string): ContainerState | undefined {
+    return this.containers.get(id);
+  }
+
+  idOfName(name: string): string | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Resolve a ref: full id, unique id prefix of ≥ 4 characters, or name. */
+  resolve(ref: string): { ok: true; c: ContainerState } | { ok: false; why: "none" | "ambiguous" } {
+    const direct = this.containers.get(ref);
+    if (direct) return { ok: true, c: direct };
+    const named = this.byName.get(ref);
+    if (named) return { ok: true, c: this.containers.get(named)! };
+    if (ref.length >= 4 && /^[0-9a-f]+$/.test(ref)) {
+      let found: ContainerState | undefined;
+      for (const [id, c] of this.containers) {
+        if (id.startsWith(ref)) {
+          if (found) return { ok: false, why: "ambiguous" };
+          found = c;
+        }
+      }
+      if (found) return { ok: true, c: found };
+    }
+    return { ok: false, why: "none" };
+  }
+
+  image(node: string, ref: string): ImageView | undefined {
+    const m = this.images.get(node);
+    if (!m) return undefined;
+    const direct = m.get(ref) ?? (ref.includes(":") ? undefined : m.get(`${ref}:latest`));
+    if (direct) return direct;
+    for (const img of m.values()) if (img.digest === ref) return img;
+    return undefined;
+  }
+
+  /** Stream counts per state, for /metrics. */
+  countByState(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const c of this.containers.values()) out[c.state] = (out[c.state] ?? 0) + 1;
+    return out;
+  }
+}

@@ -1,0 +1,98 @@
+// The container state machine, written down as a table. Each state lists the events it accepts
+// and the state each one leads to; any other event is an invalid transition. Writers (deciders
+// and the executor) check this before appending, so the log never holds a forbidden transition.
+import type { ContainerEvent } from "../events/types.js";
+
+export const LIFECYCLE_STATES = [
+  "created",
+  "running",
+  "paused",
+  "restarting",
+  "exited",
+  "removing",
+  "dead",
+] as const;
+export type LifecycleState = (typeof LIFECYCLE_STATES)[number];
+
+/** `removed` is not a state a container is ever shown in: it leaves the read model. */
+export type Target = LifecycleState | "removed";
+type Row = Partial<Record<ContainerEvent["type"], Target>>;
+
+// Intents keep the state (the outcome moves it); `ContainerActionFailed` answers an intent.
+export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
+  created: {
+    ContainerStartRequested: "created",
+    ContainerRestartRequested: "created",
+    ContainerStarted: "running",
+    ContainerStartFailed: "created",
+    ContainerUpdated: "created",
+    ContainerActionFailed: "created",
+    ContainerRemoveRequested: "removing",
+  },
+  running: {
+    ContainerStopRequested: "running",
+    ContainerKillRequested: "running",
+    ContainerSignaled: "running",
+    ContainerRestartRequested: "running",
+    ContainerPauseRequested: "running",
+    ContainerUpdated: "running",
+    ContainerActionFailed: "running",
+    ContainerPaused: "paused",
+    ContainerExited: "exited",
+    ContainerRemoveRequested: "removing",
+  },
+  paused: {
+    ContainerStopRequested: "paused",
+    ContainerKillRequested: "paused",
+    ContainerSignaled: "paused",
+    ContainerRestartRequested: "paused",
+    ContainerUnpauseRequested: "paused",
+    ContainerUpdated: "paused",
+    ContainerActionFailed: "paused",
+    ContainerUnpaused: "running",
+    ContainerExited: "exited",
+    ContainerRemoveRequested: "removing",
+  },
+  restarting: {
+    ContainerStarted: "running",
+    ContainerStartFailed: "exited",
+    ContainerStopRequested: "exited",
+    ContainerUpdated: "restarting",
+    ContainerRemoveRequested: "removing",
+  },
+  exited: {
+    ContainerStartRequested: "exited",
+    ContainerRestartRequested: "exited",
+    ContainerStarted: "running",
+    ContainerStartFailed: "exited",
+    ContainerUpdated: "exited",
+    ContainerSignaled: "exited",
+    ContainerActionFailed: "exited",
+    ContainerRemoveRequested: "removing",
+  },
+  removing: {
+    ContainerExited: "removing",
+    ContainerSignaled: "removing",
+    ContainerRemoved: "removed",
+    ContainerActionFailed: "dead",
+  },
+  dead: {
+    ContainerRemoveRequested: "removing",
+    ContainerRemoved: "removed",
+  },
+};
+
+/** Where `event` leads from `state`, or null when the table forbids it. */
+export function nextState(state: LifecycleState, event: ContainerEvent["type"]): Target | null {
+  return TRANSITIONS[state][event] ?? null;
+}
+
+export class InvalidTransition extends Error {
+  override name = "InvalidTransition";
+  constructor(
+    readonly from: LifecycleState,
+    readonly event: string,
+  ) {
+    super(`invalid state transition: ${event} is not allowed in state ${from}`);
+  }
+}
