@@ -16,7 +16,7 @@ export interface ServiceDeps {
   projector: Projector;
   commands: CommandService;
   /** Host checks of mount sources (runtime/mounts.ts); throws InvalidArgument. */
-  validateMounts: (spec: ContainerSpec) => void;
+  validateMounts: (spec: ContainerSpec) => Promise<void>;
 }
 
 type Opts = { meta?: Meta; timeoutMs?: number };
@@ -56,7 +56,7 @@ export class ContainerService {
     const node = spec.node ?? this.d.node;
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
-    this.d.validateMounts(spec);
+    await this.d.validateMounts(spec);
     const id = randomBytes(32).toString("hex");
     const name = spec.name ?? `berth-${id.slice(0, 12)}`;
     if (this.model.idOfName(name) || this.reserving.has(name)) throw alreadyExists(`the name '${name}' is already in use`);

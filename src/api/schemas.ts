@@ -1,0 +1,82 @@
+// One TypeBox schema per command body: the TypeScript type, the validator and the documentation.
+// Every body may carry `meta` and `timeoutMs`; unknown fields are rejected everywhere.
+import { Type, type Static, type TObject, type TProperties } from "@sinclair/typebox";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../events/spec.js";
+import { invalid } from "../errors.js";
+
+const Strict = { additionalProperties: false } as const;
+
+export const Meta = Type.Object(
+  {
+    actor: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    requestId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    correlationId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  },
+  Strict,
+);
+
+const common = {
+  meta: Type.Optional(Meta),
+  timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
+};
+
+const Ref = Type.String({ minLength: 1, maxLength: 128, description: "full id, unique id prefix (≥ 4), or name" });
+
+const body = <P extends TProperties>(props: P) => Type.Object({ ...props, ...common }, Strict);
+
+/** The spec plus the common fields, for create and run. */
+export const CreateBody = Type.Object({ ...ContainerSpec.properties, ...common }, Strict);
+export const RefBody = body({ id: Ref });
+export const StopBody = body({ id: Ref, timeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600 })) });
+export const KillBody = body({
+  id: Ref,
+  signal: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 16 }), Type.Integer({ minimum: 1, maximum: 64 })])),
+});
+export const UpdateBody = body({
+  id: Ref,
+  restartPolicy: Type.Optional(RestartPolicy),
+  resources: Type.Optional(Resources),
+  healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
+});
+export const RemoveBody = body({ id: Ref, force: Type.Optional(Type.Boolean()) });
+export const ImageImportBody = body({
+  source: Type.String({ minLength: 1, maxLength: 4096 }),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.:/-]*$" })),
+});
+export const ImageRemoveBody = body({ name: Type.String({ minLength: 1, maxLength: 256 }) });
+
+export type CreateBody = Static<typeof CreateBody>;
+export type StopBody = Static<typeof StopBody>;
+export type KillBody = Static<typeof KillBody>;
+export type UpdateBody = Static<typeof UpdateBody>;
+export type RemoveBody = Static<typeof RemoveBody>;
+export type RefBody = Static<typeof RefBody>;
+export type ImageImportBody = Static<typeof ImageImportBody>;
+export type ImageRemoveBody = Static<typeof ImageRemoveBody>;
+
+const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDefaults: false });
+
+/** A validator that throws InvalidArgument naming the offending field. */
+export function validator<T extends TObject>(schema: T): (v: unknown) => Static<T> {
+  const check: ValidateFunction = ajv.compile(schema);
+  return (v: unknown) => {
+    if (!check(v)) throw invalid(describeError(check.errors?.[0]));
+    return v as Static<T>;
+  };
+}
+
+function describeError(e: ErrorObject | undefined): string {
+  if (!e) return "invalid body";
+  const where = e.instancePath ? e.instancePath.slice(1).replaceAll("/", ".") : "body";
+  switch (e.keyword) {
+    case "additionalProperties":
+      return `unknown field '${where === "body" ? "" : where + "."}${(e.params as { additionalProperty: string }).additionalProperty}'`;
+    case "required":
+      return `missing field '${where === "body" ? "" : where + "."}${(e.params as { missingProperty: string }).missingProperty}'`;
+    case "pattern":
+      return `${where} has an invalid format`;
+    default:
+      return `${where} ${e.message ?? "is invalid"}`;
+  }
+}

@@ -1,0 +1,91 @@
+// Daemon options (flags and environment, API.md), the secrets kept in the data root, and the
+// client.json that the CLI and other clients read.
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { NAME_RE } from "./events/spec.js";
+
+export interface DaemonOptions {
+  dataRoot: string;
+  node: string;
+  natsUrl?: string;
+  natsPort: number;
+  natsCreds?: string;
+  httpListen: string;
+  /** Seed image imported on start when the store lacks `busybox:latest`. */
+  seedImage: string;
+}
+
+export const DEFAULT_SEED_IMAGE = "/opt/berth/images/busybox-latest.oci.tar";
+
+export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOptions {
+  return {
+    dataRoot: env.BERTH_DATA_ROOT ?? "/var/lib/berth",
+    node: env.BERTH_NODE ?? hostname().split(".")[0],
+    natsUrl: env.BERTH_NATS_URL || undefined,
+    natsPort: Number(env.BERTH_NATS_PORT ?? 4222),
+    natsCreds: env.BERTH_NATS_CREDS || undefined,
+    httpListen: env.BERTH_HTTP_LISTEN ?? "127.0.0.1:7780",
+    seedImage: env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
+  };
+}
+
+export function checkOptions(o: DaemonOptions): void {
+  if (!o.dataRoot.startsWith("/")) throw new Error(`--data-root must be absolute: ${o.dataRoot}`);
+  if (!NAME_RE.test(o.node)) throw new Error(`--node must match ${NAME_RE}: ${o.node}`);
+  if (!Number.isInteger(o.natsPort) || o.natsPort < 1 || o.natsPort > 65535) throw new Error(`bad --nats-port ${o.natsPort}`);
+  parseListen(o.httpListen);
+}
+
+export function parseListen(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(":");
+  const host = s.slice(0, i).replace(/^\[|\]$/g, "");
+  const port = Number(s.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad --http-listen '${s}' (HOST:PORT)`);
+  return { host, port };
+}
+
+export interface Secrets {
+  natsUser: string;
+  natsPass: string;
+  httpToken: string;
+}
+
+/** Generated on the first start and kept (0600), so clients keep working across restarts. */
+export async function loadSecrets(dataRoot: string): Promise<Secrets> {
+  const p = join(dataRoot, "secrets.json");
+  try {
+    return JSON.parse(await readFile(p, "utf8")) as Secrets;
+  } catch {
+    const s: Secrets = {
+      natsUser: "berth",
+      natsPass: randomBytes(24).toString("base64url"),
+      httpToken: randomBytes(32).toString("base64url"),
+    };
+    await writeAtomic(p, JSON.stringify(s, null, 2));
+    return s;
+  }
+}
+
+export interface ClientConfig {
+  node: string;
+  nats: { servers: string[]; user?: string; pass?: string; creds?: string };
+  http: { url: string; token: string };
+}
+
+export async function writeClientConfig(dataRoot: string, c: ClientConfig): Promise<void> {
+  await writeAtomic(join(dataRoot, "client.json"), JSON.stringify(c, null, 2) + "\n");
+}
+
+export async function readClientConfig(dataRoot: string): Promise<ClientConfig> {
+  return JSON.parse(await readFile(join(dataRoot, "client.json"), "utf8")) as ClientConfig;
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await mkdir(join(path, ".."), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await chmod(tmp, 0o600);
+  await rename(tmp, path);
+}

@@ -1,0 +1,192 @@
+// Wiring only: start (or reach) NATS, open the log, replay it, hand this node's containers back
+// to the executor, then open the command and query doors.
+import { mkdir, readFile, writeFile, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import type { FastifyInstance } from "fastify";
+import { checkOptions, loadSecrets, parseListen, writeClientConfig, type DaemonOptions } from "./config.js";
+import { EventStore } from "./events/store.js";
+import { nodeSubject } from "./events/types.js";
+import { logger } from "./log.js";
+import { Projector } from "./projections/projector.js";
+import { CommandService, envelope } from "./handlers/command-service.js";
+import { ContainerService } from "./handlers/container-service.js";
+import { Executor } from "./handlers/executor.js";
+import { ImageService } from "./handlers/image-service.js";
+import { NatsCommandService } from "./api/nats-service.js";
+import { buildHttpServer } from "./api/http.js";
+import { createMetrics } from "./api/metrics.js";
+import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-server.js";
+import { HostRuntime } from "./runtime/host.js";
+import { ImageStore } from "./runtime/images.js";
+import { validateMountSources } from "./runtime/mounts.js";
+import { hostOps } from "./runtime/host-ops.js";
+import { randomUUID } from "node:crypto";
+
+export const VERSION = "0.1.0";
+
+export interface Daemon {
+  options: DaemonOptions;
+  natsUrl: string;
+  httpUrl: string;
+  stop(): Promise<void>;
+}
+
+/** Start a daemon and return once it is ready (the restore phase is done). */
+export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
+  checkOptions(o);
+  const log = logger("daemon", { node: o.node });
+  const t0 = performance.now();
+  let phase = "starting";
+  await mkdir(o.dataRoot, { recursive: true, mode: 0o700 });
+  await takeLock(o.dataRoot);
+  const secrets = await loadSecrets(o.dataRoot);
+
+  let embedded: EmbeddedNats | null = null;
+  let nc: NatsConnection;
+  let servers: string[];
+  if (o.natsUrl) {
+    servers = o.natsUrl.split(",");
+    nc = await connect({
+      servers,
+      name: `berth-${o.node}`,
+      ...(o.natsCreds ? { authenticator: credsAuthenticator(await readFile(o.natsCreds)) } : {}),
+      maxReconnectAttempts: -1,
+    });
+  } else {
+    embedded = await startEmbeddedNats({ dir: join(o.dataRoot, "nats"), port: o.natsPort, user: secrets.natsUser, pass: secrets.natsPass });
+    servers = [embedded.url];
+    nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, maxReconnectAttempts: -1 });
+  }
+
+  const store = await EventStore.open(nc);
+  const projector = new Projector(store);
+  const runtime = new HostRuntime({ dataRoot: o.dataRoot, node: o.node, log: logger("runtime", { node: o.node }) });
+  await runtime.init();
+  const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
+  const commands = new CommandService(store, projector);
+  const containers = new ContainerService({
+    node: o.node,
+    projector,
+    commands,
+    validateMounts: (spec) => validateMountSources(spec.mounts, o.dataRoot),
+  });
+  const images = new ImageService(o.node, store, projector, imageStore);
+  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
+  const metrics = createMetrics(projector.model);
+
+  phase = "replaying";
+  const replay = await projector.start();
+  log.info({ events: replay.events, ms: Math.round(replay.durationMs) }, "log replayed");
+
+  phase = "reconciling";
+  executor.start();
+  const stopWatch = runtime.watchExits((id, info) => executor.exited(id, info));
+  // Exits that happened while no daemon watched: record them before anything else acts.
+  for (const c of projector.model.containers.values()) {
+    if (c.node !== o.node || (c.state !== "running" && c.state !== "paused")) continue;
+    const info = await runtime.readExit(c.id);
+    if (info) executor.exited(c.id, info);
+  }
+  await ensureSeedImage(o, imageStore, images, log);
+
+  const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
+  await nats.start();
+
+  const listen = parseListen(o.httpListen);
+  const http: FastifyInstance = buildHttpServer({
+    model: projector.model,
+    store,
+    token: secrets.httpToken,
+    node: o.node,
+    readiness: () => ({ ready: phase === "ready", phase }),
+    metrics,
+    logs: async (id, tail) => runtime.logs(id, { tail }),
+  });
+  await http.listen({ host: listen.host, port: listen.port });
+  const addr = http.server.address();
+  const port = typeof addr === "object" && addr ? addr.port : listen.port;
+  const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
+  const httpUrl = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+
+  await store.append(
+    nodeSubject(o.node),
+    envelope(
+      { type: "NodeStarted", data: { httpUrl, version: VERSION, dataRoot: o.dataRoot } },
+      { node: o.node, actor: `berth/${o.node}`, correlationId: randomUUID(), causationId: null },
+      randomUUID(),
+    ),
+  );
+  await writeClientConfig(o.dataRoot, {
+    node: o.node,
+    nats: embedded
+      ? { servers, user: secrets.natsUser, pass: secrets.natsPass }
+      : { servers, ...(o.natsCreds ? { creds: o.natsCreds } : {}) },
+    http: { url: httpUrl, token: secrets.httpToken },
+  });
+  phase = "ready";
+  log.info({ ms: Math.round(performance.now() - t0), nats: servers.join(","), http: httpUrl }, "berth daemon ready");
+
+  let stopping: Promise<void> | null = null;
+  const stop = () =>
+    (stopping ??= (async () => {
+      phase = "stopping";
+      await http.close().catch(() => undefined);
+      await nats.stop();
+      stopWatch();
+      await executor.drain();
+      await projector.stop();
+      await nc.drain().catch(() => undefined);
+      // Containers keep running under their conmons; only our own nats-server stops.
+      await embedded?.stop();
+      await rm(join(o.dataRoot, "berth.pid"), { force: true });
+      log.info("berth daemon stopped");
+    })());
+  return { options: o, natsUrl: servers[0], httpUrl, stop };
+}
+
+/** `berth daemon`: run in the foreground until SIGINT/SIGTERM. */
+export async function runDaemon(o: DaemonOptions): Promise<void> {
+  const d = await startDaemon(o);
+  await new Promise<void>((resolve) => {
+    const onSignal = () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      void d.stop().then(resolve);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+/** One daemon per data root: a second one would fight over the same containers. */
+async function takeLock(dataRoot: string): Promise<void> {
+  const p = join(dataRoot, "berth.pid");
+  if (existsSync(p)) {
+    const pid = Number((await readFile(p, "utf8")).trim());
+    if (pid !== process.pid && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+      const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+      if (/node|berth/.test(cmd)) throw new Error(`another berth daemon (pid ${pid}) uses ${dataRoot}`);
+    }
+  }
+  await writeFile(p, `${process.pid}\n`, { mode: 0o600 });
+}
+
+async function ensureSeedImage(
+  o: DaemonOptions,
+  imageStore: ImageStore,
+  images: ImageService,
+  log: ReturnType<typeof logger>,
+): Promise<void> {
+  const name = "busybox:latest";
+  let img = await imageStore.resolve(name);
+  if (!img) {
+    if (!existsSync(o.seedImage)) {
+      log.warn({ path: o.seedImage }, "seed image archive missing: run deploy/setup.sh");
+      return;
+    }
+    img = await imageStore.import(`oci-archive:${o.seedImage}`, name);
+  }
+  await images.record(img);
+}

@@ -1,0 +1,28 @@
+// Adapts the runtime to what the executor asks of the host.
+import { BerthError, ErrorCode } from "../errors.js";
+import type { HostOps } from "../handlers/executor.js";
+import type { ContainerState } from "../projections/container.js";
+import type { HostRuntime } from "./host.js";
+import type { ImageStore } from "./images.js";
+
+export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
+  return {
+    async prepareAndStart(c: ContainerState) {
+      const image = await images.resolve(c.imageDigest);
+      if (!image) throw new BerthError(ErrorCode.RuntimeError, `image ${c.image} (${c.imageDigest}) is not in this node's image store`);
+      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image });
+      const r = await rt.start(c.id);
+      return { pid: r.pid, startedAt: r.startedAt };
+    },
+    signal: (id, signal) => rt.signal(id, signal),
+    pause: (id) => rt.pause(id),
+    resume: (id) => rt.resume(id),
+    readExit: (id) => rt.readExit(id),
+    waitExit: (id, timeoutMs) => rt.waitExit(id, timeoutMs),
+    async isRunning(id) {
+      const s = await rt.state(id);
+      return s !== null && s.status !== "stopped";
+    },
+    cleanup: (id) => rt.cleanup(id),
+  };
+}

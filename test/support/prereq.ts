@@ -1,0 +1,29 @@
+// In CI a missing prerequisite fails the run; on a developer's machine the suite is skipped.
+import { existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+
+export const IN_CI = process.env.CI === "true";
+
+function onPath(bin: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const checks: Record<string, () => boolean> = {
+  "nats-server": () => ["/usr/bin/nats-server", "/usr/sbin/nats-server"].some(existsSync) || onPath("nats-server"),
+  runc: () => onPath("runc"),
+  conmon: () => onPath("conmon"),
+  root: () => process.getuid?.() === 0,
+  "busybox image": () => existsSync(process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.oci.tar"),
+};
+
+/** Names of missing prerequisites; throws in CI so the run fails instead of skipping. */
+export function missing(...names: (keyof typeof checks)[]): string[] {
+  const gone = names.filter((n) => !checks[n]());
+  if (gone.length && IN_CI) throw new Error(`missing prerequisites in CI: ${gone.join(", ")}`);
+  return gone;
+}
