@@ -2,7 +2,7 @@
 // intent, then wait for the owning node's outcome to be applied before answering.
 import { randomBytes, randomUUID } from "node:crypto";
 import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../events/spec.js";
-import { OUTCOMES, type Meta, type StoredEvent } from "../events/types.js";
+import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../errors.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../projections/container.js";
@@ -141,10 +141,8 @@ export class ContainerService {
    */
   private async act(id: string, cmd: ContainerCommand, ctx: Ctx, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ContainerState> {
     const intentId = eventIdFor(ctx, `${cmd.type}#0`);
-    const waiter = this.d.projector.waitFor(
-      (e) => e.causationId === intentId && isOutcome(e),
-      timeoutMs,
-    );
+    const answers = OUTCOMES[INTENT_OF[cmd.type]] ?? [];
+    const waiter = this.d.projector.waitFor((e) => e.causationId === intentId && answers.includes(e.type), timeoutMs);
     let intent: StoredEvent[];
     try {
       intent = await this.d.commands.handle(id, cmd, ctx);
@@ -174,10 +172,18 @@ export class ContainerService {
   }
 }
 
-const OUTCOME_TYPES = new Set(Object.values(OUTCOMES).flat());
-function isOutcome(e: StoredEvent): boolean {
-  return OUTCOME_TYPES.has(e.type);
-}
+/** The intent each command records; its outcomes (OUTCOMES) answer the command. */
+const INTENT_OF: Record<ContainerCommand["type"], EventType> = {
+  Create: "ContainerCreated",
+  Start: "ContainerStartRequested",
+  Stop: "ContainerStopRequested",
+  Kill: "ContainerKillRequested",
+  Restart: "ContainerRestartRequested",
+  Pause: "ContainerPauseRequested",
+  Unpause: "ContainerUnpauseRequested",
+  Update: "ContainerUpdated",
+  Remove: "ContainerRemoveRequested",
+};
 
 const SIGNALS = new Set([
   "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",

@@ -1,0 +1,183 @@
+// `npm run bench`: figures and ratios against the raw tools, measured in the same run.
+// Starts its own daemon (a child process with its own data root and ports), prints a table and
+// writes bench-results/<timestamp>.json. Not a test: nothing here passes or fails.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { execa } from "execa";
+import type { ClientConfig } from "../config.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const cli = resolve(here, "../cli/main.js");
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+const r1 = (x: number) => Math.round(x * 10) / 10;
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((res) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => res(typeof a === "object" && a ? a.port : 0));
+    });
+  });
+}
+
+interface Bench {
+  dataRoot: string;
+  pid: number;
+  client: ClientConfig;
+  nc: NatsConnection;
+  stop(): Promise<void>;
+}
+
+async function startDaemonProcess(): Promise<Bench> {
+  const dataRoot = await mkdtemp(join(tmpdir(), "berth-bench-"));
+  const node = `bench${randomBytes(3).toString("hex")}`;
+  const child = spawn(process.execPath, [cli, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, BERTH_LOG_LEVEL: "warn" },
+  });
+  const end = Date.now() + 60_000;
+  while (!existsSync(join(dataRoot, "client.json"))) {
+    if (Date.now() > end || child.exitCode !== null) throw new Error("daemon did not come up");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const client = JSON.parse(await readFile(join(dataRoot, "client.json"), "utf8")) as ClientConfig;
+  const nc = await connect({ servers: client.nats.servers, user: client.nats.user, pass: client.nats.pass });
+  return {
+    dataRoot,
+    pid: child.pid!,
+    client,
+    nc,
+    async stop() {
+      await nc.close();
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await gone;
+      await rm(dataRoot, { recursive: true, force: true });
+    },
+  };
+}
+
+async function cmd(nc: NatsConnection, verb: string, body: unknown): Promise<Record<string, unknown>> {
+  const m = await nc.request(`berth.cmd.${verb}`, JSON.stringify(body), { timeout: 60_000 });
+  const r = m.json<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } }>();
+  if (!r.ok) throw new Error(`${verb}: ${r.error?.code}: ${r.error?.message}`);
+  return r.result!;
+}
+
+/** The same host work done by hand: overlay, conmon → runc create, start, kill, wait, delete. */
+async function rawCycle(lower: string, work: string, i: number): Promise<number> {
+  const id = `raw${randomBytes(6).toString("hex")}${i}`;
+  const dir = join(work, id);
+  const [rootfs, upper, wdir, exits, socks] = ["rootfs", "upper", "work", "exits", "s"].map((d) => join(dir, d));
+  for (const d of [rootfs, upper, wdir, exits, socks]) await mkdir(d, { recursive: true });
+  const spec = JSON.parse(readFileSync(join(work, "config.template.json"), "utf8"));
+  spec.root = { path: rootfs, readonly: false };
+  spec.process.terminal = false;
+  spec.process.args = ["sleep", "1000"];
+  spec.linux.cgroupsPath = `/berth-bench/${id}`;
+  const t0 = performance.now();
+  await execa("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${wdir}`, rootfs]);
+  await writeFile(join(dir, "config.json"), JSON.stringify(spec));
+  const root = join(work, "runc");
+  await execa("conmon", [
+    "--api-version", "1", "-c", id, "-u", id, "-n", id, "-r", "/usr/sbin/runc", "-b", dir,
+    "-p", join(dir, "pid"), "--conmon-pidfile", join(dir, "conmon.pid"), "--exit-dir", exits,
+    "--socket-dir-path", socks, "-l", `k8s-file:${join(dir, "ctr.log")}`, "--runtime-arg", `--root=${root}`,
+  ]);
+  while (!existsSync(join(dir, "pid"))) await new Promise((r) => setTimeout(r, 2));
+  await execa("runc", ["--root", root, "start", id]);
+  await execa("runc", ["--root", root, "kill", id, "KILL"]);
+  while (!existsSync(join(exits, id))) await new Promise((r) => setTimeout(r, 2));
+  await execa("runc", ["--root", root, "delete", "--force", id]);
+  await execa("umount", [rootfs]);
+  const ms = performance.now() - t0;
+  await rm(dir, { recursive: true, force: true });
+  return ms;
+}
+
+async function main(): Promise<void> {
+  const N = Number(process.env.BENCH_RUNS ?? 50);
+  const CREATES = Number(process.env.BENCH_CREATES ?? 2000);
+  const CLIENTS = 8;
+  const d = await startDaemonProcess();
+  const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
+  try {
+    // --- raw baseline ---
+    const images = JSON.parse(await readFile(join(d.dataRoot, "images", "index.json"), "utf8")) as { images: { name: string; rootfs: string }[] };
+    const lower = images.images.find((i) => i.name === "busybox:latest")!.rootfs;
+    const work = await mkdtemp(join(tmpdir(), "berth-raw-"));
+    await execa("runc", ["spec", "--bundle", work]);
+    await execa("mv", [join(work, "config.json"), join(work, "config.template.json")]);
+    const raw: number[] = [];
+    for (let i = 0; i < N; i++) raw.push(await rawCycle(lower, work, i));
+    await rm(work, { recursive: true, force: true });
+
+    // --- run + remove through berth ---
+    const cycle: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const t0 = performance.now();
+      const r = await cmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"] });
+      await cmd(d.nc, "container.remove", { id: r.id, force: true });
+      cycle.push(performance.now() - t0);
+    }
+    const rawMed = pct(raw, 50);
+    const cycMed = pct(cycle, 50);
+    out.runCycle = {
+      runs: N,
+      berthMedianMs: r1(cycMed), berthP99Ms: r1(pct(cycle, 99)),
+      rawMedianMs: r1(rawMed), rawP99Ms: r1(pct(raw, 99)),
+      ratio: r1((cycMed / rawMed) * 100) / 100, target: "≤ 1.5",
+    };
+
+    // --- create throughput from 8 clients ---
+    const conns = await Promise.all(
+      Array.from({ length: CLIENTS }, () => connect({ servers: d.client.nats.servers, user: d.client.nats.user, pass: d.client.nats.pass })),
+    );
+    const lat: number[] = [];
+    const ids: string[] = [];
+    const t0 = performance.now();
+    await Promise.all(
+      conns.map(async (nc) => {
+        for (let i = 0; i < CREATES / CLIENTS; i++) {
+          const s = performance.now();
+          const r = await cmd(nc, "container.create", { image: "busybox:latest", cmd: ["true"] });
+          lat.push(performance.now() - s);
+          ids.push(r.id as string);
+        }
+      }),
+    );
+    const secs = (performance.now() - t0) / 1000;
+    out.createThroughput = {
+      creates: CREATES, clients: CLIENTS, perSec: Math.round(CREATES / secs),
+      p50Ms: r1(pct(lat, 50)), p99Ms: r1(pct(lat, 99)), target: "≥ 1000/s, p99 ≤ 50 ms",
+    };
+    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, "utf8"))?.[1] ?? 0);
+    out.daemonRss = { containers: CREATES, rssMB: r1(rssKb / 1024), target: "≤ 150 MB" };
+    for (const nc of conns) await nc.close();
+    for (const id of ids) await cmd(d.nc, "container.remove", { id });
+  } finally {
+    await d.stop();
+  }
+  console.log(JSON.stringify(out, null, 2));
+  const dir = resolve(here, "../../bench-results");
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `bench-${new Date().toISOString().replaceAll(":", "-")}.json`);
+  await writeFile(file, JSON.stringify(out, null, 2) + "\n");
+  console.log(`written to ${file}`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
