@@ -1,0 +1,286 @@
+// The daemon's one door to the host. Every method is a fact-reporting, idempotent action keyed by
+// container id, so the restore phase can re-run any of them after a crash. No decisions here:
+// whether to start, restart or remove is the handlers' business.
+import { watch, type FSWatcher } from "node:fs";
+import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { invalid, notFound } from "../errors.js";
+import { NAME_RE } from "../events/spec.js";
+import type { Logger } from "../log.js";
+import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
+import { resolveTool, toolPaths } from "./exec.js";
+import { validateMountSources } from "./mounts.js";
+import { buildOciSpec } from "./oci-spec.js";
+import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
+import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
+import { Runc } from "./runc.js";
+import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "./types.js";
+
+export interface HostRuntimeOptions {
+  dataRoot: string;
+  node: string;
+  log: Logger;
+  runcPath?: string;
+  conmonPath?: string;
+  /** Bound on conmon + `runc create`; default 30 s. */
+  startTimeoutMs?: number;
+}
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const SIGNAL_RE = /^(?:SIG)?[A-Z][A-Z0-9+-]{1,12}$/;
+
+async function writeAtomic(path: string, data: string): Promise<void> {
+  const tmp = `${path}.tmp`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
+/** conmon's k8s-file lines: `<RFC3339Nano> stdout|stderr F|P <text>`; P parts join the next. */
+export function parseK8sLog(text: string): LogLine[] {
+  const out: LogLine[] = [];
+  const partial: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const a = line.indexOf(" ");
+    const b = line.indexOf(" ", a + 1);
+    const c = line.indexOf(" ", b + 1);
+    if (a < 0 || b < 0) continue;
+    const stream = line.slice(a + 1, b);
+    if (stream !== "stdout" && stream !== "stderr") continue;
+    const tag = c < 0 ? line.slice(b + 1) : line.slice(b + 1, c);
+    const body = c < 0 ? "" : line.slice(c + 1);
+    if (tag.startsWith("P")) {
+      partial[stream] = (partial[stream] ?? "") + body;
+      continue;
+    }
+    out.push({ time: line.slice(0, a), stream, text: (partial[stream] ?? "") + body });
+    partial[stream] = "";
+  }
+  return out;
+}
+
+export class HostRuntime {
+  readonly paths: Paths;
+  readonly runc: Runc;
+  readonly node: string;
+  private readonly log: Logger;
+  private readonly conmonPath: string;
+  private readonly startTimeoutMs: number;
+
+  constructor(opts: HostRuntimeOptions) {
+    if (!NAME_RE.test(opts.node)) throw invalid(`invalid node name '${opts.node}'`);
+    this.paths = new Paths(opts.dataRoot);
+    this.node = opts.node;
+    this.log = opts.log;
+    this.runc = new Runc({ root: this.paths.runcRoot, runcPath: opts.runcPath, log: opts.log });
+    this.conmonPath = opts.conmonPath ?? toolPaths.conmon;
+    this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+  }
+
+  async init(): Promise<void> {
+    const p = this.paths;
+    for (const d of [p.runcRoot, p.exitDir, p.containersDir, p.volumesDir, p.imagesDir]) {
+      await mkdir(d, { recursive: true, mode: 0o700 });
+    }
+    await mkdir(p.socketDir, { recursive: true, mode: 0o700 });
+  }
+
+  cgroupsPath(id: string): string {
+    return `/berth/${this.node}/${checkId(id)}`;
+  }
+
+  /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
+  async prepare({ id, name, spec, image }: PrepareInput): Promise<{ bundle: string }> {
+    const cp = this.paths.container(id);
+    const hostNetworkFiles: string[] = [];
+    if (spec.network?.mode === "host") {
+      for (const f of ["/etc/resolv.conf", "/etc/hosts"]) if (await exists(f)) hostNetworkFiles.push(f);
+    }
+    const oci = buildOciSpec({
+      name, spec, image: image.config, rootfs: cp.rootfs, volumesDir: this.paths.volumesDir,
+      cgroupsPath: this.cgroupsPath(id), hostNetworkFiles,
+    });
+    await validateMountSources(spec.mounts, this.paths.dataRoot);
+    if (!(await exists(image.rootfs))) throw notFound(`image rootfs ${image.rootfs} is missing; import ${image.name} again`);
+
+    for (const m of spec.mounts ?? []) {
+      if (m.type === "volume") await mkdir(this.paths.volume(m.source!), { recursive: true, mode: 0o755 });
+    }
+    await mkdir(cp.dir, { recursive: true, mode: 0o700 });
+    // The overlay's root dir takes the upper dir's mode: 0700 would lock non-root users out of "/".
+    for (const d of [cp.upper, cp.work, cp.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
+    // Remembered so start() can remount after a host reboot without the image record at hand.
+    await writeAtomic(`${cp.dir}/lower`, image.rootfs);
+    await mountOverlay({ lower: image.rootfs, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
+    await writeAtomic(cp.config, JSON.stringify(oci, null, 2));
+    return { bundle: cp.bundle };
+  }
+
+  async start(id: string): Promise<StartResult> {
+    const cp = this.paths.container(id);
+    if (!(await exists(cp.config))) throw notFound(`container ${id} has no bundle; prepare it first`);
+    const st = await this.runc.state(id);
+    const conmonPid = await readPid(cp.conmonPidFile);
+    const conmonUp = conmonPid !== null && (await isConmonFor(conmonPid, id));
+    if (st && (st.status === "running" || st.status === "paused")) {
+      return { pid: st.pid, startedAt: st.created, conmonPid: conmonPid ?? 0 };
+    }
+    if (st?.status === "created" && conmonUp) {
+      // A crash between conmon's create and our runc start: finish the job.
+      await this.runc.start(id);
+      return { pid: st.pid, startedAt: new Date().toISOString(), conmonPid: conmonPid! };
+    }
+    if (st) await this.runc.delete(id, true);
+    // The previous run's conmon writes its exit file last; removing the file before it is done
+    // would let a stale exit land after the new start.
+    if (conmonUp) await this.stopConmon(id, conmonPid!, 5000);
+    await Promise.all(
+      [this.paths.exitFile(id), cp.oomFile, `${cp.persistDir}/exit`, cp.pidFile, cp.conmonPidFile, cp.runcLog]
+        .map((f) => rm(f, { force: true })),
+    );
+    if (!(await isMounted(cp.rootfs))) {
+      const lower = (await readFile(`${cp.dir}/lower`, "utf8").catch(() => "")).trim();
+      if (!lower) throw notFound(`container ${id} rootfs is not mounted; prepare it again`);
+      await mountOverlay({ lower, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
+    }
+    const name = await this.nameOf(cp.config, id);
+    const started = await startConmon({
+      conmonPath: this.conmonPath, runcPath: await resolveTool(this.runc.path), runtimeArgs: this.runc.globalArgs,
+      id, name, bundle: cp.bundle, pidFile: cp.pidFile, conmonPidFile: cp.conmonPidFile,
+      exitDir: this.paths.exitDir, socketDir: this.paths.socketDir, logPath: cp.log,
+      persistDir: cp.persistDir, runcLog: cp.runcLog, timeoutMs: this.startTimeoutMs, log: this.log,
+    });
+    await this.runc.start(id);
+    const startedAt = new Date().toISOString();
+    this.log.debug({ id, pid: started.pid, conmonPid: started.conmonPid }, "container started");
+    return { pid: started.pid, startedAt, conmonPid: started.conmonPid };
+  }
+
+  private async nameOf(config: string, id: string): Promise<string> {
+    const oci = JSON.parse(await readFile(config, "utf8")) as { hostname?: string };
+    return oci.hostname || id;
+  }
+
+  /** Signal names (SIGTERM, TERM) or numbers. A container that is gone or stopped already is no
+   *  error: the signal's purpose is met (use `runc.kill` to learn whether it was delivered). */
+  async signal(id: string, signal: string | number): Promise<void> {
+    checkId(id);
+    const sig = typeof signal === "number" ? signal : signal.trim().toUpperCase();
+    if (typeof sig === "number" ? !(Number.isInteger(sig) && sig >= 1 && sig <= 64) : !(SIGNAL_RE.test(sig) || /^\d{1,2}$/.test(sig))) {
+      throw invalid(`invalid signal '${signal}'`);
+    }
+    const delivered = await this.runc.kill(id, sig);
+    if (!delivered) this.log.debug({ id, signal }, "nothing to signal");
+  }
+
+  pause(id: string): Promise<void> { return this.runc.pause(checkId(id)); }
+  resume(id: string): Promise<void> { return this.runc.resume(checkId(id)); }
+  state(id: string): Promise<RuncState | null> { return this.runc.state(checkId(id)); }
+  list(): Promise<RuncState[]> { return this.runc.list(); }
+  hasBundle(id: string): Promise<boolean> { return exists(this.paths.container(id).config); }
+
+  async readExit(id: string): Promise<ExitInfo | null> {
+    const file = this.paths.exitFile(id);
+    let text: string;
+    let mtime: Date;
+    try {
+      [text, { mtime }] = await Promise.all([readFile(file, "utf8"), stat(file)]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+    const exitCode = Number.parseInt(text.trim(), 10);
+    // conmon writes the file atomically (g_file_set_contents); junk means someone else wrote it.
+    if (!Number.isInteger(exitCode)) return null;
+    const oomKilled = await exists(this.paths.container(id).oomFile);
+    return { exitCode, oomKilled, exitedAt: mtime.toISOString() };
+  }
+
+  async waitExit(id: string, timeoutMs: number): Promise<ExitInfo | null> {
+    checkId(id);
+    const deadline = Date.now() + timeoutMs;
+    let wake: () => void = () => undefined;
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(this.paths.exitDir, (_ev, f) => { if (f === id) wake(); });
+    } catch { /* polling alone then */ }
+    try {
+      for (;;) {
+        const info = await this.readExit(id);
+        if (info || Date.now() >= deadline) return info;
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, Math.min(250, Math.max(0, deadline - Date.now())));
+          wake = () => { clearTimeout(t); r(); };
+        });
+      }
+    } finally {
+      watcher?.close();
+    }
+  }
+
+  /** cb once per exit file appearance (id + mtime), also for ones already there. */
+  watchExits(cb: (id: string, exit: ExitInfo) => void, opts: { pollMs?: number } = {}): () => void {
+    const seen = new Map<string, number>();
+    let stopped = false;
+    const check = async (id: string) => {
+      if (stopped || !CONTAINER_ID_RE.test(id)) return;
+      const st = await stat(this.paths.exitFile(id)).catch(() => null);
+      if (!st) { seen.delete(id); return; }
+      if (seen.get(id) === st.mtimeMs) return;
+      seen.set(id, st.mtimeMs);
+      const info = await this.readExit(id).catch(() => null);
+      if (!info || stopped) return;
+      try { cb(id, info); } catch (err) { this.log.error({ err, id }, "exit callback failed"); }
+    };
+    const scan = async () => {
+      const names = await readdir(this.paths.exitDir).catch(() => [] as string[]);
+      for (const id of seen.keys()) if (!names.includes(id)) seen.delete(id);
+      for (const id of names) await check(id);
+    };
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(this.paths.exitDir, (_ev, f) => { if (f) void check(f.toString()); });
+      watcher.on("error", (err) => this.log.warn({ err }, "exit dir watch failed; polling only"));
+    } catch (err) {
+      this.log.warn({ err }, "cannot watch exit dir; polling only");
+    }
+    // fs.watch can miss events (overflow, dir recreated): a slow poll catches the rest.
+    const timer = setInterval(() => void scan(), opts.pollMs ?? 2000);
+    timer.unref();
+    void scan();
+    return () => { stopped = true; clearInterval(timer); watcher?.close(); };
+  }
+
+  async conmonAlive(id: string): Promise<boolean> {
+    const pid = await readPid(this.paths.container(id).conmonPidFile);
+    return pid !== null && (await isConmonFor(pid, id));
+  }
+
+  /** Waits for this container's conmon to finish, then kills it if it would not. */
+  private async stopConmon(id: string, pid: number, waitMs: number): Promise<void> {
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline && (await processAlive(pid))) await sleep(5);
+    if (await isConmonFor(pid, id)) {
+      this.log.warn({ id, pid }, "conmon did not exit, killing it");
+      try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+      for (let i = 0; i < 50 && (await processAlive(pid)); i++) await sleep(20);
+    }
+  }
+
+  /** Removes everything the container left on the host. Idempotent. */
+  async cleanup(id: string): Promise<void> {
+    const cp = this.paths.container(id);
+    const conmonPid = await readPid(cp.conmonPidFile);
+    await this.runc.delete(id, true);
+    if (conmonPid !== null && (await isConmonFor(conmonPid, id))) await this.stopConmon(id, conmonPid, 3000);
+    await unmountOverlay(cp.rootfs, this.log);
+    await rm(cp.dir, { recursive: true, force: true });
+    await rm(this.paths.exitFile(id), { force: true });
+    await rm(this.paths.socketLink(id), { recursive: true, force: true });
+  }
+
+  async logs(id: string, opts: { tail?: number } = {}): Promise<LogLine[]> {
+    const text = await readFile(this.paths.container(id).log, "utf8").catch(() => "");
+    const lines = parseK8sLog(text);
+    return opts.tail !== undefined && opts.tail >= 0 ? lines.slice(Math.max(0, lines.length - opts.tail)) : lines;
+  }
+}

@@ -1,0 +1,100 @@
+// The data-root layout, in one place. Everything a daemon writes lives under its data root, so
+// daemons with different data roots never share a runc root, an exit dir or a bundle. The one
+// exception is conmon's attach-socket dir: unix socket paths are limited to 108 bytes, which a
+// deep data root plus a 64-hex id would overflow, so it lives under /run with a short hash.
+import { createHash } from "node:crypto";
+import { resolve, join } from "node:path";
+import { invalid } from "../errors.js";
+
+/**
+ * Container ids are file and dir names here; ≤ 64 chars keeps socket paths under 108 bytes, and
+ * no '.' tells an exit file from conmon's temp file beside it (`<id>.XXXXXX`, then renamed).
+ */
+export const CONTAINER_ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/;
+/** Volume names: same rule as container names (API.md), so never "." or ".." or a slash. */
+export const VOLUME_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+/** sockaddr_un.sun_path is 108 bytes including the trailing NUL. */
+export const UNIX_PATH_MAX = 107;
+
+export function checkId(id: string): string {
+  if (typeof id !== "string" || !CONTAINER_ID_RE.test(id)) throw invalid(`invalid container id '${String(id)}'`);
+  return id;
+}
+
+export function checkVolumeName(name: string): string {
+  if (typeof name !== "string" || !VOLUME_NAME_RE.test(name) || name.includes("..")) {
+    throw invalid(`invalid volume name '${String(name)}': must match ${VOLUME_NAME_RE.source} without '..'`);
+  }
+  return name;
+}
+
+export class Paths {
+  readonly dataRoot: string;
+
+  constructor(dataRoot: string, readonly socketBase = "/run/berth") {
+    if (!dataRoot || /[\n\0,:]/.test(dataRoot)) {
+      // ',' and ':' would break overlay's option string (lowerdir=a:b,upperdir=…).
+      throw invalid(`invalid data root '${dataRoot}': must not contain ',', ':', newlines or NUL`);
+    }
+    this.dataRoot = resolve(dataRoot);
+  }
+
+  /** `runc --root`: one state dir per data root. */
+  get runcRoot(): string { return join(this.dataRoot, "runc"); }
+  /** conmon --exit-dir: one file per container id, content = exit code. */
+  get exitDir(): string { return join(this.dataRoot, "exits"); }
+  get containersDir(): string { return join(this.dataRoot, "containers"); }
+  get volumesDir(): string { return join(this.dataRoot, "volumes"); }
+  get imagesDir(): string { return join(this.dataRoot, "images"); }
+  /** Shared OCI layout every import is copied into (blobs dedupe across images). */
+  get imageLayout(): string { return join(this.imagesDir, "oci"); }
+  /** Unpacked image rootfs dirs, one per manifest digest: `<rootfsDir>/<hex>/rootfs`. */
+  get imageRootfsDir(): string { return join(this.imagesDir, "rootfs"); }
+  get imageIndex(): string { return join(this.imagesDir, "index.json"); }
+
+  /** conmon --socket-dir-path: short, and distinct per data root (hash of its absolute path). */
+  get socketDir(): string {
+    const h = createHash("sha256").update(this.dataRoot).digest("hex").slice(0, 12);
+    return join(this.socketBase, h);
+  }
+
+  volume(name: string): string { return join(this.volumesDir, checkVolumeName(name)); }
+  exitFile(id: string): string { return join(this.exitDir, checkId(id)); }
+  /** conmon symlinks `<socketDir>/<id>` to the bundle and binds `attach` inside it. */
+  attachSocket(id: string): string { return join(this.socketDir, checkId(id), "attach"); }
+  socketLink(id: string): string { return join(this.socketDir, checkId(id)); }
+
+  container(id: string): ContainerPaths {
+    const dir = join(this.containersDir, checkId(id));
+    return {
+      dir,
+      bundle: dir,
+      config: join(dir, "config.json"),
+      rootfs: join(dir, "rootfs"),
+      upper: join(dir, "upper"),
+      work: join(dir, "work"),
+      conmonPidFile: join(dir, "conmon.pid"),
+      pidFile: join(dir, "ctr.pid"),
+      log: join(dir, "ctr.log"),
+      runcLog: join(dir, "runc.log"),
+      // conmon --persist-dir (and conmon's cwd): it drops `oom` and `exit` here.
+      persistDir: dir,
+      oomFile: join(dir, "oom"),
+    };
+  }
+}
+
+export interface ContainerPaths {
+  dir: string;
+  bundle: string;
+  config: string;
+  rootfs: string;
+  upper: string;
+  work: string;
+  conmonPidFile: string;
+  pidFile: string;
+  log: string;
+  runcLog: string;
+  persistDir: string;
+  oomFile: string;
+}
