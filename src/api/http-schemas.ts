@@ -1,0 +1,123 @@
+// TypeBox schemas of the HTTP query API: one source for request validation, response
+// serialization and the OpenAPI document (API.md "Queries: HTTP").
+import { Type, type Static } from "@sinclair/typebox";
+import { ContainerStateName, ContainerView } from "../projections/views.js";
+
+const Strict = { additionalProperties: false } as const;
+
+export const ErrorBody = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: "InvalidArgument, Unauthenticated, NotFound, Conflict, Unavailable, …" }),
+      message: Type.String(),
+    }),
+  },
+  { description: "An error" },
+);
+
+/** A sequence number or an RFC 3339 time; parsed by the handler, which knows which it is. */
+const point = (description: string) => Type.String({ minLength: 1, maxLength: 64, description });
+
+export const RefParams = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 128 }) }, Strict);
+export type RefParams = Static<typeof RefParams>;
+
+export const ListQuery = Type.Object(
+  {
+    all: Type.Optional(Type.Boolean({ description: "every container not yet removed, not only running and paused" })),
+    node: Type.Optional(Type.String({ maxLength: 128 })),
+    state: Type.Optional({ ...ContainerStateName, description: "only containers in this state (implies all)" }),
+    label: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 4352 }), {
+        maxItems: 64,
+        description: "k=v (value must match) or k (label present); may repeat, all must match",
+      }),
+    ),
+  },
+  Strict,
+);
+export type ListQuery = Static<typeof ListQuery>;
+
+export const LogsQuery = Type.Object({ tail: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })) }, Strict);
+export type LogsQuery = Static<typeof LogsQuery>;
+
+export const EventsQuery = Type.Object(
+  {
+    since: Type.Optional(point("first event: a sequence number (inclusive) or an RFC 3339 time (at ≥ since)")),
+    until: Type.Optional(point("last event: a sequence number (inclusive) or an RFC 3339 time (at ≤ until)")),
+    type: Type.Optional(Type.String({ maxLength: 4096, description: "event types, comma-separated" })),
+    container: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: "container ref" })),
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 10_000, description: "at most this many events (default 1000; a stream ends after it when given)" }),
+    ),
+  },
+  Strict,
+);
+export type EventsQuery = Static<typeof EventsQuery>;
+
+export const StateQuery = Type.Object({ at: point("a sequence number or an RFC 3339 time") }, Strict);
+export type StateQuery = Static<typeof StateQuery>;
+
+// Events are open records: their payloads differ per type and grow by version.
+export const EventView = Type.Object(
+  {
+    seq: Type.Integer(),
+    subject: Type.String(),
+    type: Type.String(),
+    v: Type.Integer(),
+    eventId: Type.String(),
+    at: Type.String({ format: "date-time" }),
+    node: Type.String(),
+    actor: Type.String(),
+    correlationId: Type.String(),
+    causationId: Type.Union([Type.String(), Type.Null()]),
+    data: Type.Unknown(),
+  },
+  { additionalProperties: true, required: ["seq", "subject", "type", "v", "eventId"] },
+);
+
+export const ContainerList = Type.Object({ containers: Type.Array(ContainerView) });
+export const EventList = Type.Object({ events: Type.Array(EventView) });
+export const StateView = Type.Object({
+  seq: Type.Integer({ description: "the last event applied" }),
+  containers: Type.Array(ContainerView),
+});
+
+const ImageView = Type.Object(
+  {
+    name: Type.String(),
+    digest: Type.String(),
+    sizeBytes: Type.Integer(),
+    node: Type.String(),
+    importedAt: Type.String({ format: "date-time" }),
+    config: Type.Unknown(),
+  },
+  { additionalProperties: true },
+);
+export const ImageList = Type.Object({ images: Type.Array(ImageView) });
+
+const NodeView = Type.Object(
+  {
+    name: Type.String(),
+    httpUrl: Type.String(),
+    version: Type.String(),
+    startedAt: Type.String({ format: "date-time" }),
+    lastSeenSeq: Type.Integer(),
+  },
+  { additionalProperties: true },
+);
+export const NodeList = Type.Object({ nodes: Type.Array(NodeView) });
+export const CheckpointList = Type.Object({
+  checkpoints: Type.Array(Type.Object({}, { additionalProperties: true })),
+});
+
+export const Phase = Type.Object({ phase: Type.String({ description: "ready, or the restore phase still running" }) });
+export const Health = Type.Object({ status: Type.Literal("ok") });
+
+export const text = (description: string) => ({
+  description,
+  content: { "text/plain": { schema: Type.String() } },
+});
+
+/** Responses every authenticated route may give besides its own. */
+export const errors = (...codes: number[]) =>
+  Object.fromEntries([401, ...codes].map((c) => [c, ErrorBody]));
