@@ -82,12 +82,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   phase = "reconciling";
   executor.start();
-  const stopWatch = runtime.watchExits((id, info) => executor.exited(id, info));
+  const stopWatch = runtime.watchExits((id) => executor.exited(id));
   // Exits that happened while no daemon watched: record them before anything else acts.
   for (const c of projector.model.containers.values()) {
-    if (c.node !== o.node || (c.state !== "running" && c.state !== "paused")) continue;
-    const info = await runtime.readExit(c.id);
-    if (info) executor.exited(c.id, info);
+    if (c.node === o.node && (c.state === "running" || c.state === "paused")) executor.exited(c.id);
   }
   await ensureSeedImage(o, imageStore, images, log);
 

@@ -22,6 +22,7 @@ import { decodeEvent, encodeEvent } from "./codec.js";
 export const JsErr = {
   StreamWrongLastSequence: 10071,
   StreamWrongLastSequenceClustered: 10164,
+  NoMessageFound: 10037,
 } as const;
 
 export interface AppendOptions {
@@ -92,6 +93,17 @@ export class EventStore {
     }
   }
 
+  /** Sequence of the subject's last message, 0 when it has none. */
+  async lastSeqOf(subject: string): Promise<number> {
+    try {
+      const m = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
+      return m?.seq ?? 0;
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === JsErr.NoMessageFound) return 0;
+      throw storeError(err);
+    }
+  }
+
   /**
    * Read events in order from `fromSeq` up to `toSeq` (inclusive; default: the end as of now),
    * optionally one literal subject. Calls `onEvent` for each; return false from it to stop early.
@@ -100,7 +112,9 @@ export class EventStore {
     opts: { fromSeq?: number; toSeq?: number; subject?: string },
     onEvent: (e: StoredEvent) => boolean | void,
   ): Promise<number> {
-    const end = opts.toSeq ?? (await this.lastSeq());
+    // Reads end at a message that exists, or they would wait for one forever.
+    const last = opts.subject ? await this.lastSeqOf(opts.subject) : await this.lastSeq();
+    const end = Math.min(opts.toSeq ?? last, last);
     const from = Math.max(1, opts.fromSeq ?? 1);
     if (end < from) return 0;
     const consumer = await this.js.consumers.get(this.stream, {
@@ -145,6 +159,7 @@ export class EventStore {
       stop: async () => {
         msgs.stop();
         await done.catch(() => undefined);
+        await consumer.delete().catch(() => undefined);
       },
     };
   }

@@ -55,9 +55,15 @@ export class Executor {
     }
   }
 
-  /** An exit file appeared for a container of ours. */
-  exited(id: string, info: ExitInfo): void {
-    this.enqueue(id, () => this.recordExit(id, info));
+  /**
+   * An exit file appeared for a container of ours. It is read again when the job runs: by then a
+   * restart may have replaced it, and a stale exit must not end the new run.
+   */
+  exited(id: string): void {
+    this.enqueue(id, async () => {
+      const info = await this.host.readExit(id);
+      if (info) await this.recordExit(id, info);
+    });
   }
 
   async drain(): Promise<void> {

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { startDaemon, type Daemon } from "../../src/daemon.js";
 import { DEFAULT_SEED_IMAGE, type ClientConfig } from "../../src/config.js";
+import { Paths } from "../../src/runtime/paths.js";
 import { freePort } from "./nats.js";
 
 export interface Reply<T = Record<string, unknown>> {
@@ -83,6 +84,8 @@ export async function startTestDaemon(opts: { dataRoot?: string; node?: string; 
         await td.stop();
       }
       await rm(dataRoot, { recursive: true, force: true });
+      // conmon's attach sockets live under /run (short paths), one dir per data root.
+      await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
     },
   };
   return td;
