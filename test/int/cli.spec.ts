@@ -1,0 +1,174 @@
+// The README's story through the `berth` CLI, against a daemon in its own process, as a new user
+// would type it. Also: kill -9 of the daemon stops no container, and two daemons on one machine
+// do not collide.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Paths } from "../../src/runtime/paths.js";
+import { freePort } from "../support/nats.js";
+import { IN_CI, missing } from "../support/prereq.js";
+
+const BIN = resolve(__dirname, "../../bin/berth");
+const built = existsSync(resolve(__dirname, "../../dist/cli/main.js"));
+if (!built && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
+const skip = !built || missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
+
+interface Proc {
+  dataRoot: string;
+  child: ChildProcess;
+  natsPort: number;
+}
+
+async function startDaemonProc(dataRoot: string, node: string, natsPort: number): Promise<Proc> {
+  const clientJson = join(dataRoot, "client.json");
+  await rm(clientJson, { force: true });
+  const child = spawn(process.execPath, [BIN, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(natsPort), "--http-listen", "127.0.0.1:0"], {
+    stdio: "ignore",
+    env: { ...process.env, BERTH_LOG_LEVEL: "warn" },
+  });
+  const end = Date.now() + 30_000;
+  while (!existsSync(clientJson)) {
+    if (Date.now() > end || child.exitCode !== null) throw new Error(`daemon did not come up (exit ${child.exitCode})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { dataRoot, child, natsPort };
+}
+
+async function stopProc(p: Proc, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const gone = new Promise((r) => p.child.once("exit", r));
+  p.child.kill(signal);
+  await gone;
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe.skipIf(skip)("the berth CLI against a daemon process", () => {
+  let dataRoot: string;
+  let d: Proc;
+  const berth = (...args: string[]) => execa(BIN, ["--data-root", dataRoot, ...args], { reject: false });
+
+  beforeAll(async () => {
+    dataRoot = await mkdtemp(join(tmpdir(), "berth-cli-"));
+    d = await startDaemonProc(dataRoot, `cli${randomBytes(3).toString("hex")}`, await freePort());
+  });
+  afterAll(async () => {
+    if (d && d.child.exitCode === null && d.child.signalCode === null) {
+      const ps = await berth("ps", "-a", "--json");
+      for (const c of JSON.parse(ps.stdout || "[]") as { id: string }[]) await berth("rm", "-f", c.id);
+      await stopProc(d);
+    }
+    // The embedded nats-server of a killed daemon is stopped by the daemon that reused it.
+    await rm(dataRoot, { recursive: true, force: true });
+    await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
+  });
+
+  it("run, ps, logs, stop, ps -a, start, events, replay, rm -f", async () => {
+    const run = await berth("run", "--name", "web", "busybox:latest", "sh", "-c", "echo hello; sleep 1000");
+    expect(run.stderr).toBe("");
+    expect(run.exitCode).toBe(0);
+    const id = run.stdout.trim();
+    expect(id).toMatch(/^[0-9a-f]{64}$/);
+
+    const ps = await berth("ps");
+    expect(ps.stdout).toMatch(/NAME/);
+    const row = ps.stdout.split("\n").find((l) => l.includes("web"))!;
+    expect(row).toMatch(/running/);
+    const inspect = JSON.parse((await berth("inspect", "web")).stdout);
+    expect(row).toContain(String(inspect.pid));
+
+    for (let i = 0; i < 100 && !(await berth("logs", "web")).stdout.includes("hello"); i++) await new Promise((r) => setTimeout(r, 50));
+    expect((await berth("logs", "web")).stdout.trim()).toBe("hello");
+
+    expect((await berth("stop", "-t", "1", "web")).exitCode).toBe(0);
+    expect((await berth("ps")).stdout).not.toContain("web");
+    const all = await berth("ps", "-a");
+    expect(all.stdout.split("\n").find((l) => l.includes("web"))).toMatch(/exited\s+\S*\s*137|137/);
+
+    expect((await berth("start", "web")).exitCode).toBe(0);
+    expect(JSON.parse((await berth("inspect", "web")).stdout).state).toBe("running");
+
+    const ev = await berth("events", "--container", id, "--json");
+    const events = JSON.parse(ev.stdout) as { type: string; seq: number }[];
+    expect(events.map((e) => e.type)).toEqual([
+      "ContainerCreated", "ContainerStartRequested", "ContainerStarted", "ContainerStopRequested",
+      "ContainerExited", "ContainerStartRequested", "ContainerStarted",
+    ]);
+    const table = (await berth("events")).stdout;
+    expect(table).toMatch(/SEQ/);
+    expect(table).toContain("ContainerStopRequested");
+
+    const replay = await berth("replay", "--at", String(events[4].seq), "--json");
+    const past = JSON.parse(replay.stdout) as { seq: number; containers: { name: string; state: string; exitCode: number }[] };
+    expect(past.containers.find((c) => c.name === "web")).toMatchObject({ state: "exited", exitCode: 137 });
+
+    expect((await berth("rm", "-f", "web")).exitCode).toBe(0);
+    expect((await berth("ps", "-a")).stdout).not.toContain("web");
+    expect(existsSync(join(dataRoot, "containers", id))).toBe(false);
+  });
+
+  it("exits 1 with the error code on stderr, 2 on usage errors", async () => {
+    const nf = await berth("start", "nosuch");
+    expect(nf.exitCode).toBe(1);
+    expect(nf.stderr).toMatch(/NotFound/);
+    expect((await berth("frobnicate")).exitCode).toBe(2);
+    expect((await berth("run")).exitCode).toBe(2);
+  });
+
+  it("image ls lists busybox:latest", async () => {
+    const ls = await berth("image", "ls");
+    expect(ls.exitCode).toBe(0);
+    expect(ls.stdout).toContain("busybox");
+  });
+
+  it("kill -9 of the daemon stops no container; a new daemon picks the containers up", async () => {
+    const id = (await berth("run", "--name", "survivor", "busybox", "sleep", "1000")).stdout.trim();
+    const pid = JSON.parse((await berth("inspect", id)).stdout).pid as number;
+    const natsPid = Number(readFileSync(join(dataRoot, "nats", "nats-server.pid"), "utf8"));
+    await stopProc(d, "SIGKILL");
+    expect(alive(pid)).toBe(true);
+
+    d = await startDaemonProc(dataRoot, JSON.parse(readFileSync(join(dataRoot, "client.json"), "utf8")).node, d.natsPort);
+    // One nats-server per data root, never two.
+    expect(Number(readFileSync(join(dataRoot, "nats", "nats-server.pid"), "utf8"))).toBe(natsPid);
+    const c = JSON.parse((await berth("inspect", "survivor")).stdout);
+    expect(c).toMatchObject({ state: "running", pid });
+    expect((await berth("stop", "-t", "1", "survivor")).exitCode).toBe(0);
+    expect(alive(pid)).toBe(false);
+    await berth("rm", "survivor");
+  });
+
+  it("a second daemon with its own data root runs a container of the same name without collision", async () => {
+    const root2 = await mkdtemp(join(tmpdir(), "berth-cli2-"));
+    const d2 = await startDaemonProc(root2, `cli2${randomBytes(3).toString("hex")}`, await freePort());
+    const b2 = (...args: string[]) => execa(BIN, ["--data-root", root2, ...args], { reject: false });
+    try {
+      const a = await berth("run", "--name", "same", "busybox", "sleep", "1000");
+      const b = await b2("run", "--name", "same", "busybox", "sleep", "1000");
+      expect(a.exitCode).toBe(0);
+      expect(b.exitCode).toBe(0);
+      expect((await berth("ps")).stdout).toContain("same");
+      expect((await b2("ps")).stdout).toContain("same");
+      expect((await berth("rm", "-f", "same")).exitCode).toBe(0);
+      // The other daemon's container is untouched.
+      expect(JSON.parse((await b2("inspect", "same")).stdout).state).toBe("running");
+      expect((await b2("rm", "-f", "same")).exitCode).toBe(0);
+    } finally {
+      await stopProc(d2);
+      await rm(root2, { recursive: true, force: true });
+      await rm(new Paths(root2).socketDir, { recursive: true, force: true });
+    }
+  });
+});
