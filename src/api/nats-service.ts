@@ -26,6 +26,7 @@ const QUEUE = "berth-cmd";
 /** Below the server's max_payload (1 MiB), so an oversized body is ours to refuse clearly. */
 export const MAX_BODY_BYTES = 512 * 1024;
 
+type LogFields = { ref?: string; correlationId?: string; requestId?: string; actor?: string };
 type Reply = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } };
 type Handler = (body: unknown) => Promise<unknown>;
 
@@ -98,15 +99,17 @@ export class NatsCommandService {
   private async onMessage(msg: Msg): Promise<void> {
     const t0 = performance.now();
     const verb = msg.subject.slice(CMD_PREFIX.length + 1);
-    const reply = await this.dispatch(verb, msg.data);
+    const seen: LogFields = {};
+    const reply = await this.dispatch(verb, msg.data, seen);
     const code = reply.ok ? "ok" : reply.error.code;
     this.d.metrics?.commandLatency.observe({ subject: verb in this.handlers ? verb : "unknown", code }, (performance.now() - t0) / 1000);
-    this.log.info({ cmd: verb, code, ms: Math.round(performance.now() - t0) }, "command");
+    const result = reply.ok ? (reply.result as { id?: string } | null) : null;
+    this.log.info({ cmd: verb, code, ms: Math.round(performance.now() - t0), ...seen, container: result?.id ?? seen.ref }, "command");
     if (msg.reply) msg.respond(JSON.stringify(reply));
   }
 
   /** Exported for tests: the whole command path but the transport. */
-  async dispatch(verb: string, data: Uint8Array): Promise<Reply> {
+  async dispatch(verb: string, data: Uint8Array, seen: LogFields = {}): Promise<Reply> {
     try {
       const handler = this.handlers[verb];
       if (!handler) throw invalid(`unknown command '${CMD_PREFIX}.${verb}'`);
@@ -118,6 +121,11 @@ export class NatsCommandService {
         throw invalid("body is not valid JSON");
       }
       if (!body || typeof body !== "object" || Array.isArray(body)) throw invalid("body must be a JSON object");
+      const b = body as { id?: unknown; meta?: { requestId?: unknown; correlationId?: unknown; actor?: unknown } };
+      if (typeof b.id === "string") seen.ref = b.id.slice(0, 128);
+      if (typeof b.meta?.correlationId === "string") seen.correlationId = b.meta.correlationId.slice(0, 256);
+      if (typeof b.meta?.requestId === "string") seen.requestId = b.meta.requestId.slice(0, 256);
+      if (typeof b.meta?.actor === "string") seen.actor = b.meta.actor.slice(0, 256);
       if (!this.d.ready()) throw unavailable("the daemon is still restoring its state; try again shortly");
       const requestId = (body as { meta?: { requestId?: unknown } }).meta?.requestId;
       if (typeof requestId === "string" && requestId.length > 0 && requestId.length <= 256) {

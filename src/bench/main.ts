@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { execa } from "execa";
 import type { ClientConfig } from "../config.js";
+import { Paths } from "../runtime/paths.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -64,6 +65,7 @@ async function startDaemonProcess(): Promise<Bench> {
       child.kill("SIGTERM");
       await gone;
       await rm(dataRoot, { recursive: true, force: true });
+      await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
     },
   };
 }

@@ -107,6 +107,10 @@ export function validateSpecRules(spec: ContainerSpec): void {
   if (spec.autoRemove && policy !== "no") {
     throw invalid(`autoRemove cannot be combined with restart policy '${policy}'`);
   }
+  if (spec.network?.mode === "bridge") {
+    throw invalid("network mode 'bridge' is not supported yet; use 'none' or 'host'");
+  }
+  if (spec.network?.ip !== undefined) throw invalid("network.ip needs bridge networking, which is not supported yet");
   const b = spec.restartPolicy?.backoff;
   if (b?.initialMs !== undefined && b.maxMs !== undefined && b.initialMs > b.maxMs) {
     throw invalid("restartPolicy.backoff.initialMs must not exceed maxMs");

@@ -77,6 +77,7 @@ describe.skipIf(skip)("bad input", () => {
     ["autoRemove with a restart policy", spec({ autoRemove: true, restartPolicy: { name: "always" } })],
     ["an unknown restart policy", spec({ restartPolicy: { name: "sometimes" } })],
     ["an unknown network mode", spec({ network: { mode: "overlay" } })],
+    ["bridge networking (not built yet)", spec({ network: { mode: "bridge" } })],
     ["a 100 KiB env entry", spec({ env: ["X=" + "y".repeat(100_000)] })],
   ])("create with %s is InvalidArgument", async (_what, body) => {
     expect(await code("container.create", body)).toBe("InvalidArgument");
