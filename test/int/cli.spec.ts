@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Paths } from "../../src/runtime/paths.js";
 import { freePort } from "../support/nats.js";
 import { IN_CI, missing } from "../support/prereq.js";
+import { alive } from "../support/proc.js";
 
 const BIN = resolve(__dirname, "../../bin/berth");
 const built = existsSync(resolve(__dirname, "../../dist/cli/main.js"));
@@ -45,15 +46,6 @@ async function stopProc(p: Proc, signal: NodeJS.Signals = "SIGTERM"): Promise<vo
   p.child.kill(signal);
   await gone;
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe.skipIf(skip)("the berth CLI against a daemon process", () => {
   let dataRoot: string;

@@ -4,30 +4,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
+import { alive, until } from "../support/proc.js";
 
 const skip = missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
 
 type C = { id: string; name: string; state: string; pid: number | null; exitCode: number | null; finishedAt: string | null; version: number };
 type Ev = { type: string; seq: number; data: Record<string, unknown>; causationId: string | null; at: string };
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-async function until<T>(fn: () => Promise<T | undefined | false>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe.skipIf(skip)("container lifecycle on the real stack", () => {
   let d: TestDaemon;
