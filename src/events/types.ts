@@ -72,6 +72,13 @@ export type ContainerEvent =
   | Envelope<"ContainerUpdated", ContainerUpdatedData>
   | Envelope<"ContainerRemoveRequested", { force: boolean }>
   | Envelope<"ContainerRemoved", Record<string, never>>
+  /** The restart policy decided to start it again after `delayMs` (backoff); `attempt` counts from 1. */
+  | Envelope<"ContainerRestartScheduled", { attempt: number; delayMs: number }>
+  /** A user's stop while a restart was scheduled: no process to stop, the restart is off. */
+  | Envelope<"ContainerRestartCancelled", Record<string, never>>
+  | Envelope<"ContainerHealthChanged", { status: "starting" | "healthy" | "unhealthy"; failingStreak: number; output?: string }>
+  /** The restore phase could not hand the container back (e.g. its image is gone). */
+  | Envelope<"ContainerRestoreFailed", { reason: string }>
   /** A requested action (stop, kill, pause, unpause, remove) failed on the host. */
   | Envelope<"ContainerActionFailed", { action: string; error: string }>;
 
@@ -86,10 +93,10 @@ export type ImageEvent =
   | Envelope<"ImageImported", ImageImportedData>
   | Envelope<"ImageRemoved", { name: string; digest: string }>;
 
-export type NodeEvent = Envelope<
-  "NodeStarted",
-  { httpUrl: string; version: string; dataRoot: string }
->;
+export type NodeEvent =
+  | Envelope<"NodeStarted", { httpUrl: string; version: string; dataRoot: string }>
+  /** The restore phase is done: how many of this node's containers it handed back, and how long it took. */
+  | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>;
 
 export type BerthEvent = ContainerEvent | ImageEvent | NodeEvent;
 export type EventType = BerthEvent["type"];

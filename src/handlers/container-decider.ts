@@ -58,9 +58,12 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
     case "Start":
       busy();
       if (s.state === "running" || s.state === "paused") refuse("it is already running");
+      if (s.state === "restarting") refuse("a restart is already scheduled");
       return guard({ type: "ContainerStartRequested", data: {} });
     case "Stop":
       busy();
+      // Nothing runs while a restart is scheduled: stopping means calling the restart off.
+      if (s.state === "restarting") return guard({ type: "ContainerRestartCancelled", data: {} });
       if (s.state !== "running" && s.state !== "paused") refuse(`it is not running (${s.state})`);
       return guard({ type: "ContainerStopRequested", data: { signal: cmd.signal, timeoutSec: cmd.timeoutSec } });
     case "Kill":

@@ -150,7 +150,8 @@ export class ContainerService {
       waiter.cancel();
       throw err;
     }
-    if (intent.length === 0) {
+    // Nothing to wait for when the decision was a plain fact (a stop that cancels a restart).
+    if (intent.length === 0 || !OUTCOMES[intent[0].type]) {
       waiter.cancel();
       return this.model.byId(id)!;
     }

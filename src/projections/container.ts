@@ -40,6 +40,12 @@ export interface ContainerState {
   /** The user stopped it: restart policies stay quiet until the next start. */
   stoppedByUser: boolean;
   lastError: string | null;
+  /**
+   * Restart backoff as the log says it: the attempt of the last scheduled restart (0 = none since
+   * the container last ran long enough to reset), and when that restart is due (RFC 3339).
+   */
+  restartAttempt: number;
+  restartDueAt: string | null;
   /** Set when the container has left the read model. */
   removed: boolean;
 }
@@ -74,6 +80,8 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       pending: null,
       stoppedByUser: false,
       lastError: null,
+      restartAttempt: 0,
+      restartDueAt: null,
       removed: false,
     };
   }
@@ -91,11 +99,14 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
   switch (e.type) {
     case "ContainerStartRequested":
       n.stoppedByUser = false;
+      // A start by the user (not the policy) begins a fresh backoff.
+      if (s.state !== "restarting") n.restartAttempt = 0;
       break;
     case "ContainerRestartRequested":
       n.stoppedByUser = false;
       break;
     case "ContainerStarted":
+      n.restartDueAt = null;
       n.pid = e.data.pid;
       n.startedAt = e.data.startedAt;
       n.exitCode = null;
@@ -118,6 +129,10 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       n.oomKilled = e.data.oomKilled;
       n.finishedAt = e.data.exitedAt;
       if (n.spec.healthcheck) n.health = "none";
+      // A run that lasted resetAfterMs resets the backoff (Docker's rule).
+      if (s.startedAt && Date.parse(e.data.exitedAt) - Date.parse(s.startedAt) >= (n.spec.restartPolicy?.backoff?.resetAfterMs ?? 10_000)) {
+        n.restartAttempt = 0;
+      }
       break;
     case "ContainerUpdated": {
       const spec = { ...n.spec };
@@ -134,6 +149,20 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     case "ContainerRemoved":
       n.removed = true;
       n.pid = null;
+      break;
+    case "ContainerRestartScheduled":
+      n.restartAttempt = e.data.attempt;
+      n.restartDueAt = new Date(Date.parse(e.at) + e.data.delayMs).toISOString();
+      break;
+    case "ContainerRestartCancelled":
+      n.restartDueAt = null;
+      n.stoppedByUser = true;
+      break;
+    case "ContainerHealthChanged":
+      n.health = e.data.status;
+      break;
+    case "ContainerRestoreFailed":
+      n.lastError = `restore: ${e.data.reason}`;
       break;
     case "ContainerSignaled":
     case "ContainerPauseRequested":

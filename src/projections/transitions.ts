@@ -27,6 +27,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerStartFailed: "created",
     ContainerUpdated: "created",
     ContainerActionFailed: "created",
+    ContainerRestoreFailed: "created",
     ContainerRemoveRequested: "removing",
   },
   running: {
@@ -39,6 +40,8 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerActionFailed: "running",
     ContainerPaused: "paused",
     ContainerExited: "exited",
+    ContainerHealthChanged: "running",
+    ContainerRestoreFailed: "running",
     ContainerRemoveRequested: "removing",
   },
   paused: {
@@ -51,13 +54,18 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerActionFailed: "paused",
     ContainerUnpaused: "running",
     ContainerExited: "exited",
+    ContainerHealthChanged: "paused",
+    ContainerRestoreFailed: "paused",
     ContainerRemoveRequested: "removing",
   },
   restarting: {
+    ContainerStartRequested: "restarting",
     ContainerStarted: "running",
     ContainerStartFailed: "exited",
-    ContainerStopRequested: "exited",
+    ContainerRestartCancelled: "exited",
     ContainerUpdated: "restarting",
+    ContainerRestoreFailed: "restarting",
+    ContainerActionFailed: "restarting",
     ContainerRemoveRequested: "removing",
   },
   exited: {
@@ -68,6 +76,8 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerUpdated: "exited",
     ContainerSignaled: "exited",
     ContainerActionFailed: "exited",
+    ContainerRestartScheduled: "restarting",
+    ContainerRestoreFailed: "exited",
     ContainerRemoveRequested: "removing",
   },
   removing: {
@@ -77,6 +87,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerActionFailed: "dead",
   },
   dead: {
+    ContainerRestoreFailed: "dead",
     ContainerRemoveRequested: "removing",
     ContainerRemoved: "removed",
   },

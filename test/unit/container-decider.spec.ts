@@ -126,6 +126,14 @@ describe("container decider", () => {
     given(created(), removeReq).when({ type: "Remove", force: true }).thenThrows("Conflict");
   });
 
+  it("stop while a restart is scheduled cancels the restart; start then is a Conflict", () => {
+    const scheduled: NewEvent = { type: "ContainerRestartScheduled", data: { attempt: 1, delayMs: 100 } };
+    given(created(), startReq, started, exited(1), scheduled)
+      .when({ type: "Stop", signal: "SIGTERM", timeoutSec: 1 })
+      .then([{ type: "ContainerRestartCancelled", data: {} }]);
+    given(created(), startReq, started, exited(1), scheduled).when({ type: "Start" }).thenThrows("Conflict", /restart/);
+  });
+
   it("any command on a removed container is NotFound", () => {
     given(created(), removeReq, { type: "ContainerRemoved", data: {} }).when({ type: "Start" }).thenThrows("NotFound");
   });
@@ -158,6 +166,16 @@ describe("evolve", () => {
   it("a restart stays pending across its own exit", () => {
     const g = given(created(), startReq, started, { type: "ContainerRestartRequested", data: { timeoutSec: 1 } }, exited(143));
     expect(g.state).toMatchObject({ state: "exited", pending: { type: "ContainerRestartRequested" } });
+  });
+
+  it("keeps the backoff attempt from the log, reset by a long enough run", () => {
+    const sched = (attempt: number): NewEvent => ({ type: "ContainerRestartScheduled", data: { attempt, delayMs: 200 } });
+    const g = given(created(), startReq, started, exited(1), sched(1), startReq, started, exited(1), sched(2));
+    expect(g.state).toMatchObject({ state: "restarting", restartAttempt: 2 });
+    expect(Date.parse(g.state!.restartDueAt!)).toBeGreaterThan(0);
+    // started at 00:00:10, exited at 00:01:00: 50 s ≥ resetAfterMs (10 s)
+    const h = given(created(), startReq, started, exited(1), sched(3), startReq, started, exited(1));
+    expect(h.state?.restartAttempt).toBe(0);
   });
 
   it("a removed container is marked removed", () => {
