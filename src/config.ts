@@ -15,6 +15,8 @@ export interface DaemonOptions {
   httpListen: string;
   /** Seed image imported on start when the store lacks `busybox:latest`. */
   seedImage: string;
+  /** Remove containers found in this node's runc root that the log does not know. */
+  gcOrphans?: boolean;
 }
 
 export const DEFAULT_SEED_IMAGE = "/opt/berth/images/busybox-latest.oci.tar";
@@ -28,6 +30,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     natsCreds: env.BERTH_NATS_CREDS || undefined,
     httpListen: env.BERTH_HTTP_LISTEN ?? "127.0.0.1:7780",
     seedImage: env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
+    gcOrphans: env.BERTH_GC_ORPHANS === "1" || env.BERTH_GC_ORPHANS === "true",
   };
 }
 

@@ -21,7 +21,8 @@ import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-s
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
-import { hostOps } from "./runtime/host-ops.js";
+import { hostOps, restoreHost } from "./runtime/host-ops.js";
+import { runRestore } from "./handlers/restore.js";
 import { randomUUID } from "node:crypto";
 
 export const VERSION = "0.1.0";
@@ -81,12 +82,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   log.info({ events: replay.events, ms: Math.round(replay.durationMs) }, "log replayed");
 
   phase = "reconciling";
+  // Facts first: exits that happened while no daemon watched are recorded before any intent or
+  // policy acts on these containers.
+  const restored = await runRestore(
+    { node: o.node, host: restoreHost(runtime, imageStore), executor, commands, gcOrphans: o.gcOrphans ?? false, log },
+    projector.model,
+  );
   executor.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
-  // Exits that happened while no daemon watched: record them before anything else acts.
-  for (const c of projector.model.containers.values()) {
-    if (c.node === o.node && (c.state === "running" || c.state === "paused")) executor.exited(c.id);
-  }
   await ensureSeedImage(o, imageStore, images, log);
 
   const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
@@ -112,6 +115,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     nodeSubject(o.node),
     envelope(
       { type: "NodeStarted", data: { httpUrl, version: VERSION, dataRoot: o.dataRoot } },
+      { node: o.node, actor: `berth/${o.node}`, correlationId: randomUUID(), causationId: null },
+      randomUUID(),
+    ),
+  );
+  await store.append(
+    nodeSubject(o.node),
+    envelope(
+      {
+        type: "NodeRestored",
+        data: { containers: restored.containers, failed: restored.failed, orphans: restored.orphans, durationMs: Math.round(performance.now() - t0) },
+      },
       { node: o.node, actor: `berth/${o.node}`, correlationId: randomUUID(), causationId: null },
       randomUUID(),
     ),

@@ -244,7 +244,8 @@ export function buildProgram(ctx: Ctx): Command {
     .option("--nats-port <port>", "the embedded nats-server's port (env BERTH_NATS_PORT, default 4222)", port)
     .option("--http-listen <host:port>", "the query API's address (env BERTH_HTTP_LISTEN, default 127.0.0.1:7780)")
     .option("--nats-creds <file>", "credentials for an external NATS (env BERTH_NATS_CREDS)")
-    .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string }, cmd: Command) => {
+    .option("--gc-orphans", "remove containers in this node's runc root that the log does not know (env BERTH_GC_ORPHANS=1)")
+    .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string; gcOrphans?: boolean }, cmd: Command) => {
       ctx.daemon = true;
       const [{ runDaemon }, { defaultOptions }] = await Promise.all([import("../daemon.js"), import("../config.js")]);
       // Flags win over the environment, which wins over the defaults (config.ts reads it).
@@ -258,6 +259,7 @@ export function buildProgram(ctx: Ctx): Command {
         natsPort: o.natsPort ?? d.natsPort,
         httpListen: o.httpListen ?? d.httpListen,
         natsCreds: o.natsCreds ?? d.natsCreds,
+        gcOrphans: o.gcOrphans ?? d.gcOrphans,
       });
     });
 

@@ -66,6 +66,22 @@ export class Executor {
     });
   }
 
+  /**
+   * The container's conmon is gone and left no exit file (host reboot, conmon killed): record
+   * exit code -1, as podman does, unless an exit file turned up meanwhile.
+   */
+  vanished(id: string): void {
+    this.enqueue(id, async () => {
+      const info = (await this.host.readExit(id)) ?? { exitCode: -1, oomKilled: false, exitedAt: new Date().toISOString() };
+      await this.recordExit(id, info);
+    });
+  }
+
+  /** Resolves once every job queued so far (for every container) has run. */
+  async idle(): Promise<void> {
+    while (this.queues.size) await Promise.allSettled([...this.queues.values()]);
+  }
+
   async drain(): Promise<void> {
     this.stopped = true;
     await Promise.allSettled([...this.queues.values()]);

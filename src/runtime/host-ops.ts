@@ -1,6 +1,8 @@
 // Adapts the runtime to what the executor asks of the host.
 import { BerthError, ErrorCode } from "../errors.js";
+import { existsSync } from "node:fs";
 import type { HostOps } from "../handlers/executor.js";
+import type { RestoreHost } from "../handlers/restore.js";
 import type { ContainerState } from "../projections/container.js";
 import type { HostRuntime } from "./host.js";
 import type { ImageStore } from "./images.js";
@@ -22,6 +24,19 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     async isRunning(id) {
       const s = await rt.state(id);
       return s !== null && s.status !== "stopped";
+    },
+    cleanup: (id) => rt.cleanup(id),
+  };
+}
+
+export function restoreHost(rt: HostRuntime, images: ImageStore): RestoreHost {
+  return {
+    list: () => rt.list(),
+    readExit: (id) => rt.readExit(id),
+    conmonAlive: (id) => rt.conmonAlive(id),
+    async imagePresent(digest) {
+      const img = await images.resolve(digest);
+      return img !== null && existsSync(img.rootfs);
     },
     cleanup: (id) => rt.cleanup(id),
   };

@@ -1,0 +1,154 @@
+// The restore phase's runtime sync: compare what the log says about this node's containers with
+// what the host says (runc, conmon, exit files, images), and turn the difference into actions.
+// planRestore is pure and returns actions as data; runRestore gathers facts and applies them.
+import type { Logger } from "../log.js";
+import type { ContainerState } from "../projections/container.js";
+import type { ReadModel } from "../projections/read-model.js";
+import { nextState } from "../projections/transitions.js";
+import type { CommandService } from "./command-service.js";
+import type { Executor } from "./executor.js";
+import type { ExitInfo, RuncState } from "../runtime/types.js";
+
+export interface HostFacts {
+  /** runc's view of the containers in this node's runc root, by id. */
+  runc: Map<string, RuncState>;
+  /** Exit files present, by id. */
+  exits: Map<string, ExitInfo>;
+  /** Containers whose conmon process is alive. */
+  conmonAlive: Set<string>;
+  /** Containers whose image (record or unpacked rootfs) is gone from this node. */
+  imageMissing: Set<string>;
+}
+
+export type RestoreAction =
+  /** Running as the log says: keep watching it. */
+  | { kind: "adopt"; id: string }
+  /** It exited while no daemon watched: record the exit from its exit file. */
+  | { kind: "recordExit"; id: string }
+  /** Its conmon is gone without an exit file (host reboot, conmon killed): exit -1 after a bounded wait. */
+  | { kind: "vanished"; id: string }
+  /** Its image is gone: it cannot be started again. */
+  | { kind: "restoreFailed"; id: string; reason: string }
+  /** In runc's root but unknown to the log. */
+  | { kind: "orphan"; id: string };
+
+export function planRestore(containers: Iterable<ContainerState>, node: string, facts: HostFacts): RestoreAction[] {
+  const out: RestoreAction[] = [];
+  const known = new Set<string>();
+  for (const c of containers) {
+    known.add(c.id);
+    if (c.node !== node) continue;
+    const r = facts.runc.get(c.id);
+    const live = r !== undefined && (r.status === "running" || r.status === "paused" || r.status === "created");
+    switch (c.state) {
+      case "running":
+      case "paused":
+        if (facts.exits.has(c.id)) out.push({ kind: "recordExit", id: c.id });
+        else if (live || facts.conmonAlive.has(c.id)) out.push({ kind: "adopt", id: c.id });
+        else out.push({ kind: "vanished", id: c.id });
+        break;
+      case "created":
+      case "exited":
+      case "restarting":
+        if (facts.imageMissing.has(c.id)) {
+          out.push({ kind: "restoreFailed", id: c.id, reason: `image ${c.image} (${c.imageDigest}) is no longer on node ${node}` });
+        }
+        break;
+      case "removing":
+      case "dead":
+        // A pending remove is finished by the executor like any pending intent; dead waits for the user.
+        break;
+    }
+  }
+  for (const id of facts.runc.keys()) if (!known.has(id)) out.push({ kind: "orphan", id });
+  return out;
+}
+
+/** The host as the restore phase needs it. */
+export interface RestoreHost {
+  list(): Promise<RuncState[]>;
+  readExit(id: string): Promise<ExitInfo | null>;
+  conmonAlive(id: string): Promise<boolean>;
+  imagePresent(digest: string): Promise<boolean>;
+  cleanup(id: string): Promise<void>;
+}
+
+export async function gatherFacts(host: RestoreHost, own: ContainerState[]): Promise<HostFacts> {
+  const runc = new Map((await host.list()).map((s) => [s.id, s] as const));
+  const exits = new Map<string, ExitInfo>();
+  const conmonAlive = new Set<string>();
+  const imageMissing = new Set<string>();
+  const images = new Map<string, boolean>();
+  await Promise.all(
+    own.map(async (c) => {
+      const info = await host.readExit(c.id);
+      if (info) exits.set(c.id, info);
+      if (await host.conmonAlive(c.id)) conmonAlive.add(c.id);
+      if (!images.has(c.imageDigest)) images.set(c.imageDigest, await host.imagePresent(c.imageDigest));
+      if (!images.get(c.imageDigest)) imageMissing.add(c.id);
+    }),
+  );
+  return { runc, exits, conmonAlive, imageMissing };
+}
+
+/** How long a vanished container may still produce an exit file (conmon writes it last). */
+export const VANISH_WAIT_MS = 1_000;
+
+export interface RestoreDeps {
+  node: string;
+  host: RestoreHost;
+  executor: Pick<Executor, "exited" | "vanished" | "idle">;
+  commands: CommandService;
+  gcOrphans: boolean;
+  log: Logger;
+}
+
+export interface RestoreSummary {
+  containers: number;
+  failed: number;
+  orphans: string[];
+  actions: RestoreAction[];
+}
+
+/** Apply the plan. Exits land before anything else acts on them (they go through the executor's queues). */
+export async function runRestore(d: RestoreDeps, model: ReadModel): Promise<RestoreSummary> {
+  const own = [...model.containers.values()].filter((c) => c.node === d.node);
+  const actions = planRestore(model.containers.values(), d.node, await gatherFacts(d.host, own));
+  const vanished = actions.filter((a) => a.kind === "vanished");
+  if (vanished.length) await new Promise((r) => setTimeout(r, VANISH_WAIT_MS));
+  let failed = 0;
+  const orphans: string[] = [];
+  for (const a of actions) {
+    switch (a.kind) {
+      case "adopt":
+        break;
+      case "recordExit":
+        d.executor.exited(a.id);
+        break;
+      case "vanished":
+        d.log.warn({ container: a.id }, "conmon vanished without an exit file; recording exit -1");
+        d.executor.vanished(a.id);
+        break;
+      case "restoreFailed": {
+        failed++;
+        const c = model.byId(a.id);
+        if (c?.lastError === `restore: ${a.reason}`) break; // said already
+        d.log.warn({ container: a.id, reason: a.reason }, "container cannot be restored");
+        await d.commands.appendDecided(
+          a.id,
+          (s) => (s && nextState(s.state, "ContainerRestoreFailed") ? [{ type: "ContainerRestoreFailed", data: { reason: a.reason } }] : []),
+          { node: d.node, actor: `berth/${d.node}/restore`, correlationId: a.id, causationId: null, requestId: `restore-failed:${a.id}:${c?.version}` },
+          "restore-failed",
+        );
+        break;
+      }
+      case "orphan":
+        orphans.push(a.id);
+        d.log.warn({ container: a.id, gc: d.gcOrphans }, "container in runc's root is unknown to the log");
+        if (d.gcOrphans) await d.host.cleanup(a.id);
+        break;
+    }
+  }
+  await d.executor.idle();
+  return { containers: own.length, failed, orphans, actions };
+}

@@ -1,0 +1,46 @@
+// The restore phase's plan: given the log's view and the host's facts, then these actions.
+import { describe, expect, it } from "vitest";
+import { planRestore, type HostFacts } from "../../src/handlers/restore.js";
+import type { ContainerState } from "../../src/projections/container.js";
+import type { RuncState } from "../../src/runtime/types.js";
+
+const c = (id: string, state: ContainerState["state"], node = "n1"): ContainerState =>
+  ({ id, name: id, image: "busybox:latest", imageDigest: "sha256:d", state, node } as ContainerState);
+const runc = (id: string, status: RuncState["status"]): [string, RuncState] => [id, { id, status, pid: 1, bundle: "/b", created: "" }];
+const facts = (f: Partial<HostFacts>): HostFacts => ({ runc: new Map(), exits: new Map(), conmonAlive: new Set(), imageMissing: new Set(), ...f });
+const exit = { exitCode: 3, oomKilled: false, exitedAt: "2026-11-22T00:00:00.000Z" };
+
+describe("planRestore", () => {
+  it("given a running container that runc still runs, then adopt it", () => {
+    expect(planRestore([c("a", "running")], "n1", facts({ runc: new Map([runc("a", "running")]), conmonAlive: new Set(["a"]) }))).toEqual([{ kind: "adopt", id: "a" }]);
+  });
+
+  it("given a running container with an exit file, then record the exit", () => {
+    expect(planRestore([c("a", "running")], "n1", facts({ exits: new Map([["a", exit]]) }))).toEqual([{ kind: "recordExit", id: "a" }]);
+  });
+
+  it("given a running container with no process, no conmon and no exit file, then it vanished", () => {
+    expect(planRestore([c("a", "running")], "n1", facts({}))).toEqual([{ kind: "vanished", id: "a" }]);
+    expect(planRestore([c("a", "paused")], "n1", facts({ runc: new Map([runc("a", "stopped")]) }))).toEqual([{ kind: "vanished", id: "a" }]);
+  });
+
+  it("given a stopped container whose conmon still lives, then adopt it (the exit file is coming)", () => {
+    expect(planRestore([c("a", "running")], "n1", facts({ runc: new Map([runc("a", "stopped")]), conmonAlive: new Set(["a"]) }))).toEqual([{ kind: "adopt", id: "a" }]);
+  });
+
+  it("given a stopped container whose image is gone, then restore failed; a running one is left running", () => {
+    const f = facts({ imageMissing: new Set(["a", "b"]), runc: new Map([runc("b", "running")]) });
+    expect(planRestore([c("a", "exited"), c("b", "running")], "n1", f)).toEqual([
+      { kind: "restoreFailed", id: "a", reason: expect.stringContaining("no longer on node n1") },
+      { kind: "adopt", id: "b" },
+    ]);
+  });
+
+  it("given another node's container, then leave it alone", () => {
+    expect(planRestore([c("a", "running", "n2")], "n1", facts({}))).toEqual([]);
+  });
+
+  it("given a runc container the log does not know, then it is an orphan", () => {
+    expect(planRestore([c("a", "exited")], "n1", facts({ runc: new Map([runc("zz", "running")]) }))).toEqual([{ kind: "orphan", id: "zz" }]);
+  });
+});
