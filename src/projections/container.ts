@@ -112,7 +112,8 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       n.exitCode = null;
       n.oomKilled = false;
       n.lastError = null;
-      if (s.startedAt !== null) n.restartCount = s.restartCount + 1;
+      // Docker's RestartCount: starts made by the restart policy (their intent carries an attempt).
+      if (typeof s.pending?.data.attempt === "number") n.restartCount = s.restartCount + 1;
       if (n.spec.healthcheck) n.health = "starting";
       break;
     case "ContainerStartFailed":
@@ -121,7 +122,8 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       break;
     case "ContainerStopRequested":
     case "ContainerKillRequested":
-      n.stoppedByUser = true;
+      // Only a person's stop keeps the restart policy quiet; a health check's kill does not.
+      n.stoppedByUser = !isSystemActor(e.actor);
       break;
     case "ContainerExited":
       n.pid = null;
@@ -177,6 +179,11 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     }
   }
   return n;
+}
+
+/** Actors berth itself uses (`berth/<node>/…`): the executor, restart policy, health checks. */
+export function isSystemActor(actor: string): boolean {
+  return actor.startsWith("berth/");
 }
 
 export function isContainerEvent(e: StoredEvent): e is ContainerEvent & { seq: number; subject: string } {

@@ -12,7 +12,7 @@ import { validateMountSources } from "./mounts.js";
 import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
 import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
-import { Runc } from "./runc.js";
+import { Runc, type ExecOptions, type ExecResult } from "./runc.js";
 import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "./types.js";
 
 export interface HostRuntimeOptions {
@@ -177,6 +177,8 @@ export class HostRuntime {
   state(id: string): Promise<RuncState | null> { return this.runc.state(checkId(id)); }
   list(): Promise<RuncState[]> { return this.runc.list(); }
   hasBundle(id: string): Promise<boolean> { return exists(this.paths.container(id).config); }
+  /** Run a command in a running container (runc exec, no tty): exit code and output, bounded in time. */
+  exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> { return this.runc.exec(checkId(id), argv, opts); }
 
   async readExit(id: string): Promise<ExitInfo | null> {
     const file = this.paths.exitFile(id);

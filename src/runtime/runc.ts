@@ -1,11 +1,15 @@
 // runc, always with this data root's `--root`. Facts only: state, list; verbs that fail because
 // the container is already gone say so by their return value instead of throwing.
-import { access } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { access, readFile, rm } from "node:fs/promises";
+import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
-import { RuntimeFailure } from "../errors.js";
+import { invalid, RuntimeFailure } from "../errors.js";
 import { checkId } from "./paths.js";
 import type { Logger } from "../log.js";
-import { isNotExist, run, toolPaths } from "./exec.js";
+import { isNotExist, run, toolEnv, toolPaths } from "./exec.js";
+import { killSession, pidNs } from "./session.js";
 import type { RuncState } from "./types.js";
 
 const TIMEOUT_MS = 30_000;
@@ -25,6 +29,28 @@ const toState = (s: RawState): RuncState => ({
   bundle: s.bundle,
   created: s.created,
 });
+
+/** What a command run in a container said and how it ended. */
+export interface ExecResult {
+  /** The process's exit code; -1 when it was killed for running past its timeout (or aborted). */
+  exitCode: number;
+  /** stdout and stderr in the order they reached us (runc copies each on its own), cut after EXEC_OUTPUT_MAX bytes. */
+  output: string;
+  timedOut: boolean;
+}
+
+export interface ExecOptions {
+  timeoutMs: number;
+  /** Aborting ends the process as a timeout does (daemon shutdown). */
+  signal?: AbortSignal;
+  /** Where runc writes the exec'd pid; a fresh file in the OS temp dir when not given. */
+  pidFile?: string;
+}
+
+/** Docker keeps 4 KiB of a probe's output; so do we. */
+export const EXEC_OUTPUT_MAX = 4096;
+/** A background child of the exec'd process can keep the pipes open: read this long after it exits. */
+const EXEC_DRAIN_MS = 100;
 
 export interface RuncOptions {
   root: string;
@@ -102,6 +128,89 @@ export class Runc {
 
   async resume(id: string): Promise<void> {
     await this.run(["resume", id]);
+  }
+
+  /**
+   * `runc exec` without a tty: run `argv` in the running container with its process settings
+   * (env, user, cwd) and report the exit code and output. A non-zero exit is a result, not an
+   * error; only failing to spawn runc throws. runc runs in its own process group and the exec'd
+   * process leads its own session, so on timeout the whole session is killed, then runc: nothing
+   * the command started outlives it.
+   */
+  async exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+    checkId(id);
+    if (argv.length === 0) throw invalid("exec needs a command");
+    const pidFile = opts.pidFile ?? join(tmpdir(), `berth-exec-${randomBytes(8).toString("hex")}.pid`);
+    const args = [...this.globalArgs, "exec", "--pid-file", pidFile, id, ...argv];
+    const child = spawn(this.path, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, env: toolEnv() });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const take = (b: Buffer) => {
+      if (size >= EXEC_OUTPUT_MAX) return;
+      const part = b.subarray(0, EXEC_OUTPUT_MAX - size);
+      chunks.push(part);
+      size += part.length;
+    };
+    child.stdout.on("data", take);
+    child.stderr.on("data", take);
+
+    let timedOut = false;
+    let killing: Promise<void> | null = null;
+    const expire = () => {
+      timedOut = true;
+      killing ??= this.killExec(id, child.pid, pidFile);
+    };
+    const timer = setTimeout(expire, opts.timeoutMs);
+    if (opts.signal?.aborted) expire();
+    opts.signal?.addEventListener("abort", expire, { once: true });
+    const t0 = performance.now();
+    try {
+      const end = await new Promise<{ code: number | null; sig: NodeJS.Signals | null } | { error: Error }>((resolve) => {
+        child.once("error", (error) => resolve({ error }));
+        child.once("exit", (code, sig) => resolve({ code, sig }));
+      });
+      clearTimeout(timer);
+      if ("error" in end) {
+        throw new RuntimeFailure("runc", ["exec", id], (end.error as NodeJS.ErrnoException).code === "ENOENT" ? `${this.path}: not found` : end.error.message, undefined, { cause: end.error });
+      }
+      await new Promise<void>((resolve) => {
+        if (child.stdout.readableEnded && child.stderr.readableEnded) return resolve();
+        const t = setTimeout(resolve, EXEC_DRAIN_MS);
+        child.once("close", () => (clearTimeout(t), resolve()));
+      });
+      // runc may have died before its pid file was read: look once more.
+      if (timedOut) await (killing ?? Promise.resolve()).then(() => this.killExec(id, null, pidFile));
+      const exitCode = timedOut ? -1 : end.code ?? 128 + (end.sig ? osConstants.signals[end.sig] : 0);
+      this.log.trace({ tool: "runc", id, argv, ms: Math.round(performance.now() - t0), exitCode, timedOut }, "exec ran");
+      return { exitCode, output: Buffer.concat(chunks).toString("utf8"), timedOut };
+    } finally {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", expire);
+      child.stdout.destroy();
+      child.stderr.destroy();
+      await rm(pidFile, { force: true });
+    }
+  }
+
+  /**
+   * The exec'd session first (runc only copies its output and reaps), then runc's own group. The
+   * container's pid namespace tells the command's processes from anyone else's.
+   */
+  private async killExec(id: string, runcPid: number | null | undefined, pidFile: string): Promise<void> {
+    const leader = Number.parseInt(await readFile(pidFile, "utf8").catch(() => ""), 10);
+    if (Number.isInteger(leader)) {
+      // The container's init names the namespace; without it, nothing of the container lives.
+      const init = await this.state(id).catch(() => null);
+      const ns = init?.pid ? await pidNs(init.pid) : null;
+      if (ns) await killSession(leader, ns);
+    }
+    if (runcPid) {
+      try {
+        process.kill(-runcPid, "SIGKILL");
+      } catch {
+        /* runc exited with its process */
+      }
+    }
   }
 
   /** Idempotent: a container that does not exist is already deleted. */

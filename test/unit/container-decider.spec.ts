@@ -159,8 +159,12 @@ describe("evolve", () => {
   it("keeps an intent pending until its outcome, and counts restarts", () => {
     const g = given(created(), startReq);
     expect(g.state?.pending?.type).toBe("ContainerStartRequested");
+    // A user's start is not a restart; a start the policy requested (with an attempt) is.
     const h = given(created(), startReq, started, exited(1), startReq, started);
-    expect(h.state).toMatchObject({ state: "running", pending: null, restartCount: 1, pid: 42 });
+    expect(h.state).toMatchObject({ state: "running", pending: null, restartCount: 0, pid: 42 });
+    const policyStart: NewEvent = { type: "ContainerStartRequested", data: { attempt: 1 } };
+    const p = given(created(), startReq, started, exited(1), { type: "ContainerRestartScheduled", data: { attempt: 1, delayMs: 100 } }, policyStart, started);
+    expect(p.state).toMatchObject({ state: "running", restartCount: 1 });
   });
 
   it("a restart stays pending across its own exit", () => {
