@@ -288,8 +288,8 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
   if (err.code === "EPIPE") process.exit(0);
   throw err;
 });
+// The daemon verb returns (null) only once the daemon has stopped: exit then too, so that no
+// leftover timer or socket holds a stopped daemon's process open.
 const status = await main();
-if (status !== null) {
-  // Flush, then exit: idle keep-alive sockets must not hold the CLI open.
-  process.stdout.write("", () => process.exit(status));
-}
+// Flush, then exit: idle keep-alive sockets must not hold the CLI open.
+process.stdout.write("", () => process.exit(status ?? 0));

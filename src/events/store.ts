@@ -146,27 +146,70 @@ export class EventStore {
   }
 
   /** Tail the stream from `fromSeq` on, live, until the returned handle is stopped. */
+  /**
+   * Tail the stream from `fromSeq` on, live, until the returned handle is stopped. The server
+   * may go away (restart, failover) and take the ephemeral consumer with it: the tail then starts
+   * a new one after the last event it delivered, so no event is skipped or repeated.
+   */
   async tail(fromSeq: number, onEvent: (e: StoredEvent) => void): Promise<{ stop: () => Promise<void> }> {
-    const consumer = await this.js.consumers.get(this.stream, {
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: Math.max(1, fromSeq),
-    });
-    const msgs: ConsumerMessages = await consumer.consume({ max_messages: 1000 });
-    const done = (async () => {
-      for await (const m of msgs) onEvent(toStored(m));
+    let next = Math.max(1, fromSeq);
+    let stopped = false;
+    let current: ConsumerMessages | null = null;
+    const open = async (): Promise<ConsumerMessages> => {
+      const consumer = await this.js.consumers.get(this.stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next });
+      const msgs = await consumer.consume({ max_messages: 1000, idle_heartbeat: 2_000 });
+      void (async () => {
+        for await (const s of msgs.status()) {
+          // The consumer is gone (or silent): end this round; the loop opens a new one.
+          if (s.type === "consumer_deleted" || s.type === "consumer_not_found" || s.type === "stream_not_found" || (s.type === "heartbeats_missed" && s.count >= 2)) {
+            msgs.stop();
+            break;
+          }
+        }
+      })().catch(() => undefined);
+      void msgs.closed().then(() => consumer.delete().catch(() => undefined));
+      return msgs;
+    };
+    current = await open();
+    const loop = (async () => {
+      while (!stopped) {
+        try {
+          for await (const m of current!) {
+            if (m.seq < next) continue;
+            next = m.seq + 1;
+            onEvent(toStored(m));
+          }
+        } catch {
+          /* the round ended with an error: open a new one */
+        }
+        while (!stopped) {
+          await new Promise((r) => setTimeout(r, 250));
+          if (stopped) break;
+          try {
+            current = await open();
+            break;
+          } catch {
+            /* the server is still away */
+          }
+        }
+      }
     })();
     return {
       stop: async () => {
-        msgs.stop();
-        await done.catch(() => undefined);
-        await consumer.delete().catch(() => undefined);
+        stopped = true;
+        current?.stop();
+        await loop.catch(() => undefined);
       },
     };
   }
 }
 
 function toStored(m: JsMsg): StoredEvent {
-  return { ...decodeEvent(m.data), seq: m.seq, subject: m.subject };
+  // The decoded object is ours alone: adding to it costs a third of copying it (replay speed).
+  const e = decodeEvent(m.data) as StoredEvent;
+  e.seq = m.seq;
+  e.subject = m.subject;
+  return e;
 }
 
 function storeError(err: unknown): BerthError {

@@ -2,7 +2,8 @@
 // version → wait until the event is read back. Retries only on a version conflict.
 import { createHash, randomUUID } from "node:crypto";
 import type { EventStore } from "../events/store.js";
-import { EVENT_VERSION, containerSubject, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
+import { fault } from "../fault.js";
+import { EVENT_VERSION, OUTCOMES, containerSubject, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
 import { VersionConflict } from "../errors.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../projections/container.js";
@@ -83,6 +84,7 @@ export class CommandService {
           const seq = await this.store.append(subject, full, { expectedSeq: expected });
           expected = seq;
           out.push({ ...full, seq, subject });
+          if (OUTCOMES[ev.type]) fault("after-intent");
         }
       } catch (err) {
         if (err instanceof VersionConflict && attempt < MAX_ATTEMPTS) {

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import type { StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, toBerthError } from "../errors.js";
+import { fault } from "../fault.js";
 import { logger } from "../log.js";
 import type { ContainerState } from "../projections/container.js";
 import type { Projector } from "../projections/projector.js";
@@ -12,6 +13,7 @@ import { nextState } from "../projections/transitions.js";
 import type { ExitInfo } from "../runtime/types.js";
 import type { CommandService, Ctx } from "./command-service.js";
 import type { NewEvent } from "./container-decider.js";
+import { RestartScheduler } from "./restart-scheduler.js";
 
 /** The host operations the executor needs (src/runtime/host.ts implements them). */
 export interface HostOps {
@@ -22,6 +24,8 @@ export interface HostOps {
   readExit(id: string): Promise<ExitInfo | null>;
   waitExit(id: string, timeoutMs: number): Promise<ExitInfo | null>;
   isRunning(id: string): Promise<boolean>;
+  /** runc's status (`running`, `paused`, `stopped`, …), or null when runc does not know it. */
+  status(id: string): Promise<string | null>;
   cleanup(id: string): Promise<void>;
 }
 
@@ -37,7 +41,12 @@ export class Executor {
     private readonly projector: Projector,
     private readonly commands: CommandService,
     private readonly host: HostOps,
-  ) {}
+  ) {
+    this.restarts = new RestartScheduler({ node, projector, commands, enqueue: (id, job) => this.enqueue(id, job) });
+  }
+
+  /** The restart policy's timers; the daemon re-arms them after its replay. */
+  readonly restarts: RestartScheduler;
 
   /** Listen for intents, and pick up intents left pending by an earlier run of this node. */
   start(): void {
@@ -77,6 +86,17 @@ export class Executor {
     });
   }
 
+  /**
+   * Ask the restart policy again about an exited container: a crash may have come between its
+   * exit and the policy's decision. Keyed like the live path, so a decision is stored once.
+   */
+  reconsider(id: string): void {
+    this.enqueue(id, async () => {
+      const c = this.current(id);
+      if (c?.node === this.node && c.state === "exited" && !c.pending) await this.restarts.consider(id, `exited@${c.startedAt}`);
+    });
+  }
+
   /** Resolves once every job queued so far (for every container) has run. */
   async idle(): Promise<void> {
     while (this.queues.size) await Promise.allSettled([...this.queues.values()]);
@@ -84,6 +104,7 @@ export class Executor {
 
   async drain(): Promise<void> {
     this.stopped = true;
+    this.restarts.stop();
     await Promise.allSettled([...this.queues.values()]);
   }
 
@@ -123,6 +144,11 @@ export class Executor {
         }
         case "ContainerKillRequested": {
           const sig = (intent.data as { signal: string }).signal;
+          // Re-performed after a crash: the container may be gone already; its exit is recorded.
+          if (c.state !== "running" && c.state !== "paused") {
+            await this.outcome(id, { type: "ContainerSignaled", data: { signal: sig } }, ctx, intentKey(ctx));
+            break;
+          }
           await this.host.signal(id, sig);
           // A fatal signal usually lands at once; record that exit before answering.
           const info = await this.host.waitExit(id, 1_000);
@@ -139,11 +165,14 @@ export class Executor {
           break;
         }
         case "ContainerPauseRequested":
-          await this.host.pause(id);
+          if (c.state !== "running") throw new BerthError(ErrorCode.Conflict, `container is ${c.state}`);
+          // Idempotent: a pause done before a crash is not done twice.
+          if ((await this.host.status(id)) !== "paused") await this.host.pause(id);
           await this.outcome(id, { type: "ContainerPaused", data: {} }, ctx, intentKey(ctx));
           break;
         case "ContainerUnpauseRequested":
-          await this.host.resume(id);
+          if (c.state !== "paused") throw new BerthError(ErrorCode.Conflict, `container is ${c.state}`);
+          if ((await this.host.status(id)) === "paused") await this.host.resume(id);
           await this.outcome(id, { type: "ContainerUnpaused", data: {} }, ctx, intentKey(ctx));
           break;
         case "ContainerRemoveRequested":
@@ -170,6 +199,10 @@ export class Executor {
       await this.outcome(id, failed, ctx, intentKey(ctx)).catch((err2) =>
         log.error({ err: err2 }, "could not record the failure"),
       );
+      // A policy restart that cannot start goes through the policy again: backoff and retries.
+      if (intent.type === "ContainerStartRequested" && typeof intent.data.attempt === "number") {
+        await this.restarts.consider(id, `startfailed@${intentId}`, { exitCode: -1 });
+      }
     }
   }
 
@@ -222,27 +255,48 @@ export class Executor {
       await this.commands.appendDecided(
         id,
         (s) => (s && s.state === "exited" && !s.pending ? [{ type: "ContainerRemoveRequested", data: { force: false } }] : []),
-        { node: this.node, actor: `berth/${this.node}/auto-remove`, correlationId: exitCtx.correlationId, causationId: null },
+        {
+          node: this.node,
+          actor: `berth/${this.node}/auto-remove`,
+          correlationId: exitCtx.correlationId,
+          causationId: null,
+          requestId: stableKey(id, "autoremove", `${c.startedAt}`),
+        },
         `autoremove@${c.startedAt}`,
       );
+    } else if (after?.state === "exited" && !after.pending) {
+      await this.restarts.consider(id, `exited@${c.startedAt}`);
     }
   }
 
   /** Append an outcome if the table allows it from the state the log is in now. */
   private async outcome(id: string, ev: NewEvent, ctx: Ctx, key: string): Promise<void> {
+    // An outcome that answers an intent comes right after the host action.
+    if (ctx.causationId) fault("after-action");
     const stable: Ctx = { ...ctx, requestId: stableKey(id, ev.type, key) };
-    await this.commands.appendDecided(
-      id,
-      (s) => {
-        if (!s || nextState(s.state, ev.type) === null) {
-          this.log.warn({ container: id, type: ev.type, state: s?.state }, "outcome not allowed in this state; dropped");
-          return [];
-        }
-        return [ev];
-      },
-      stable,
-      ev.type,
-    );
+    // A fact must reach the log: while the event store is unreachable, keep trying. The stable
+    // event id makes a retry of an append that did land a no-op.
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
+      try {
+        await this.commands.appendDecided(
+          id,
+          (s) => {
+            if (!s || nextState(s.state, ev.type) === null) {
+              this.log.warn({ container: id, type: ev.type, state: s?.state }, "outcome not allowed in this state; dropped");
+              return [];
+            }
+            return [ev];
+          },
+          stable,
+          ev.type,
+        );
+        return;
+      } catch (err) {
+        if (!(err instanceof BerthError && err.code === ErrorCode.Unavailable) || this.stopped) throw err;
+        this.log.warn({ container: id, type: ev.type, err: err.message }, "event store unreachable; will retry");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // The restore phase's runtime sync: compare what the log says about this node's containers with
 // what the host says (runc, conmon, exit files, images), and turn the difference into actions.
 // planRestore is pure and returns actions as data; runRestore gathers facts and applies them.
+import { fault } from "../fault.js";
 import type { Logger } from "../log.js";
 import type { ContainerState } from "../projections/container.js";
 import type { ReadModel } from "../projections/read-model.js";
@@ -97,7 +98,7 @@ export const VANISH_WAIT_MS = 1_000;
 export interface RestoreDeps {
   node: string;
   host: RestoreHost;
-  executor: Pick<Executor, "exited" | "vanished" | "idle">;
+  executor: Pick<Executor, "exited" | "vanished" | "idle" | "reconsider">;
   commands: CommandService;
   gcOrphans: boolean;
   log: Logger;
@@ -113,7 +114,9 @@ export interface RestoreSummary {
 /** Apply the plan. Exits land before anything else acts on them (they go through the executor's queues). */
 export async function runRestore(d: RestoreDeps, model: ReadModel): Promise<RestoreSummary> {
   const own = [...model.containers.values()].filter((c) => c.node === d.node);
-  const actions = planRestore(model.containers.values(), d.node, await gatherFacts(d.host, own));
+  const facts = await gatherFacts(d.host, own);
+  fault("restore");
+  const actions = planRestore(model.containers.values(), d.node, facts);
   const vanished = actions.filter((a) => a.kind === "vanished");
   if (vanished.length) await new Promise((r) => setTimeout(r, VANISH_WAIT_MS));
   let failed = 0;
@@ -149,6 +152,8 @@ export async function runRestore(d: RestoreDeps, model: ReadModel): Promise<Rest
         break;
     }
   }
+  await d.executor.idle();
+  for (const c of model.containers.values()) if (c.node === d.node && c.state === "exited" && !c.pending) d.executor.reconsider(c.id);
   await d.executor.idle();
   return { containers: own.length, failed, orphans, actions };
 }

@@ -26,6 +26,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       return s !== null && s.status !== "stopped";
     },
     cleanup: (id) => rt.cleanup(id),
+    status: async (id) => (await rt.state(id))?.status ?? null,
   };
 }
 

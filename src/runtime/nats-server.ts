@@ -21,7 +21,8 @@ export interface EmbeddedNatsOptions {
 
 export interface EmbeddedNats {
   url: string;
-  pid: number;
+  /** The server's pid now (it changes when the watchdog restarts a server that died). */
+  readonly pid: number;
   reused: boolean;
   stop(): Promise<void>;
 }
@@ -112,22 +113,62 @@ async function stopPid(pid: number): Promise<void> {
   }
 }
 
+/** Start (or reuse) the server, and keep it up: if it dies, start it again on the same store. */
 export async function startEmbeddedNats(o: EmbeddedNatsOptions): Promise<EmbeddedNats> {
   await mkdir(join(o.dir, "store"), { recursive: true, mode: 0o700 });
-  const conf = join(o.dir, "nats.conf");
-  const text = confText(o);
   const url = `nats://127.0.0.1:${o.port}`;
+  let current = await reuseOrLaunch(o, url);
+  let stopping = false;
+  let relaunching = false;
+  const watchdog = setInterval(() => {
+    if (stopping || relaunching || pidAlive(current.pid)) return;
+    relaunching = true;
+    log.warn({ pid: current.pid }, "embedded nats-server died; starting it again");
+    launch(o)
+      .then((pid) => {
+        current = { pid, reused: false };
+        log.info({ pid, url }, "embedded nats-server restarted");
+      })
+      .catch((err) => log.error({ err }, "could not restart the embedded nats-server; will retry"))
+      .finally(() => (relaunching = false));
+  }, WATCHDOG_MS);
+  watchdog.unref();
+  return {
+    url,
+    get pid() {
+      return current.pid;
+    },
+    reused: current.reused,
+    stop: async () => {
+      stopping = true;
+      clearInterval(watchdog);
+      await stopPid(current.pid);
+    },
+  };
+}
+
+const WATCHDOG_MS = 250;
+
+async function reuseOrLaunch(o: EmbeddedNatsOptions, url: string): Promise<{ pid: number; reused: boolean }> {
+  const conf = join(o.dir, "nats.conf");
   const old = ourLiveServer(o.dir);
   if (old) {
-    const same = existsSync(conf) && readFileSync(conf, "utf8") === text;
+    const same = existsSync(conf) && readFileSync(conf, "utf8") === confText(o);
     if (same && (await portOpen(o.port))) {
       log.info({ pid: old, url }, "reusing the nats-server left by an earlier daemon");
-      return { url, pid: old, reused: true, stop: () => stopPid(old) };
+      return { pid: old, reused: true };
     }
     log.info({ pid: old }, "replacing the nats-server of an earlier daemon (config changed)");
     await stopPid(old);
   }
-  await writeFile(conf, text, { mode: 0o600 });
+  const pid = await launch(o);
+  log.info({ pid, url }, "embedded nats-server started");
+  return { pid, reused: false };
+}
+
+async function launch(o: EmbeddedNatsOptions): Promise<number> {
+  const conf = join(o.dir, "nats.conf");
+  await writeFile(conf, confText(o), { mode: 0o600 });
   const out = openSync(join(o.dir, "nats-server.log"), "a", 0o600);
   const child = spawn(o.binary ?? natsServerBinary(), ["-c", conf], {
     detached: true,
@@ -149,6 +190,5 @@ export async function startEmbeddedNats(o: EmbeddedNatsOptions): Promise<Embedde
     if (exited === null) await stopPid(pid);
     throw err;
   }
-  log.info({ pid, url }, "embedded nats-server started");
-  return { url, pid, reused: false, stop: () => stopPid(pid) };
+  return pid;
 }

@@ -1,55 +1,26 @@
 // The README's story through the `berth` CLI, against a daemon in its own process, as a new user
 // would type it. Also: kill -9 of the daemon stops no container, and two daemons on one machine
 // do not collide.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Paths } from "../../src/runtime/paths.js";
 import { freePort } from "../support/nats.js";
+import { BIN, BUILT, startDaemonProc, stopProc, running, type DaemonProc } from "../support/daemon-proc.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive } from "../support/proc.js";
 
-const BIN = resolve(__dirname, "../../bin/berth");
-const built = existsSync(resolve(__dirname, "../../dist/cli/main.js"));
+const built = BUILT;
 if (!built && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
 const skip = !built || missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
 
-interface Proc {
-  dataRoot: string;
-  child: ChildProcess;
-  natsPort: number;
-}
-
-async function startDaemonProc(dataRoot: string, node: string, natsPort: number): Promise<Proc> {
-  const clientJson = join(dataRoot, "client.json");
-  await rm(clientJson, { force: true });
-  const child = spawn(process.execPath, [BIN, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(natsPort), "--http-listen", "127.0.0.1:0"], {
-    stdio: "ignore",
-    env: { ...process.env, BERTH_LOG_LEVEL: "warn" },
-  });
-  const end = Date.now() + 30_000;
-  while (!existsSync(clientJson)) {
-    if (Date.now() > end || child.exitCode !== null) throw new Error(`daemon did not come up (exit ${child.exitCode})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { dataRoot, child, natsPort };
-}
-
-async function stopProc(p: Proc, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
-  const gone = new Promise((r) => p.child.once("exit", r));
-  p.child.kill(signal);
-  await gone;
-}
-
 describe.skipIf(skip)("the berth CLI against a daemon process", () => {
   let dataRoot: string;
-  let d: Proc;
+  let d: DaemonProc;
   const berth = (...args: string[]) => execa(BIN, ["--data-root", dataRoot, ...args], { reject: false });
 
   beforeAll(async () => {
@@ -57,7 +28,7 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
     d = await startDaemonProc(dataRoot, `cli${randomBytes(3).toString("hex")}`, await freePort());
   });
   afterAll(async () => {
-    if (d && d.child.exitCode === null && d.child.signalCode === null) {
+    if (d && running(d)) {
       const ps = await berth("ps", "-a", "--json");
       for (const c of JSON.parse(ps.stdout || "[]") as { id: string }[]) await berth("rm", "-f", c.id);
       await stopProc(d);

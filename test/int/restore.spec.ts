@@ -96,6 +96,47 @@ describe.skipIf(skip)("restore phase", () => {
     expect(nr.data.durationMs as number).toBeGreaterThan(0);
   });
 
+  it("after a host reboot starts always and unless-stopped containers again, and records -1 for the rest", async () => {
+    const policy = (name: string) => ({ restartPolicy: { name, backoff: { initialMs: 100, maxMs: 200 } } });
+    await run("b-always", ["sleep", "1000"], policy("always"));
+    await run("b-unless", ["sleep", "1000"], policy("unless-stopped"));
+    await run("b-no", ["sleep", "1000"], policy("no"));
+    await run("b-stopped", ["sleep", "1000"], { ...policy("always"), stopTimeoutSec: 1 });
+    expect((await d.cmd("container.stop", { id: "b-stopped", timeoutSec: 1 })).ok).toBe(true);
+    const root = d.dataRoot;
+    await d.stop();
+
+    // The reboot: every conmon and container process of ours gone, overlays unmounted.
+    for (const n of ["b-always", "b-unless", "b-no"]) {
+      const dir = join(root, "containers", ids[n]);
+      process.kill(Number(readFileSync(join(dir, "conmon.pid"), "utf8")), "SIGKILL");
+      process.kill(pids[n], "SIGKILL");
+    }
+    for (const n of ["b-always", "b-unless", "b-no"]) await until(async () => !alive(pids[n]));
+    for (const n of ["b-always", "b-unless", "b-no", "b-stopped"]) {
+      const rootfs = join(root, "containers", ids[n], "rootfs");
+      if (readFileSync("/proc/self/mountinfo", "utf8").includes(rootfs)) execFileSync("umount", [rootfs]);
+    }
+
+    d = await startTestDaemon({ dataRoot: root, node: d.node, natsPort });
+    const get = (name: string) => d.get<C & { restartCount: number }>(`/v1/containers/${ids[name]}`);
+    for (const n of ["b-always", "b-unless"]) {
+      const c = await until(async () => {
+        const c = await get(n);
+        return c.state === "running" && c;
+      }, 10_000);
+      expect(c.pid).not.toBe(pids[n]);
+      expect(alive(c.pid!)).toBe(true);
+      expect(c.restartCount).toBe(1);
+    }
+    expect(await get("b-no")).toMatchObject({ state: "exited", exitCode: -1 });
+    expect(await get("b-stopped")).toMatchObject({ state: "exited", exitCode: 137 });
+    // Nothing more happens to them.
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await get("b-no")).state).toBe("exited");
+    expect((await get("b-stopped")).state).toBe("exited");
+  });
+
   it("does not say the same restore failure twice across restarts", async () => {
     const root = d.dataRoot;
     await d.stop();

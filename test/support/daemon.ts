@@ -32,18 +32,21 @@ export interface TestDaemon {
   destroy(): Promise<void>;
 }
 
-export async function startTestDaemon(opts: { dataRoot?: string; node?: string; natsPort?: number } = {}): Promise<TestDaemon> {
+export async function startTestDaemon(
+  opts: { dataRoot?: string; node?: string; natsPort?: number; natsUrl?: string } = {},
+): Promise<TestDaemon> {
   const dataRoot = opts.dataRoot ?? (await mkdtemp(join(tmpdir(), "berth-d-")));
   const node = opts.node ?? `t${randomBytes(4).toString("hex")}`;
   const daemon = await startDaemon({
     dataRoot,
     node,
     natsPort: opts.natsPort ?? (await freePort()),
+    natsUrl: opts.natsUrl,
     httpListen: "127.0.0.1:0",
     seedImage: process.env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
   });
   const client = JSON.parse(await readFile(join(dataRoot, "client.json"), "utf8")) as ClientConfig;
-  const nc = await connect({ servers: client.nats.servers, user: client.nats.user, pass: client.nats.pass });
+  const nc = await connect({ servers: client.nats.servers, user: client.nats.user, pass: client.nats.pass, maxReconnectAttempts: -1 });
   const enc = new TextEncoder();
   const raw = async (verb: string, data: Uint8Array | string, timeoutMs = 35_000): Promise<Reply> => {
     const m = await nc.request(`berth.cmd.${verb}`, typeof data === "string" ? enc.encode(data) : data, { timeout: timeoutMs });
@@ -80,7 +83,13 @@ export async function startTestDaemon(opts: { dataRoot?: string; node?: string; 
     async destroy() {
       if (!stopped) {
         const { containers } = await td.get<{ containers: { id: string }[] }>("/v1/containers?all=true");
-        for (const c of containers) await td.cmd("container.remove", { id: c.id, force: true });
+        for (const c of containers) {
+          // A client that just reconnected (outage tests) may lose its first request: retry.
+          for (let i = 0; i < 3; i++) {
+            const r = await td.cmd("container.remove", { id: c.id, force: true }, 10_000).catch(() => null);
+            if (r) break;
+          }
+        }
         await td.stop();
       }
       await rm(dataRoot, { recursive: true, force: true });

@@ -25,38 +25,51 @@ export interface TestNats {
   child: ChildProcess;
   dir: string;
   connect(): Promise<NatsConnection>;
+  /** kill -9 the server (its store stays). */
+  kill(): Promise<void>;
+  /** Start it again on the same port and store. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function startNats(): Promise<TestNats> {
   const dir = await mkdtemp(join(tmpdir(), "berth-nats-"));
   const port = await freePort();
-  const child = spawn(natsServerBinary(), ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", dir], { stdio: "ignore" });
   const url = `nats://127.0.0.1:${port}`;
-  const end = Date.now() + 10_000;
-  for (;;) {
-    try {
-      const nc = await connect({ servers: url, reconnect: false });
-      await nc.close();
-      break;
-    } catch (err) {
-      if (Date.now() > end || child.exitCode !== null) throw err;
-      await new Promise((r) => setTimeout(r, 50));
+  const launch = async () => {
+    const child = spawn(natsServerBinary(), ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", dir], { stdio: "ignore" });
+    const end = Date.now() + 10_000;
+    for (;;) {
+      try {
+        const nc = await connect({ servers: url, reconnect: false });
+        await nc.close();
+        return child;
+      } catch (err) {
+        if (Date.now() > end || child.exitCode !== null) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
-  }
-  return {
+  };
+  const halt = async (child: ChildProcess, signal: NodeJS.Signals) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise((r) => child.once("exit", r));
+    child.kill(signal);
+    await gone;
+  };
+  const t: TestNats = {
     url,
     port,
-    child,
+    child: await launch(),
     dir,
     connect: () => connect({ servers: url }),
+    kill: () => halt(t.child, "SIGKILL"),
+    async restart() {
+      t.child = await launch();
+    },
     async stop() {
-      if (child.exitCode === null) {
-        const gone = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await gone;
-      }
+      await halt(t.child, "SIGTERM");
       await rm(dir, { recursive: true, force: true });
     },
   };
+  return t;
 }

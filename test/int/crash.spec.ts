@@ -1,0 +1,167 @@
+// Crash matrix: for each command and each fault point, the daemon dies there (BERTH_FAULT), a
+// new daemon starts on the same data root, and the log and the host converge: each container
+// exists once, every command took effect once (or not at all), no transition the table forbids
+// is in the log, and nothing is leaked.
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Paths } from "../../src/runtime/paths.js";
+import { nextState, type LifecycleState } from "../../src/projections/transitions.js";
+import { OUTCOMES, type ContainerEvent, type EventType } from "../../src/events/types.js";
+import { BUILT, natsOf, startDaemonProc, stopProc, type DaemonProc } from "../support/daemon-proc.js";
+import { freePort } from "../support/nats.js";
+import { IN_CI, missing } from "../support/prereq.js";
+import { alive, until } from "../support/proc.js";
+
+if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
+const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
+
+type Ev = { type: ContainerEvent["type"]; seq: number; eventId: string; causationId: string | null; data: Record<string, unknown> };
+type C = { id: string; state: string; pid: number | null; exitCode: number | null; pending: string | null };
+
+interface Case {
+  verb: string;
+  /** Prepares the container; returns its id. Counts the intents/outcomes before the one that dies. */
+  prep: (cmd: Cmd) => Promise<string>;
+  before: number;
+  body: (id: string) => Record<string, unknown>;
+  /** The converged state. */
+  expect: (c: C | null, pidBefore: number | null) => void;
+}
+type Cmd = (verb: string, body: unknown, timeoutMs?: number) => Promise<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string } }>;
+
+const runSleep = async (cmd: Cmd) => (await cmd("run", { image: "busybox", cmd: ["sleep", "1000"], stopTimeoutSec: 1 })).result!.id as string;
+
+const CASES: Case[] = [
+  { verb: "run", before: 0, prep: async () => "", body: () => ({ image: "busybox", cmd: ["sleep", "1000"] }), expect: (c) => expect(c?.state).toBe("running") },
+  {
+    verb: "start", before: 0,
+    prep: async (cmd) => (await cmd("create", { image: "busybox", cmd: ["sleep", "1000"] })).result!.id as string,
+    body: (id) => ({ id }), expect: (c) => expect(c?.state).toBe("running"),
+  },
+  { verb: "stop", before: 1, prep: runSleep, body: (id) => ({ id, timeoutSec: 1 }), expect: (c) => expect(c).toMatchObject({ state: "exited", exitCode: 137 }) },
+  { verb: "kill", before: 1, prep: runSleep, body: (id) => ({ id }), expect: (c) => expect(c).toMatchObject({ state: "exited", exitCode: 137 }) },
+  {
+    verb: "restart", before: 1, prep: runSleep, body: (id) => ({ id, timeoutSec: 1 }),
+    expect: (c, pid) => {
+      expect(c?.state).toBe("running");
+      expect(c?.pid).not.toBe(pid);
+    },
+  },
+  { verb: "remove", before: 1, prep: runSleep, body: (id) => ({ id, force: true }), expect: (c) => expect(c).toBeNull() },
+  { verb: "pause", before: 1, prep: runSleep, body: (id) => ({ id }), expect: (c) => expect(c?.state).toBe("paused") },
+];
+const POINTS = ["after-intent", "after-action"] as const;
+
+describe.skipIf(skip)("crash matrix", () => {
+  let dataRoot: string;
+  let natsPort: number;
+  let d: DaemonProc | null = null;
+  let nc: NatsConnection | null = null;
+  const node = `crash${randomBytes(3).toString("hex")}`;
+
+  const cmd: Cmd = async (verb, body, timeoutMs = 30_000) => (await nc!.request(`berth.cmd.container.${verb}`, JSON.stringify(body), { timeout: timeoutMs })).json();
+  const http = async <T>(path: string): Promise<{ status: number; body: T }> => {
+    const c = d!.client();
+    const r = await fetch(c.http.url + path, { headers: { authorization: `Bearer ${c.http.token}` } });
+    return { status: r.status, body: (r.status === 200 ? await r.json() : null) as T };
+  };
+  async function up(env: Record<string, string> = {}) {
+    d = await startDaemonProc(dataRoot, node, natsPort, env);
+    nc = await natsOf(d);
+  }
+  async function down(signal: NodeJS.Signals = "SIGTERM") {
+    await nc?.close().catch(() => undefined);
+    nc = null;
+    if (d) await stopProc(d, signal);
+  }
+
+  beforeAll(async () => {
+    dataRoot = await mkdtemp(join(tmpdir(), "berth-crash-"));
+    natsPort = await freePort();
+  });
+  afterAll(async () => {
+    if (d && nc) {
+      const { body } = await http<{ containers: { id: string }[] }>("/v1/containers?all=true");
+      for (const c of body?.containers ?? []) await cmd("remove", { id: c.id, force: true });
+    }
+    await down();
+    await rm(dataRoot, { recursive: true, force: true });
+    await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
+  });
+
+  for (const c of CASES) {
+    for (const point of POINTS) {
+      it(`${c.verb} dies ${point}, then converges`, async () => {
+        try {
+          await crashAndConverge(c, point);
+        } finally {
+          await down();
+        }
+      });
+    }
+  }
+
+  async function crashAndConverge(c: Case, point: string) {
+        await up({ BERTH_FAULT: `${point}:${c.before + 1}` });
+        const id = await c.prep(cmd);
+        const pidBefore = id ? ((await http<C>(`/v1/containers/${id}`)).body?.pid ?? null) : null;
+        // The daemon dies while this command is under way: no reply comes.
+        const outcome = await Promise.race([
+          cmd(c.verb, c.body(id), 10_000).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"),
+          d!.exited.then(() => "died"),
+        ]);
+        expect(outcome).toBe("died");
+        expect(d!.child.signalCode).toBe("SIGKILL");
+        await nc!.close().catch(() => undefined);
+
+        await up();
+        // Find the container the command was about (run created a new one).
+        const target = id || (await http<{ containers: { id: string; createdAt: string }[] }>("/v1/containers?all=true")).body.containers.at(-1)!.id;
+        const settled = await until(async () => {
+          const r = await http<C>(`/v1/containers/${target}`);
+          if (r.status === 404) return { c: null };
+          return r.body.pending === null && { c: r.body };
+        }, 20_000);
+        c.expect(settled.c, pidBefore);
+
+        // The log: no forbidden transition, every intent answered at most once per outcome type.
+        const { body } = await http<{ events: Ev[] }>(`/v1/events?container=${target}`);
+        let state: LifecycleState | "removed" | null = null;
+        for (const e of body.events) {
+          if (e.type === "ContainerCreated") state = "created";
+          else {
+            expect(state, `${e.type} after removal`).not.toBe("removed");
+            const next = nextState(state as LifecycleState, e.type);
+            expect(next, `${e.type} in ${state}`).not.toBeNull();
+            state = next;
+          }
+        }
+        const intents = body.events.filter((e) => OUTCOMES[e.type as EventType]);
+        for (const i of intents) {
+          const answers = body.events.filter((e) => e.causationId === i.eventId && OUTCOMES[i.type]!.includes(e.type));
+          expect(answers.length, `${i.type} answered ${answers.length} times`).toBeLessThanOrEqual(1);
+        }
+        expect(body.events.filter((e) => e.type === "ContainerCreated")).toHaveLength(1);
+
+        // The host agrees: one process at most, and none when the log says it is not running.
+        const conmonPidFile = join(dataRoot, "containers", target, "conmon.pid");
+        if (settled.c?.state === "running" || settled.c?.state === "paused") {
+          expect(alive(settled.c.pid!)).toBe(true);
+          expect(alive(Number(readFileSync(conmonPidFile, "utf8")))).toBe(true);
+        } else if (settled.c) {
+          if (pidBefore) expect(alive(pidBefore)).toBe(false);
+        } else {
+          expect(existsSync(join(dataRoot, "containers", target))).toBe(false);
+          expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(target);
+        }
+        // Clean up this case's container and check nothing is left behind.
+        if (settled.c) expect((await cmd("remove", { id: target, force: true })).ok).toBe(true);
+        expect(readdirSync(join(dataRoot, "containers"))).toEqual([]);
+        expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(join(dataRoot, "containers"));
+  }
+});

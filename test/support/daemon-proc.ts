@@ -1,0 +1,69 @@
+// A daemon in its own process (`bin/berth daemon`), for what an in-process daemon cannot show:
+// kill -9, fault injection, the CLI as a user runs it.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { ClientConfig } from "../../src/config.js";
+
+export const BIN = resolve(__dirname, "../../bin/berth");
+export const BUILT = existsSync(resolve(__dirname, "../../dist/cli/main.js"));
+
+export interface DaemonProc {
+  dataRoot: string;
+  node: string;
+  natsPort: number;
+  child: ChildProcess;
+  client(): ClientConfig;
+  /** Resolves when the process has exited (by itself, by a fault, or killed). */
+  exited: Promise<void>;
+}
+
+export async function startDaemonProc(
+  dataRoot: string,
+  node: string,
+  natsPort: number,
+  env: Record<string, string> = {},
+): Promise<DaemonProc> {
+  const clientJson = join(dataRoot, "client.json");
+  await rm(clientJson, { force: true });
+  const child = spawn(
+    process.execPath,
+    [BIN, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(natsPort), "--http-listen", "127.0.0.1:0"],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, BERTH_LOG_LEVEL: "warn", ...env } },
+  );
+  let stderr = "";
+  child.stderr!.on("data", (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)));
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const end = Date.now() + 30_000;
+  while (!existsSync(clientJson)) {
+    if (Date.now() > end || child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`daemon did not come up (exit ${child.exitCode ?? child.signalCode}): ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    dataRoot,
+    node,
+    natsPort,
+    child,
+    exited,
+    client: () => JSON.parse(readFileSync(clientJson, "utf8")) as ClientConfig,
+  };
+}
+
+export function running(p: DaemonProc): boolean {
+  return p.child.exitCode === null && p.child.signalCode === null;
+}
+
+export async function stopProc(p: DaemonProc, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (!running(p)) return;
+  p.child.kill(signal);
+  await p.exited;
+}
+
+export async function natsOf(p: DaemonProc): Promise<NatsConnection> {
+  const c = p.client();
+  return connect({ servers: c.nats.servers, user: c.nats.user, pass: c.nats.pass });
+}
