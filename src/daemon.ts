@@ -10,9 +10,12 @@ import { EventStore } from "./events/store.js";
 import { nodeSubject } from "./events/types.js";
 import { logger } from "./log.js";
 import { Projector } from "./projections/projector.js";
+import { SnapshotStore } from "./projections/snapshot.js";
+import { SnapshotWriter } from "./projections/snapshot-writer.js";
 import { CommandService, envelope } from "./handlers/command-service.js";
 import { ContainerService } from "./handlers/container-service.js";
 import { Executor } from "./handlers/executor.js";
+import { HealthMonitor } from "./handlers/health-monitor.js";
 import { ImageService } from "./handlers/image-service.js";
 import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
@@ -78,8 +81,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const metrics = createMetrics(projector.model);
 
   phase = "replaying";
-  const replay = await projector.start();
-  log.info({ events: replay.events, ms: Math.round(replay.durationMs) }, "log replayed");
+  // A snapshot only saves replay time: without the bucket, replay everything and write none.
+  const snapshots = await SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
+  const replay = await projector.start({ snapshot: (await snapshots?.load(o.node)) ?? null });
+  log.info({ events: replay.events, ms: Math.round(replay.durationMs), fromSnapshot: replay.fromSnapshot, snapshotSeq: replay.snapshotSeq }, "log replayed");
+  const snapshotWriter = snapshots && new SnapshotWriter({ snapshots, node: o.node, projector, events: store, fromSeq: replay.snapshotSeq ?? 0 });
+  snapshotWriter?.start();
 
   phase = "reconciling";
   // Facts first: exits that happened while no daemon watched are recorded before any intent or
@@ -89,6 +96,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     projector.model,
   );
   executor.start();
+  // Restarts the log shows scheduled: due ones (the daemon was down) fire now.
+  executor.restarts.rearm();
+  // Health checks of running containers resume with the status the log has.
+  const health = new HealthMonitor(o.node, projector, commands, runtime);
+  health.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
   await ensureSeedImage(o, imageStore, images, log);
 
@@ -147,8 +159,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await http.close().catch(() => undefined);
       await nats.stop();
       stopWatch();
+      await health.stop();
       await executor.drain();
       await projector.stop();
+      await snapshotWriter?.stop({ final: true });
       await nc.drain().catch(() => undefined);
       // Containers keep running under their conmons; only our own nats-server stops.
       await embedded?.stop();

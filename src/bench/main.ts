@@ -12,6 +12,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { execa } from "execa";
 import type { ClientConfig } from "../config.js";
 import { Paths } from "../runtime/paths.js";
+import { benchRestore } from "./restore.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -112,65 +113,70 @@ async function main(): Promise<void> {
   const N = Number(process.env.BENCH_RUNS ?? 50);
   const CREATES = Number(process.env.BENCH_CREATES ?? 2000);
   const CLIENTS = 8;
-  const d = await startDaemonProcess();
+  // BENCH_SECTIONS=restore runs only the restore phase (it needs nats-server, not runc or root).
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
-  try {
-    // --- raw baseline ---
-    const images = JSON.parse(await readFile(join(d.dataRoot, "images", "index.json"), "utf8")) as { images: { name: string; rootfs: string }[] };
-    const lower = images.images.find((i) => i.name === "busybox:latest")!.rootfs;
-    const work = await mkdtemp(join(tmpdir(), "berth-raw-"));
-    await execa("runc", ["spec", "--bundle", work]);
-    await execa("mv", [join(work, "config.json"), join(work, "config.template.json")]);
-    const raw: number[] = [];
-    for (let i = 0; i < N; i++) raw.push(await rawCycle(lower, work, i));
-    await rm(work, { recursive: true, force: true });
+  if (sections.has("runtime")) {
+    const d = await startDaemonProcess();
+    try {
+      // --- raw baseline ---
+      const images = JSON.parse(await readFile(join(d.dataRoot, "images", "index.json"), "utf8")) as { images: { name: string; rootfs: string }[] };
+      const lower = images.images.find((i) => i.name === "busybox:latest")!.rootfs;
+      const work = await mkdtemp(join(tmpdir(), "berth-raw-"));
+      await execa("runc", ["spec", "--bundle", work]);
+      await execa("mv", [join(work, "config.json"), join(work, "config.template.json")]);
+      const raw: number[] = [];
+      for (let i = 0; i < N; i++) raw.push(await rawCycle(lower, work, i));
+      await rm(work, { recursive: true, force: true });
 
-    // --- run + remove through berth ---
-    const cycle: number[] = [];
-    for (let i = 0; i < N; i++) {
+      // --- run + remove through berth ---
+      const cycle: number[] = [];
+      for (let i = 0; i < N; i++) {
+        const t0 = performance.now();
+        const r = await cmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"] });
+        await cmd(d.nc, "container.remove", { id: r.id, force: true });
+        cycle.push(performance.now() - t0);
+      }
+      const rawMed = pct(raw, 50);
+      const cycMed = pct(cycle, 50);
+      out.runCycle = {
+        runs: N,
+        berthMedianMs: r1(cycMed), berthP99Ms: r1(pct(cycle, 99)),
+        rawMedianMs: r1(rawMed), rawP99Ms: r1(pct(raw, 99)),
+        ratio: r1((cycMed / rawMed) * 100) / 100, target: "≤ 1.5",
+      };
+
+      // --- create throughput from 8 clients ---
+      const conns = await Promise.all(
+        Array.from({ length: CLIENTS }, () => connect({ servers: d.client.nats.servers, user: d.client.nats.user, pass: d.client.nats.pass })),
+      );
+      const lat: number[] = [];
+      const ids: string[] = [];
       const t0 = performance.now();
-      const r = await cmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"] });
-      await cmd(d.nc, "container.remove", { id: r.id, force: true });
-      cycle.push(performance.now() - t0);
+      await Promise.all(
+        conns.map(async (nc) => {
+          for (let i = 0; i < CREATES / CLIENTS; i++) {
+            const s = performance.now();
+            const r = await cmd(nc, "container.create", { image: "busybox:latest", cmd: ["true"] });
+            lat.push(performance.now() - s);
+            ids.push(r.id as string);
+          }
+        }),
+      );
+      const secs = (performance.now() - t0) / 1000;
+      out.createThroughput = {
+        creates: CREATES, clients: CLIENTS, perSec: Math.round(CREATES / secs),
+        p50Ms: r1(pct(lat, 50)), p99Ms: r1(pct(lat, 99)), target: "≥ 1000/s, p99 ≤ 50 ms",
+      };
+      const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, "utf8"))?.[1] ?? 0);
+      out.daemonRss = { containers: CREATES, rssMB: r1(rssKb / 1024), target: "≤ 150 MB" };
+      for (const nc of conns) await nc.close();
+      for (const id of ids) await cmd(d.nc, "container.remove", { id });
+    } finally {
+      await d.stop();
     }
-    const rawMed = pct(raw, 50);
-    const cycMed = pct(cycle, 50);
-    out.runCycle = {
-      runs: N,
-      berthMedianMs: r1(cycMed), berthP99Ms: r1(pct(cycle, 99)),
-      rawMedianMs: r1(rawMed), rawP99Ms: r1(pct(raw, 99)),
-      ratio: r1((cycMed / rawMed) * 100) / 100, target: "≤ 1.5",
-    };
-
-    // --- create throughput from 8 clients ---
-    const conns = await Promise.all(
-      Array.from({ length: CLIENTS }, () => connect({ servers: d.client.nats.servers, user: d.client.nats.user, pass: d.client.nats.pass })),
-    );
-    const lat: number[] = [];
-    const ids: string[] = [];
-    const t0 = performance.now();
-    await Promise.all(
-      conns.map(async (nc) => {
-        for (let i = 0; i < CREATES / CLIENTS; i++) {
-          const s = performance.now();
-          const r = await cmd(nc, "container.create", { image: "busybox:latest", cmd: ["true"] });
-          lat.push(performance.now() - s);
-          ids.push(r.id as string);
-        }
-      }),
-    );
-    const secs = (performance.now() - t0) / 1000;
-    out.createThroughput = {
-      creates: CREATES, clients: CLIENTS, perSec: Math.round(CREATES / secs),
-      p50Ms: r1(pct(lat, 50)), p99Ms: r1(pct(lat, 99)), target: "≥ 1000/s, p99 ≤ 50 ms",
-    };
-    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, "utf8"))?.[1] ?? 0);
-    out.daemonRss = { containers: CREATES, rssMB: r1(rssKb / 1024), target: "≤ 150 MB" };
-    for (const nc of conns) await nc.close();
-    for (const id of ids) await cmd(d.nc, "container.remove", { id });
-  } finally {
-    await d.stop();
   }
+  if (sections.has("restore")) out.restore = await benchRestore();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

@@ -6,8 +6,18 @@ import type { StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode } from "../errors.js";
 import { logger } from "../log.js";
 import { ReadModel } from "./read-model.js";
+import { misfit, streamRef, type SnapshotDoc } from "./snapshot.js";
 
 type Listener = (e: StoredEvent, model: ReadModel) => void;
+
+export interface StartResult {
+  /** Events replayed from the log (after the snapshot, when one was used). */
+  events: number;
+  durationMs: number;
+  fromSnapshot: boolean;
+  /** Sequence the snapshot covered, null without one. */
+  snapshotSeq: number | null;
+}
 
 interface Waiter {
   match: (e: StoredEvent) => boolean;
@@ -30,12 +40,28 @@ export class Projector {
     this.listeners.push(l);
   }
 
-  /** Replay the log up to its current end (the restore phase's catch-up), then tail live. */
-  async start(): Promise<{ events: number; durationMs: number }> {
+  /**
+   * The restore phase's catch-up, then a live tail: load the snapshot if one is given and fits
+   * the log (same stream, not beyond its end), replay the events after it (or the whole log),
+   * then tail. `events` counts the events replayed, not those folded into the snapshot.
+   */
+  async start(opts: { snapshot?: SnapshotDoc | null } = {}): Promise<StartResult> {
     const t0 = performance.now();
+    let snap = opts.snapshot ?? null;
+    if (snap && snap.seq > this.model.seq) {
+      const why = misfit(snap, await streamRef(this.store));
+      if (why) {
+        this.log.warn({ seq: snap.seq, reason: why }, "snapshot ignored: full replay");
+        snap = null;
+      } else {
+        this.model.restore(snap.model);
+      }
+    } else {
+      snap = null;
+    }
     const n = await this.store.read({ fromSeq: this.model.seq + 1 }, (e) => this.model.apply(e));
     this.tailHandle = await this.store.tail(this.model.seq + 1, (e) => this.applyLive(e));
-    return { events: n, durationMs: performance.now() - t0 };
+    return { events: n, durationMs: performance.now() - t0, fromSnapshot: snap !== null, snapshotSeq: snap?.seq ?? null };
   }
 
   async stop(): Promise<void> {

@@ -17,6 +17,15 @@ export interface NodeView {
   lastSeenSeq: number;
 }
 
+/** The read model as plain data: what a snapshot holds (the name index is rebuilt on load). */
+export interface ReadModelData {
+  seq: number;
+  anomalies: number;
+  containers: ContainerState[];
+  images: ImageView[];
+  nodes: NodeView[];
+}
+
 export class ReadModel {
   /** Every container not yet removed, by id. */
   readonly containers = new Map<string, ContainerState>();
@@ -40,9 +49,11 @@ export class ReadModel {
       if (!next) return;
       if (next.removed) {
         this.containers.delete(id);
-        if (this.byName.get(next.name) === id) this.byName.delete(next.name);
+        this.releaseName(next.name, id);
       } else {
         this.containers.set(id, next);
+        // A second ContainerCreated for a live id (only a hand-made log has one) may rename it.
+        if (prev && prev.name !== next.name) this.releaseName(prev.name, id);
         this.byName.set(next.name, id);
       }
       return;
@@ -67,6 +78,56 @@ export class ReadModel {
         });
         return;
     }
+  }
+
+  /**
+   * The name index is a function of the containers alone (so a snapshot need not carry it): a
+   * name points at the live container of that name whose last event is the latest. Names are
+   * unique unless the log says otherwise (two daemons racing on one name).
+   */
+  private releaseName(name: string, id: string): void {
+    if (this.byName.get(name) !== id) return;
+    this.byName.delete(name);
+    let heir: ContainerState | undefined;
+    for (const c of this.containers.values()) {
+      if (c.name === name && (!heir || c.version > heir.version)) heir = c;
+    }
+    if (heir) this.byName.set(name, heir.id);
+  }
+
+  /**
+   * A consistent copy of the whole model at `seq`, as plain data, for a snapshot. Cheap and
+   * synchronous: container states and views are immutable values (evolve returns new ones), so
+   * copying the collections is enough; serializing happens later, off the apply path.
+   */
+  capture(): ReadModelData {
+    const images: ImageView[] = [];
+    for (const m of this.images.values()) images.push(...m.values());
+    return {
+      seq: this.seq,
+      anomalies: this.anomalies,
+      containers: [...this.containers.values()],
+      images,
+      nodes: [...this.nodes.values()],
+    };
+  }
+
+  /** Replace everything with `d` (a snapshot's model) and rebuild the name index. */
+  restore(d: ReadModelData): void {
+    this.containers.clear();
+    this.byName.clear();
+    this.images.clear();
+    this.nodes.clear();
+    for (const c of d.containers) this.containers.set(c.id, c);
+    for (const c of [...d.containers].sort((a, b) => a.version - b.version)) this.byName.set(c.name, c.id);
+    for (const img of d.images) {
+      let m = this.images.get(img.node);
+      if (!m) this.images.set(img.node, (m = new Map()));
+      m.set(img.name, img);
+    }
+    for (const n of d.nodes) this.nodes.set(n.name, n);
+    this.seq = d.seq;
+    this.anomalies = d.anomalies;
   }
 
   byId(id: string): ContainerState | undefined {
