@@ -106,6 +106,26 @@ describe.skipIf(skip)("crash matrix", () => {
     }
   }
 
+  it("dies during the restore phase, then converges", async () => {
+    try {
+      await up();
+      const r = await cmd("run", { image: "busybox", cmd: ["sh", "-c", "sleep 0.5; exit 3"] });
+      const id = r.result!.id as string;
+      await down();
+      await until(async () => existsSync(join(dataRoot, "exits", id)), 10_000);
+      // The restore phase finds the missed exit and dies before it records it.
+      await expect(startDaemonProc(dataRoot, node, natsPort, { BERTH_FAULT: "restore" })).rejects.toThrow(/SIGKILL/);
+      await up();
+      const c = (await http<C>(`/v1/containers/${id}`)).body;
+      expect(c).toMatchObject({ state: "exited", exitCode: 3, pending: null });
+      const { body } = await http<{ events: Ev[] }>(`/v1/containers/${id}/events`);
+      expect(body.events.filter((e) => e.type === "ContainerExited")).toHaveLength(1);
+      expect((await cmd("remove", { id })).ok).toBe(true);
+    } finally {
+      await down();
+    }
+  });
+
   async function crashAndConverge(c: Case, point: string) {
         await up({ BERTH_FAULT: `${point}:${c.before + 1}` });
         const id = await c.prep(cmd);

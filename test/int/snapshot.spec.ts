@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { pino } from "pino";
 import { EventStore } from "../../src/events/store.js";
 import { containerSubject, imageSubject, nodeSubject, type BerthEvent } from "../../src/events/types.js";
 import { envelope } from "../../src/handlers/command-service.js";
@@ -123,6 +124,21 @@ describe.skipIf(skip)("snapshots on NATS", () => {
     expect(await small.load("chunky")).toEqual(doc2);
     // Other nodes' snapshots are other keys.
     expect(await small.load("other")).toBeNull();
+  });
+
+  it("keeps the previous snapshot whole when a write dies between its parts and its manifest", async () => {
+    const p = fresh();
+    await p.start();
+    const doc = takeSnapshot(p.model, "crashy", await streamRef(store));
+    await snapshots.save(doc);
+    // What BERTH_FAULT=snapshot-write leaves: the other slot's parts rewritten, the manifest not.
+    const m = (await snapshots.kv.get("crashy"))!.json<{ slot: string }>();
+    const other = m.slot === "a" ? "b" : "a";
+    await snapshots.kv.put(`crashy/${other}/0`, gzipSync(Buffer.from("half a snapshot")));
+    expect(await snapshots.load("crashy")).toEqual(doc);
+    await snapshots.save(doc);
+    expect((await snapshots.kv.get("crashy"))!.json<{ slot: string }>().slot).toBe(other);
+    expect(await snapshots.load("crashy")).toEqual(doc);
   });
 
   describe("falls back to a full replay", () => {
@@ -246,7 +262,7 @@ describe.skipIf(skip)("snapshots on NATS", () => {
       await p.start();
       const w = new SnapshotWriter({
         snapshots: flaky, node: "timed", projector: p, events: store,
-        fromSeq: p.model.seq, everyEvents: 1_000_000, everyMs: 100, retryMs: 50,
+        fromSeq: p.model.seq, everyEvents: 1_000_000, everyMs: 100, retryMs: 50, log: pino({ level: "silent" }),
       });
       w.start();
       await new Promise((r) => setTimeout(r, 350));
