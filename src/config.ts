@@ -17,9 +17,23 @@ export interface DaemonOptions {
   seedImage: string;
   /** Remove containers found in this node's runc root that the log does not know. */
   gcOrphans?: boolean;
+  /**
+   * The embedded nats-server's JetStream `sync_interval`: "always" (fsync every write) or a Go
+   * duration ("2m", "30s"). Unset: DEFAULT_NATS_SYNC. Ignored with an external NATS.
+   */
+  natsSync?: string;
 }
 
 export const DEFAULT_SEED_IMAGE = "/opt/berth/images/busybox-latest.oci.tar";
+
+/** Measured choice, docs/ARCHITECTURE.md "Durability". */
+export const DEFAULT_NATS_SYNC = "always";
+
+/** "always" or a Go duration of nats-server's config ("2m", "1m30s", "500ms"). */
+export function checkNatsSync(s: string): string {
+  if (s === "always" || (/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s) && /[1-9]/.test(s))) return s;
+  throw new Error(`bad --nats-sync '${s}': "always" or a duration such as 2m, 30s, 500ms`);
+}
 
 export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOptions {
   return {
@@ -31,6 +45,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     httpListen: env.BERTH_HTTP_LISTEN ?? "127.0.0.1:7780",
     seedImage: env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
     gcOrphans: env.BERTH_GC_ORPHANS === "1" || env.BERTH_GC_ORPHANS === "true",
+    natsSync: env.BERTH_NATS_SYNC || undefined,
   };
 }
 
@@ -39,6 +54,7 @@ export function checkOptions(o: DaemonOptions): void {
   if (!NAME_RE.test(o.node)) throw new Error(`--node must match ${NAME_RE}: ${o.node}`);
   if (!Number.isInteger(o.natsPort) || o.natsPort < 1 || o.natsPort > 65535) throw new Error(`bad --nats-port ${o.natsPort}`);
   parseListen(o.httpListen);
+  if (o.natsSync !== undefined) checkNatsSync(o.natsSync);
 }
 
 export function parseListen(s: string): { host: string; port: number } {

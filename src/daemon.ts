@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import type { FastifyInstance } from "fastify";
-import { checkOptions, loadSecrets, parseListen, writeClientConfig, type DaemonOptions } from "./config.js";
+import { DEFAULT_NATS_SYNC, checkOptions, loadSecrets, parseListen, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
 import { nodeSubject } from "./events/types.js";
 import { logger } from "./log.js";
@@ -59,7 +59,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       maxReconnectAttempts: -1,
     });
   } else {
-    embedded = await startEmbeddedNats({ dir: join(o.dataRoot, "nats"), port: o.natsPort, user: secrets.natsUser, pass: secrets.natsPass });
+    embedded = await startEmbeddedNats({
+      dir: join(o.dataRoot, "nats"),
+      port: o.natsPort,
+      user: secrets.natsUser,
+      pass: secrets.natsPass,
+      syncInterval: o.natsSync ?? DEFAULT_NATS_SYNC,
+    });
     servers = [embedded.url];
     nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, maxReconnectAttempts: -1 });
   }

@@ -13,6 +13,7 @@ import { execa } from "execa";
 import type { ClientConfig } from "../config.js";
 import { Paths } from "../runtime/paths.js";
 import { benchRestore } from "./restore.js";
+import { benchCrashloop } from "./crashloop.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -113,8 +114,9 @@ async function main(): Promise<void> {
   const N = Number(process.env.BENCH_RUNS ?? 50);
   const CREATES = Number(process.env.BENCH_CREATES ?? 2000);
   const CLIENTS = 8;
-  // BENCH_SECTIONS=restore runs only the restore phase (it needs nats-server, not runc or root).
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore").split(","));
+  // BENCH_SECTIONS=restore runs only the restore phase (it needs nats-server, not runc or root);
+  // BENCH_SECTIONS=crashloop only the crash-loop figures. The daemon inherits BERTH_NATS_SYNC.
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,crashloop").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -137,6 +139,7 @@ async function main(): Promise<void> {
         await cmd(d.nc, "container.remove", { id: r.id, force: true });
         cycle.push(performance.now() - t0);
       }
+      out.natsSync = /sync_interval:\s*"([^"]+)"/.exec(readFileSync(join(d.dataRoot, "nats", "nats.conf"), "utf8"))?.[1] ?? "server default (2m)";
       const rawMed = pct(raw, 50);
       const cycMed = pct(cycle, 50);
       out.runCycle = {
@@ -177,6 +180,7 @@ async function main(): Promise<void> {
     }
   }
   if (sections.has("restore")) out.restore = await benchRestore();
+  if (sections.has("crashloop")) out.crashloop = await benchCrashloop();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

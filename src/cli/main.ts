@@ -245,7 +245,8 @@ export function buildProgram(ctx: Ctx): Command {
     .option("--http-listen <host:port>", "the query API's address (env BERTH_HTTP_LISTEN, default 127.0.0.1:7780)")
     .option("--nats-creds <file>", "credentials for an external NATS (env BERTH_NATS_CREDS)")
     .option("--gc-orphans", "remove containers in this node's runc root that the log does not know (env BERTH_GC_ORPHANS=1)")
-    .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string; gcOrphans?: boolean }, cmd: Command) => {
+    .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default always)")
+    .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string; gcOrphans?: boolean; natsSync?: string }, cmd: Command) => {
       ctx.daemon = true;
       const [{ runDaemon }, { defaultOptions }] = await Promise.all([import("../daemon.js"), import("../config.js")]);
       // Flags win over the environment, which wins over the defaults (config.ts reads it).
@@ -260,6 +261,7 @@ export function buildProgram(ctx: Ctx): Command {
         httpListen: o.httpListen ?? d.httpListen,
         natsCreds: o.natsCreds ?? d.natsCreds,
         gcOrphans: o.gcOrphans ?? d.gcOrphans,
+        natsSync: o.natsSync ?? d.natsSync,
       });
     });
 
