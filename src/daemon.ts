@@ -86,6 +86,27 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
   const metrics = createMetrics(projector.model);
 
+  // The doors open first: until the restore phase is over, commands get Unavailable and
+  // /readyz (and /v1) answer 503 with the phase.
+  const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
+  await nats.start();
+
+  const listen = parseListen(o.httpListen);
+  const http: FastifyInstance = buildHttpServer({
+    model: projector.model,
+    store,
+    token: secrets.httpToken,
+    node: o.node,
+    readiness: () => ({ ready: phase === "ready", phase }),
+    metrics,
+    logs: async (id, tail) => runtime.logs(id, { tail }),
+  });
+  await http.listen({ host: listen.host, port: listen.port });
+  const addr = http.server.address();
+  const port = typeof addr === "object" && addr ? addr.port : listen.port;
+  const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
+  const httpUrl = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+
   phase = "replaying";
   // A snapshot only saves replay time: without the bucket, replay everything and write none.
   const snapshots = await SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
@@ -109,25 +130,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   health.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
   await ensureSeedImage(o, imageStore, images, log);
-
-  const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
-  await nats.start();
-
-  const listen = parseListen(o.httpListen);
-  const http: FastifyInstance = buildHttpServer({
-    model: projector.model,
-    store,
-    token: secrets.httpToken,
-    node: o.node,
-    readiness: () => ({ ready: phase === "ready", phase }),
-    metrics,
-    logs: async (id, tail) => runtime.logs(id, { tail }),
-  });
-  await http.listen({ host: listen.host, port: listen.port });
-  const addr = http.server.address();
-  const port = typeof addr === "object" && addr ? addr.port : listen.port;
-  const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
-  const httpUrl = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
 
   await store.append(
     nodeSubject(o.node),

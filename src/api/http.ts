@@ -63,6 +63,11 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
         .header("www-authenticate", 'Bearer realm="berth"')
         .send(body("Unauthenticated", m ? "invalid bearer token" : "missing bearer token"));
     }
+    // A half-restored read model would answer wrongly: queries wait for the restore phase.
+    const r = opts.readiness();
+    if (!r.ready) {
+      return reply.code(503).send(body("Unavailable", `the daemon is restoring its state (phase ${r.phase}); try again shortly`));
+    }
   });
   app.addHook("onResponse", async (req, reply) => {
     metrics.httpRequests.inc({ route: req.routeOptions.url ?? "unmatched", status: reply.statusCode });

@@ -147,6 +147,20 @@ describe.skipIf(!NATS_BIN)("HTTP query API", () => {
 
   const get = (url: string, headers: Record<string, string> = auth) => app.inject({ method: "GET", url, headers });
 
+  it("is not ready until the restore phase is done", async () => {
+    const r1 = await get("/readyz", {});
+    expect(r1.statusCode).toBe(503);
+    expect(r1.json()).toEqual({ phase: "restoring" });
+    // Queries wait too: a half-restored read model would answer wrongly.
+    const q = await get("/v1/containers");
+    expect(q.statusCode).toBe(503);
+    expect(q.json().error.code).toBe("Unavailable");
+    ready = true;
+    const r2 = await get("/readyz", {});
+    expect(r2.statusCode).toBe(200);
+    expect(r2.json()).toEqual({ phase: "ready" });
+  });
+
   it("wants the bearer token on /v1 and nowhere else", async () => {
     expect((await get("/v1/containers", {})).statusCode).toBe(401);
     const bad = await get("/v1/containers", { authorization: "Bearer nope" });
@@ -156,16 +170,6 @@ describe.skipIf(!NATS_BIN)("HTTP query API", () => {
     expect((await get("/v1/containers")).statusCode).toBe(200);
     expect((await get("/healthz", {})).statusCode).toBe(200);
     expect((await get("/metrics", {})).statusCode).toBe(200);
-  });
-
-  it("is not ready until the restore phase is done", async () => {
-    const r1 = await get("/readyz", {});
-    expect(r1.statusCode).toBe(503);
-    expect(r1.json()).toEqual({ phase: "restoring" });
-    ready = true;
-    const r2 = await get("/readyz", {});
-    expect(r2.statusCode).toBe(200);
-    expect(r2.json()).toEqual({ phase: "ready" });
   });
 
   it("lists running containers by default, every one with all=true, filtered", async () => {
