@@ -108,3 +108,11 @@ export const ContainerSpec = Type.Object(
   Strict,
 );
 export type ContainerSpec = Static<typeof ContainerSpec>;
+
+/**
+ * A volume mount without a source is anonymous: it gets a name of its container's own, and goes
+ * away with the container. Users cannot name a volume with this prefix.
+ */
+export const ANON_VOLUME_PREFIX = "anon-";
+export const anonVolumeName = (containerId: string, index: number) => `${ANON_VOLUME_PREFIX}${containerId.slice(0, 16)}-${index}`;
+export const isAnonVolumeOf = (name: string, containerId: string) => name.startsWith(`${ANON_VOLUME_PREFIX}${containerId.slice(0, 16)}-`);

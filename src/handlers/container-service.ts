@@ -1,7 +1,7 @@
 // The container use cases behind `berth.cmd.container.*`: resolve the ref, decide and append the
 // intent, then wait for the owning node's outcome to be applied before answering.
 import { randomBytes, randomUUID } from "node:crypto";
-import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../events/spec.js";
+import { ANON_VOLUME_PREFIX, anonVolumeName, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../events/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../errors.js";
 import type { Projector } from "../projections/projector.js";
@@ -56,8 +56,9 @@ export class ContainerService {
     const node = spec.node ?? this.d.node;
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
-    await this.d.validateMounts(spec);
     const id = randomBytes(32).toString("hex");
+    spec = withAnonymousVolumes(spec, id);
+    await this.d.validateMounts(spec);
     const name = spec.name ?? `berth-${id.slice(0, 12)}`;
     if (this.model.idOfName(name) || this.reserving.has(name)) throw alreadyExists(`the name '${name}' is already in use`);
     this.reserving.add(name);
@@ -171,6 +172,18 @@ export class ContainerService {
     if (!after) return { ...this.model.byId(id), id, state: "removing" } as ContainerState;
     return after;
   }
+}
+
+/** Name the anonymous volumes (no source) after the container; refuse the reserved prefix. */
+function withAnonymousVolumes(spec: ContainerSpec, id: string): ContainerSpec {
+  if (!spec.mounts?.length) return spec;
+  const mounts = spec.mounts.map((m, i) => {
+    if (m.type !== "volume") return m;
+    if (m.source === undefined) return { ...m, source: anonVolumeName(id, i) };
+    if (m.source.startsWith(ANON_VOLUME_PREFIX)) throw invalid(`volume names starting with '${ANON_VOLUME_PREFIX}' are reserved for anonymous volumes`);
+    return m;
+  });
+  return { ...spec, mounts };
 }
 
 /** The intent each command records; its outcomes (OUTCOMES) answer the command. */

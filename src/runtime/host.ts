@@ -2,9 +2,10 @@
 // container id, so the restore phase can re-run any of them after a crash. No decisions here:
 // whether to start, restart or remove is the handlers' business.
 import { watch, type FSWatcher } from "node:fs";
+import { join } from "node:path";
 import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { invalid, notFound } from "../errors.js";
-import { NAME_RE } from "../events/spec.js";
+import { NAME_RE, isAnonVolumeOf } from "../events/spec.js";
 import type { Logger } from "../log.js";
 import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
 import { resolveTool, toolPaths } from "./exec.js";
@@ -278,6 +279,10 @@ export class HostRuntime {
     await rm(cp.dir, { recursive: true, force: true });
     await rm(this.paths.exitFile(id), { force: true });
     await rm(this.paths.socketLink(id), { recursive: true, force: true });
+    // Anonymous volumes belong to the container and go with it; named ones stay.
+    for (const name of await readdir(this.paths.volumesDir).catch(() => [] as string[])) {
+      if (isAnonVolumeOf(name, id)) await rm(join(this.paths.volumesDir, name), { recursive: true, force: true });
+    }
   }
 
   async logs(id: string, opts: { tail?: number } = {}): Promise<LogLine[]> {

@@ -69,6 +69,7 @@ describe.skipIf(skip)("bad input", () => {
     ["a target with ..", spec({ mounts: [{ type: "tmpfs", target: "/data/../etc" }] })],
     ["a volume name with /", spec({ mounts: [{ type: "volume", source: "a/b", target: "/data" }] })],
     ["a volume name with ..", spec({ mounts: [{ type: "volume", source: "..", target: "/data" }] })],
+    ["a volume name with the reserved anon- prefix", spec({ mounts: [{ type: "volume", source: "anon-x", target: "/data" }] })],
     ["negative memory", spec({ resources: { memoryBytes: -1 } })],
     ["absurd memory", spec({ resources: { memoryBytes: 2 ** 60 } })],
     ["1 KiB of memory", spec({ resources: { memoryBytes: 1024 } })],

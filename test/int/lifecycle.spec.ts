@@ -1,6 +1,8 @@
 // The user stories of the core, end to end on the real stack: a daemon with its embedded
 // nats-server, runc containers under conmon, commands over NATS, queries over HTTP.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
@@ -149,6 +151,45 @@ describe.skipIf(skip)("container lifecycle on the real stack", () => {
     const { containers } = await d.get<{ containers: C[] }>("/v1/containers?all=true");
     expect(containers.filter((c) => c.id === a.result!.id)).toHaveLength(1);
     await d.cmd("container.remove", { id: a.result!.id });
+  });
+
+  it("keeps named volumes, removes anonymous ones with their container, honours read-only binds", async () => {
+    const waitExit = async (id: string) =>
+      until(async () => {
+        const c = await d.get<C>(`/v1/containers/${id}`);
+        return c.state === "exited" && c;
+      });
+    const a = (await d.cmd<{ id: string }>("container.run", {
+      image: "busybox", cmd: ["sh", "-c", "echo persisted > /data/f"], mounts: [{ type: "volume", source: "data", target: "/data" }],
+    })).result!.id;
+    expect((await waitExit(a)).exitCode).toBe(0);
+    const b = (await d.cmd<{ id: string }>("container.run", {
+      image: "busybox", cmd: ["cat", "/data/f"], mounts: [{ type: "volume", source: "data", target: "/data", readOnly: true }],
+    })).result!.id;
+    expect((await waitExit(b)).exitCode).toBe(0);
+    expect((await (await d.http(`/v1/containers/${b}/logs`)).text()).trim()).toBe("persisted");
+
+    const anon = (await d.cmd<{ id: string }>("container.run", {
+      image: "busybox", cmd: ["sh", "-c", "echo x > /scratch/y; sleep 1000"], mounts: [{ type: "volume", target: "/scratch" }],
+    })).result!.id;
+    const anonDir = `${d.dataRoot}/volumes/anon-${anon.slice(0, 16)}-0`;
+    await until(async () => existsSync(`${anonDir}/y`));
+    const spec = (await d.get<{ spec: { mounts: { source: string }[] } }>(`/v1/containers/${anon}`)).spec;
+    expect(spec.mounts[0].source).toBe(`anon-${anon.slice(0, 16)}-0`);
+    expect((await d.cmd("container.remove", { id: anon, force: true })).ok).toBe(true);
+    expect(existsSync(anonDir)).toBe(false);
+    expect(existsSync(`${d.dataRoot}/volumes/data/f`)).toBe(true);
+
+    const hostDir = mkdtempSync(join(tmpdir(), "berth-bind-"));
+    writeFileSync(join(hostDir, "file"), "from the host\n");
+    const ro = (await d.cmd<{ id: string }>("container.run", {
+      image: "busybox", cmd: ["sh", "-c", "cat /in/file; touch /in/z"], mounts: [{ type: "bind", source: hostDir, target: "/in", readOnly: true }],
+    })).result!.id;
+    expect((await waitExit(ro)).exitCode).not.toBe(0);
+    expect((await (await d.http(`/v1/containers/${ro}/logs`)).text())).toContain("from the host");
+    expect(existsSync(join(hostDir, "z"))).toBe(false);
+    for (const id of [a, b, ro]) await d.cmd("container.remove", { id });
+    rmSync(hostDir, { recursive: true, force: true });
   });
 
   it("removes an autoRemove container when it exits", async () => {
