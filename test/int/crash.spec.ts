@@ -126,6 +126,25 @@ describe.skipIf(skip)("crash matrix", () => {
     }
   });
 
+  it("dies in the middle of writing a snapshot, then restores from the log", async () => {
+    try {
+      await up({ BERTH_FAULT: "snapshot-write" });
+      const r = await cmd("run", { image: "busybox", cmd: ["sleep", "1000"] });
+      const { id, pid } = r.result as { id: string; pid: number };
+      // A graceful stop writes a last snapshot: the daemon dies half-way through it.
+      d!.child.kill("SIGTERM");
+      await d!.exited;
+      expect(d!.child.signalCode).toBe("SIGKILL");
+      await nc!.close().catch(() => undefined);
+      await up();
+      expect((await http<C>(`/v1/containers/${id}`)).body).toMatchObject({ state: "running", pid });
+      expect(alive(pid)).toBe(true);
+      expect((await cmd("remove", { id, force: true })).ok).toBe(true);
+    } finally {
+      await down();
+    }
+  });
+
   async function crashAndConverge(c: Case, point: string) {
         await up({ BERTH_FAULT: `${point}:${c.before + 1}` });
         const id = await c.prep(cmd);
