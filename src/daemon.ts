@@ -42,10 +42,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   checkOptions(o);
   const log = logger("daemon", { node: o.node });
   const t0 = performance.now();
+  // Where the start's time goes, logged with "berth daemon ready": ms since t0 at the end of each step.
+  const marks: Record<string, number> = {};
+  const mark = (step: string) => (marks[step] = Math.round(performance.now() - t0));
   let phase = "starting";
   await mkdir(o.dataRoot, { recursive: true, mode: 0o700 });
   await takeLock(o.dataRoot);
   const secrets = await loadSecrets(o.dataRoot);
+  mark("lockAndSecrets");
 
   let embedded: EmbeddedNats | null = null;
   let nc: NatsConnection;
@@ -66,11 +70,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       pass: secrets.natsPass,
       syncInterval: o.natsSync ?? DEFAULT_NATS_SYNC,
     });
+    mark("embeddedNats");
     servers = [embedded.url];
     nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, maxReconnectAttempts: -1 });
   }
 
+  mark("natsConnected");
   const store = await EventStore.open(nc);
+  mark("storeOpened");
   const projector = new Projector(store);
   const runtime = new HostRuntime({ dataRoot: o.dataRoot, node: o.node, log: logger("runtime", { node: o.node }) });
   await runtime.init();
@@ -90,6 +97,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // /readyz (and /v1) answer 503 with the phase.
   const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
   await nats.start();
+  mark("commandDoorOpen");
 
   const listen = parseListen(o.httpListen);
   const http: FastifyInstance = buildHttpServer({
@@ -106,11 +114,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const port = typeof addr === "object" && addr ? addr.port : listen.port;
   const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
   const httpUrl = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+  mark("httpListening");
 
   phase = "replaying";
   // A snapshot only saves replay time: without the bucket, replay everything and write none.
   const snapshots = await SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
-  const replay = await projector.start({ snapshot: (await snapshots?.load(o.node)) ?? null });
+  const snapshot = (await snapshots?.load(o.node)) ?? null;
+  mark("snapshotLoaded");
+  const replay = await projector.start({ snapshot });
+  mark("replayed");
   log.info({ events: replay.events, ms: Math.round(replay.durationMs), fromSnapshot: replay.fromSnapshot, snapshotSeq: replay.snapshotSeq }, "log replayed");
   const snapshotWriter = snapshots && new SnapshotWriter({ snapshots, node: o.node, projector, events: store, fromSeq: replay.snapshotSeq ?? 0 });
   snapshotWriter?.start();
@@ -122,6 +134,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     { node: o.node, host: restoreHost(runtime, imageStore), executor, commands, gcOrphans: o.gcOrphans ?? false, log },
     projector.model,
   );
+  mark("runtimeSynced");
   executor.start();
   // Restarts the log shows scheduled: due ones (the daemon was down) fire now.
   executor.restarts.rearm();
@@ -129,7 +142,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const health = new HealthMonitor(o.node, projector, commands, runtime);
   health.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
+  mark("executorStarted");
   await ensureSeedImage(o, imageStore, images, log);
+  mark("seedImageChecked");
 
   await store.append(
     nodeSubject(o.node),
@@ -150,6 +165,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       randomUUID(),
     ),
   );
+  mark("nodeEventsAppended");
   await writeClientConfig(o.dataRoot, {
     node: o.node,
     nats: embedded
@@ -158,7 +174,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     http: { url: httpUrl, token: secrets.httpToken },
   });
   phase = "ready";
-  log.info({ ms: Math.round(performance.now() - t0), nats: servers.join(","), http: httpUrl }, "berth daemon ready");
+  mark("ready");
+  // processMs: from the process's start to startDaemon (node itself, module loading).
+  log.info({ ms: Math.round(performance.now() - t0), processMs: Math.round(t0), steps: marks, nats: servers.join(","), http: httpUrl }, "berth daemon ready");
 
   let stopping: Promise<void> | null = null;
   const stop = () =>
@@ -184,15 +202,26 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 export async function runDaemon(o: DaemonOptions): Promise<void> {
   const d = await startDaemon(o);
   await new Promise<void>((resolve) => {
-    const onSignal = () => {
+    const onSignal = (sig: NodeJS.Signals) => {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
+      // A stop that cannot finish (its NATS gone for good) must not keep the process: containers
+      // do not depend on it. A second signal ends it at once.
+      const force = (why: string) => {
+        logger("daemon").error({ signal: sig }, `${why}; exiting without a clean stop`);
+        process.exit(1);
+      };
+      setTimeout(() => force(`stop took more than ${STOP_TIMEOUT_MS} ms`), STOP_TIMEOUT_MS).unref();
+      process.once("SIGINT", () => force("second signal"));
+      process.once("SIGTERM", () => force("second signal"));
       void d.stop().then(resolve);
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
   });
 }
+
+const STOP_TIMEOUT_MS = 20_000;
 
 /** One daemon per data root: a second one would fight over the same containers. */
 async function takeLock(dataRoot: string): Promise<void> {
