@@ -74,21 +74,32 @@ export interface RestoreHost {
   cleanup(id: string): Promise<void>;
 }
 
+/**
+ * Only what planRestore reads: exit files and conmon for containers the log shows running or
+ * paused, the image for stopped ones (once per digest: a node's containers share few images).
+ */
 export async function gatherFacts(host: RestoreHost, own: ContainerState[]): Promise<HostFacts> {
-  const runc = new Map((await host.list()).map((s) => [s.id, s] as const));
+  // `runc list` runs meanwhile; a failure is thrown below, where it is awaited.
+  const listed = host.list();
+  listed.catch(() => undefined);
   const exits = new Map<string, ExitInfo>();
   const conmonAlive = new Set<string>();
   const imageMissing = new Set<string>();
-  const images = new Map<string, boolean>();
+  const images = new Map<string, Promise<boolean>>();
   await Promise.all(
     own.map(async (c) => {
-      const info = await host.readExit(c.id);
-      if (info) exits.set(c.id, info);
-      if (await host.conmonAlive(c.id)) conmonAlive.add(c.id);
-      if (!images.has(c.imageDigest)) images.set(c.imageDigest, await host.imagePresent(c.imageDigest));
-      if (!images.get(c.imageDigest)) imageMissing.add(c.id);
+      if (c.state === "running" || c.state === "paused") {
+        const [info, alive] = await Promise.all([host.readExit(c.id), host.conmonAlive(c.id)]);
+        if (info) exits.set(c.id, info);
+        if (alive) conmonAlive.add(c.id);
+      } else if (c.state === "created" || c.state === "exited" || c.state === "restarting") {
+        let present = images.get(c.imageDigest);
+        if (!present) images.set(c.imageDigest, (present = host.imagePresent(c.imageDigest)));
+        if (!(await present)) imageMissing.add(c.id);
+      }
     }),
   );
+  const runc = new Map((await listed).map((s) => [s.id, s] as const));
   return { runc, exits, conmonAlive, imageMissing };
 }
 
