@@ -81,6 +81,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const projector = new Projector(store);
   const runtime = new HostRuntime({ dataRoot: o.dataRoot, node: o.node, log: logger("runtime", { node: o.node }) });
   await runtime.init();
+  // Slow reads the restore phase needs, started now so they overlap the doors' opening (schema
+  // compilation keeps this thread busy): `runc list` (a few hundred ms with hundreds of
+  // containers) and the snapshot (KV reads, gunzip). Both are host or log facts that no one else
+  // changes meanwhile: the previous daemon of this data root is gone (takeLock).
+  const runcListed = runtime.list();
+  runcListed.catch(() => undefined);
+  // A snapshot only saves replay time: without the bucket, replay everything and write none.
+  const snapshotsOpened = SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
+  const snapshotLoaded = snapshotsOpened.then((s) => s?.load(o.node) ?? null);
   const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
   const commands = new CommandService(store, projector);
   const containers = new ContainerService({
@@ -117,9 +126,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   mark("httpListening");
 
   phase = "replaying";
-  // A snapshot only saves replay time: without the bucket, replay everything and write none.
-  const snapshots = await SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
-  const snapshot = (await snapshots?.load(o.node)) ?? null;
+  const snapshots = await snapshotsOpened;
+  const snapshot = await snapshotLoaded;
   mark("snapshotLoaded");
   const replay = await projector.start({ snapshot });
   mark("replayed");
@@ -131,7 +139,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // Facts first: exits that happened while no daemon watched are recorded before any intent or
   // policy acts on these containers.
   const restored = await runRestore(
-    { node: o.node, host: restoreHost(runtime, imageStore), executor, commands, gcOrphans: o.gcOrphans ?? false, log },
+    { node: o.node, host: { ...restoreHost(runtime, imageStore), list: () => runcListed }, executor, commands, gcOrphans: o.gcOrphans ?? false, log },
     projector.model,
   );
   mark("runtimeSynced");

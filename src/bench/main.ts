@@ -14,6 +14,9 @@ import type { ClientConfig } from "../config.js";
 import { Paths } from "../runtime/paths.js";
 import { benchRestore } from "./restore.js";
 import { benchCrashloop } from "./crashloop.js";
+import { benchNatsSync } from "./nats-sync.js";
+import { removeCgroup } from "./proc.js";
+import { benchRestart } from "./restart.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -68,6 +71,7 @@ async function startDaemonProcess(): Promise<Bench> {
       await gone;
       await rm(dataRoot, { recursive: true, force: true });
       await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
+      removeCgroup(`berth/${node}`);
     },
   };
 }
@@ -115,8 +119,11 @@ async function main(): Promise<void> {
   const CREATES = Number(process.env.BENCH_CREATES ?? 2000);
   const CLIENTS = 8;
   // BENCH_SECTIONS=restore runs only the restore phase (it needs nats-server, not runc or root);
-  // BENCH_SECTIONS=crashloop only the crash-loop figures. The daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,crashloop").split(","));
+  // BENCH_SECTIONS=crashloop only the crash-loop figures; BENCH_SECTIONS=restart the real restore
+  // phase (a daemon process with 200 containers, kill -9, time to /readyz 200; needs runc and root).
+  // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
+  // The runtime section's daemon inherits BERTH_NATS_SYNC.
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,restart,crashloop,natssync").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -130,6 +137,7 @@ async function main(): Promise<void> {
       const raw: number[] = [];
       for (let i = 0; i < N; i++) raw.push(await rawCycle(lower, work, i));
       await rm(work, { recursive: true, force: true });
+      removeCgroup("berth-bench");
 
       // --- run + remove through berth ---
       const cycle: number[] = [];
@@ -139,7 +147,7 @@ async function main(): Promise<void> {
         await cmd(d.nc, "container.remove", { id: r.id, force: true });
         cycle.push(performance.now() - t0);
       }
-      out.natsSync = /sync_interval:\s*"([^"]+)"/.exec(readFileSync(join(d.dataRoot, "nats", "nats.conf"), "utf8"))?.[1] ?? "server default (2m)";
+      out.runtimeNatsSync = /sync_interval:\s*"([^"]+)"/.exec(readFileSync(join(d.dataRoot, "nats", "nats.conf"), "utf8"))?.[1] ?? "server default (2m)";
       const rawMed = pct(raw, 50);
       const cycMed = pct(cycle, 50);
       out.runCycle = {
@@ -180,7 +188,9 @@ async function main(): Promise<void> {
     }
   }
   if (sections.has("restore")) out.restore = await benchRestore();
+  if (sections.has("restart")) out.restart = await benchRestart();
   if (sections.has("crashloop")) out.crashloop = await benchCrashloop();
+  if (sections.has("natssync")) out.natsSyncCost = await benchNatsSync();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

@@ -245,7 +245,7 @@ export function buildProgram(ctx: Ctx): Command {
     .option("--http-listen <host:port>", "the query API's address (env BERTH_HTTP_LISTEN, default 127.0.0.1:7780)")
     .option("--nats-creds <file>", "credentials for an external NATS (env BERTH_NATS_CREDS)")
     .option("--gc-orphans", "remove containers in this node's runc root that the log does not know (env BERTH_GC_ORPHANS=1)")
-    .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default always)")
+    .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default 2m)")
     .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string; gcOrphans?: boolean; natsSync?: string }, cmd: Command) => {
       ctx.daemon = true;
       const [{ runDaemon }, { defaultOptions }] = await Promise.all([import("../daemon.js"), import("../config.js")]);
