@@ -200,6 +200,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await nc.drain().catch(() => undefined);
       // Containers keep running under their conmons; only our own nats-server stops.
       await embedded?.stop();
+      await runtime.releaseCgroups();
       await rm(join(o.dataRoot, "berth.pid"), { force: true });
       log.info("berth daemon stopped");
     })());

@@ -3,7 +3,7 @@
 // whether to start, restart or remove is the handlers' business.
 import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
-import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { invalid, notFound } from "../errors.js";
 import { NAME_RE, isAnonVolumeOf } from "../events/spec.js";
 import type { Logger } from "../log.js";
@@ -89,6 +89,16 @@ export class HostRuntime {
     return `/berth/${this.node}/${checkId(id)}`;
   }
 
+  /**
+   * runc removes a container's own cgroups, not the `/berth/<node>` parent it made for them:
+   * remove that when it is empty (on a clean stop), in every hierarchy. A non-empty one stays.
+   */
+  async releaseCgroups(): Promise<void> {
+    const base = "/sys/fs/cgroup";
+    const roots = [base, ...(await readdir(base).catch(() => [] as string[])).map((d) => join(base, d))];
+    await Promise.all(roots.map((r) => rmdir(join(r, "berth", this.node)).catch(() => undefined)));
+  }
+
   /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
   async prepare({ id, name, spec, image }: PrepareInput): Promise<{ bundle: string }> {
     const cp = this.paths.container(id);
@@ -119,7 +129,9 @@ export class HostRuntime {
   async start(id: string): Promise<StartResult> {
     const cp = this.paths.container(id);
     if (!(await exists(cp.config))) throw notFound(`container ${id} has no bundle; prepare it first`);
-    const st = await this.runc.state(id);
+    // A restart (the common case) finds a stopped container: tell that without exec'ing runc.
+    const live = await this.runc.liveness(id);
+    const st = live === "live" ? await this.runc.state(id) : live === "stopped" ? { status: "stopped" as const } : null;
     const conmonPid = await readPid(cp.conmonPidFile);
     const conmonUp = conmonPid !== null && (await isConmonFor(conmonPid, id));
     if (st && (st.status === "running" || st.status === "paused")) {

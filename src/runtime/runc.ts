@@ -86,6 +86,28 @@ export class Runc {
     return access(join(this.root, checkId(id))).then(() => true, () => false);
   }
 
+  /**
+   * Whether runc's container still has a live init process, from its state.json and /proc, the
+   * way runc itself decides (pid and process start time) — without exec'ing runc. `gone`: runc
+   * does not know the id; `stopped`: known, its process is gone; `live`: ask `state()` for more.
+   */
+  async liveness(id: string): Promise<"gone" | "stopped" | "live"> {
+    let st: { init_process_pid?: number; init_process_start?: number | string };
+    try {
+      st = JSON.parse(await readFile(join(this.root, checkId(id), "state.json"), "utf8"));
+    } catch {
+      return (await this.known(id)) ? "live" : "gone"; // mid-create or unreadable: let runc say
+    }
+    const pid = st.init_process_pid;
+    if (!pid) return "stopped";
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
+    if (!stat) return "stopped";
+    // Field 22 (starttime) follows the parenthesised command name, which may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const zombie = fields[0] === "Z" || fields[0] === "X";
+    return !zombie && fields[19] === String(st.init_process_start) ? "live" : "stopped";
+  }
+
   async state(id: string): Promise<RuncState | null> {
     if (!(await this.known(id))) return null;
     try {
