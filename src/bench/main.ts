@@ -15,7 +15,7 @@ import { Paths } from "../runtime/paths.js";
 import { benchRestore } from "./restore.js";
 import { benchCrashloop } from "./crashloop.js";
 import { benchNatsSync } from "./nats-sync.js";
-import { removeCgroup } from "./proc.js";
+import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,15 +27,6 @@ const pct = (xs: number[], p: number) => {
 };
 const r1 = (x: number) => Math.round(x * 10) / 10;
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      s.close(() => res(typeof a === "object" && a ? a.port : 0));
-    });
-  });
-}
 
 interface Bench {
   dataRoot: string;

@@ -21,7 +21,8 @@ export const pct = (xs: number[], p: number) => {
   return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
 };
 
-async function freePort(): Promise<number> {
+/** A free TCP port on loopback. */
+export async function freePort(): Promise<number> {
   const { createServer } = await import("node:net");
   return new Promise((res) => {
     const s = createServer().listen(0, "127.0.0.1", () => {

@@ -26,6 +26,7 @@ import { STREAM, containerSubject, nodeSubject, type BerthEvent } from "../event
 import { envelope } from "../handlers/command-service.js";
 import { SNAPSHOT_BUCKET } from "../projections/snapshot.js";
 import { Paths } from "../runtime/paths.js";
+import { freePort, pool } from "./proc.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -37,30 +38,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      s.close(() => res(typeof a === "object" && a ? a.port : 0));
-    });
-  });
-}
 
-/** Run `f` over `items`, `n` at a time. */
-async function pool<T, R>(items: T[], n: number, f: (x: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await f(items[i], i);
-      }
-    }),
-  );
-  return out;
-}
 
 interface LogLine {
   /** ms after spawn, from the line's own timestamp (ms resolution). */

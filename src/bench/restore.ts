@@ -17,20 +17,12 @@ import { envelope } from "../handlers/command-service.js";
 import { Projector } from "../projections/projector.js";
 import { SnapshotStore, encodeSnapshot, streamRef, takeSnapshot } from "../projections/snapshot.js";
 import { startEmbeddedNats } from "../runtime/nats-server.js";
+import { freePort } from "./proc.js";
 
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const r2 = (x: number) => Math.round(x * 100) / 100;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      s.close(() => res(typeof a === "object" && a ? a.port : 0));
-    });
-  });
-}
 
 const ctx = { node: "bench", actor: "bench", correlationId: "bench", causationId: null };
 const ev = (type: BerthEvent["type"], data: unknown): BerthEvent => envelope({ type, data } as never, ctx, randomUUID());
