@@ -3,7 +3,7 @@
 // containers cost the daemon in CPU. Starts a daemon process of its own (own data root, ports and
 // node name), removes every container it made, stops the daemon and checks that nothing is left
 // behind (processes, mounts, cgroups, socket dir, data root). Not a test: nothing passes or fails.
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 import { get, pct, pool, r1, removeAll, removeForce, sleep, startBenchDaemon, stopBenchDaemon, cmd, type BenchDaemon } from "./proc.js";
@@ -98,14 +98,32 @@ export async function benchCrashloop(): Promise<Record<string, unknown>> {
         .reduce((a, c) => a + c.restartCount, 0);
     const natsPid = Number(readFileSync(join(d.dataRoot, "nats", "nats-server.pid"), "utf8").trim());
     /** CPU of the daemon (and, for honesty, of what it ran and of nats-server) over `secs`. */
+    // The daemon's tool helper (src/runtime/spawner.ts) starts runc and mount for it: its CPU is
+    // the daemon's work too, so it is counted with it.
+    const helperPids = () =>
+      readdirSync("/proc")
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            const st = readFileSync(`/proc/${p}/stat`, "utf8");
+            return Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]) === d.child.pid;
+          } catch {
+            return false;
+          }
+        })
+        .map(Number)
+        .filter((p) => readFileSync(`/proc/${p}/cmdline`, "utf8").includes("--max-old-space-size=64"));
+    const helperTicks = () => helperPids().reduce((a, p) => a + cpuTicks(p).self, 0);
     const window = async (secs: number) => {
       const r0 = await restarts();
       const c0 = cpuTicks(d.child.pid!);
+      const h0 = helperTicks();
       const n0 = cpuTicks(natsPid);
       const w0 = performance.now();
       const wallStart = Date.now();
       await sleep(secs * 1000);
       const c1 = cpuTicks(d.child.pid!);
+      const h1 = helperTicks();
       const n1 = cpuTicks(natsPid);
       const wall = (performance.now() - w0) / 1000;
       const wallEnd = Date.now();
@@ -122,6 +140,8 @@ export async function benchCrashloop(): Promise<Record<string, unknown>> {
         restartsPerSec: r1(n / wall),
         daemonPctOfOneCore: core(c1.self - c0.self),
         daemonCpuMsPerRestart: n ? r1((((c1.self - c0.self) / clkTck) * 1000) / n) : null,
+        toolHelperPctOfOneCore: core(h1 - h0),
+        daemonWithHelperPctOfOneCore: core(c1.self - c0.self + h1 - h0),
         reapedChildrenPctOfOneCore: core(c1.children - c0.children),
         natsServerPctOfOneCore: core(n1.self - n0.self),
         daemonRssMB: r1(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.child.pid}/status`, "utf8"))?.[1] ?? 0) / 1024),

@@ -4,6 +4,7 @@ import { access, constants } from "node:fs/promises";
 import { execa } from "execa";
 import { RuntimeFailure } from "../errors.js";
 import type { Logger } from "../log.js";
+import { spawnViaHelper, spawnerEnabled, type SpawnResult } from "./spawner.js";
 
 /** Where each tool lives; BERTH_<TOOL>_PATH overrides (tests, odd installs). */
 export const toolPaths = {
@@ -40,6 +41,32 @@ export function toolEnv(extra: Record<string, string> = {}): Record<string, stri
 }
 
 export async function run(tool: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+  if (spawnerEnabled()) {
+    const res = await spawnViaHelper({ file: tool, args, env: toolEnv(), cwd: opts.cwd, input: opts.input, timeoutMs: opts.timeoutMs }).catch(
+      () => null, // the helper is gone: run the tool directly this once
+    );
+    if (res) return fromHelper(tool, args, opts, res);
+  }
+  return runDirect(tool, args, opts);
+}
+
+const chomp = (s: string) => (s.endsWith("\n") ? s.slice(0, -1) : s);
+
+function fromHelper(tool: string, args: readonly string[], opts: RunOptions, res: SpawnResult): RunResult {
+  const name = opts.toolName ?? tool.split("/").pop() ?? tool;
+  const stdout = chomp(res.stdout);
+  const stderr = chomp(res.stderr);
+  if (res.error || res.timedOut || res.exitCode !== 0) {
+    const why = res.timedOut
+      ? `timed out after ${opts.timeoutMs} ms${stderr ? `: ${stderr}` : ""}`
+      : stderr || (res.error === "ENOENT" ? `${tool}: not found` : res.error ?? `killed by ${res.signal ?? "a signal"}`);
+    opts.log?.debug({ tool: name, args, exitCode: res.exitCode, stderr: why }, "tool failed");
+    throw new RuntimeFailure(name, args, why, res.exitCode ?? undefined);
+  }
+  return { stdout, stderr };
+}
+
+async function runDirect(tool: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
   const name = opts.toolName ?? tool.split("/").pop() ?? tool;
   const t0 = performance.now();
   const res = await execa(tool, args, {

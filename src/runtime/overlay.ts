@@ -1,7 +1,8 @@
 // The container's rootfs: an overlay of the image's unpacked (shared, read-only) rootfs and the
-// container's own upper/work dirs. Idempotent both ways, judged by /proc/self/mountinfo, so a
+// container's own upper/work dirs. Idempotent both ways, judged by whether the target is a mount point, so a
 // crash between mount and config.json (or between runc delete and umount) is simply re-run.
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
+import { dirname } from "node:path";
 import { RuntimeFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { run, toolPaths } from "./exec.js";
@@ -32,8 +33,15 @@ export async function readMountInfo(): Promise<MountEntry[]> {
   return out;
 }
 
+/**
+ * A mount point lies on another device than its parent directory: two stats instead of parsing
+ * every mount of the host (mountinfo grows with every running container, and restarts ask often).
+ * Only berth mounts at a container's rootfs, and only overlays, so a same-device bind cannot be
+ * mistaken here.
+ */
 export async function isMounted(target: string): Promise<boolean> {
-  return (await readMountInfo()).some((m) => m.mountPoint === target);
+  const [t, parent] = await Promise.all([stat(target).catch(() => null), stat(dirname(target)).catch(() => null)]);
+  return t !== null && parent !== null && t.dev !== parent.dev;
 }
 
 export interface OverlayDirs {
