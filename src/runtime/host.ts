@@ -94,9 +94,23 @@ export class HostRuntime {
    * remove that when it is empty (on a clean stop), in every hierarchy. A non-empty one stays.
    */
   async releaseCgroups(): Promise<void> {
-    const base = "/sys/fs/cgroup";
-    const roots = [base, ...(await readdir(base).catch(() => [] as string[])).map((d) => join(base, d))];
-    await Promise.all(roots.map((r) => rmdir(join(r, "berth", this.node)).catch(() => undefined)));
+    const parents = (await cgroupRoots()).map((r) => join(r, "berth", this.node));
+    // Leftover container cgroups first (runc can leave one behind when a killed process is slow to
+    // go); a cgroup that still holds processes refuses rmdir, so running containers are safe.
+    await Promise.all(
+      parents.map(async (p) => {
+        for (const c of await readdir(p, { withFileTypes: true }).catch(() => [])) {
+          if (c.isDirectory()) await rmdir(join(p, c.name)).catch(() => undefined);
+        }
+        await rmdir(p).catch(() => undefined);
+      }),
+    );
+  }
+
+  /** The container's own cgroups, if runc left any (it normally removes them): empty ones only. */
+  private async releaseContainerCgroups(id: string): Promise<void> {
+    const rel = this.cgroupsPath(id).slice(1);
+    await Promise.all((await cgroupRoots()).map((r) => rmdir(join(r, rel)).catch(() => undefined)));
   }
 
   /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
@@ -291,6 +305,7 @@ export class HostRuntime {
     await rm(cp.dir, { recursive: true, force: true });
     await rm(this.paths.exitFile(id), { force: true });
     await rm(this.paths.socketLink(id), { recursive: true, force: true });
+    await this.releaseContainerCgroups(id);
     // Anonymous volumes belong to the container and go with it; named ones stay.
     for (const name of await readdir(this.paths.volumesDir).catch(() => [] as string[])) {
       if (isAnonVolumeOf(name, id)) await rm(join(this.paths.volumesDir, name), { recursive: true, force: true });
@@ -302,4 +317,10 @@ export class HostRuntime {
     const lines = parseK8sLog(text);
     return opts.tail !== undefined && opts.tail >= 0 ? lines.slice(Math.max(0, lines.length - opts.tail)) : lines;
   }
+}
+
+/** Every cgroup hierarchy root: /sys/fs/cgroup itself (v2) and each v1 controller below it. */
+async function cgroupRoots(): Promise<string[]> {
+  const base = "/sys/fs/cgroup";
+  return [base, ...(await readdir(base).catch(() => [] as string[])).map((d) => join(base, d))];
 }
