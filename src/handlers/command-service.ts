@@ -4,7 +4,8 @@ import { createHash, randomUUID } from "node:crypto";
 import type { EventStore } from "../events/store.js";
 import { fault } from "../fault.js";
 import { EVENT_VERSION, OUTCOMES, containerSubject, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
-import { VersionConflict } from "../errors.js";
+import { BerthError, ErrorCode, VersionConflict } from "../errors.js";
+import { logger } from "../log.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../projections/container.js";
 import { decide, type ContainerCommand, type NewEvent } from "./container-decider.js";
@@ -49,7 +50,13 @@ export function envelope(ev: NewEvent | { type: BerthEvent["type"]; data: unknow
   } as BerthEvent;
 }
 
+/** A request id for a fact berth records itself: the same fact (`what` of `key`) is stored once. */
+export function factKey(id: string, what: string, key: string): string {
+  return createHash("sha256").update(`${id}\0${what}\0${key}`).digest("hex");
+}
+
 const MAX_ATTEMPTS = 8;
+const log = logger("commands");
 
 export class CommandService {
   constructor(
@@ -96,6 +103,29 @@ export class CommandService {
       }
       if (out.length) await this.projector.waitForSeq(out[out.length - 1].seq);
       return out;
+    }
+  }
+
+  /**
+   * appendDecided for facts that must reach the log (exits, outcomes, policy decisions): while the
+   * event store is unreachable, keep trying with backoff until `giveUp()` says stop. The caller's
+   * stable request id makes a retry of an append that did land a no-op.
+   */
+  async appendFact(
+    id: string,
+    decider: (s: ContainerState | null) => NewEvent[],
+    ctx: Ctx,
+    step: string,
+    giveUp: () => boolean,
+  ): Promise<StoredEvent[]> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
+      try {
+        return await this.appendDecided(id, decider, ctx, step);
+      } catch (err) {
+        if (!(err instanceof BerthError && err.code === ErrorCode.Unavailable) || giveUp()) throw err;
+        log.warn({ container: id, step, err: err.message }, "event store unreachable; will retry");
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
   }
 }

@@ -2,7 +2,6 @@
 // their outcomes. One queue per container keeps its actions and exits in order; every outcome is
 // checked against the transition table before it is appended, and exits carry stable event ids
 // so that a fact seen twice is stored once.
-import { createHash } from "node:crypto";
 import type { StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, toBerthError } from "../errors.js";
 import { fault } from "../fault.js";
@@ -11,7 +10,7 @@ import type { ContainerState } from "../projections/container.js";
 import type { Projector } from "../projections/projector.js";
 import { nextState } from "../projections/transitions.js";
 import type { ExitInfo } from "../runtime/types.js";
-import type { CommandService, Ctx } from "./command-service.js";
+import { factKey, type CommandService, type Ctx } from "./command-service.js";
 import type { NewEvent } from "./container-decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
 
@@ -260,7 +259,7 @@ export class Executor {
           actor: `berth/${this.node}/auto-remove`,
           correlationId: exitCtx.correlationId,
           causationId: null,
-          requestId: stableKey(id, "autoremove", `${c.startedAt}`),
+          requestId: factKey(id, "autoremove", `${c.startedAt}`),
         },
         `autoremove@${c.startedAt}`,
       );
@@ -273,41 +272,23 @@ export class Executor {
   private async outcome(id: string, ev: NewEvent, ctx: Ctx, key: string): Promise<void> {
     // An outcome that answers an intent comes right after the host action.
     if (ctx.causationId) fault("after-action");
-    const stable: Ctx = { ...ctx, requestId: stableKey(id, ev.type, key) };
-    // A fact must reach the log: while the event store is unreachable, keep trying. The stable
-    // event id makes a retry of an append that did land a no-op.
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
-      try {
-        await this.commands.appendDecided(
-          id,
-          (s) => {
-            if (!s || nextState(s.state, ev.type) === null) {
-              this.log.warn({ container: id, type: ev.type, state: s?.state }, "outcome not allowed in this state; dropped");
-              return [];
-            }
-            return [ev];
-          },
-          stable,
-          ev.type,
-        );
-        return;
-      } catch (err) {
-        if (!(err instanceof BerthError && err.code === ErrorCode.Unavailable) || this.stopped) throw err;
-        this.log.warn({ container: id, type: ev.type, err: err.message }, "event store unreachable; will retry");
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
+    const stable: Ctx = { ...ctx, requestId: factKey(id, ev.type, key) };
+    await this.commands.appendFact(
+      id,
+      (s) => {
+        if (!s || nextState(s.state, ev.type) === null) {
+          this.log.warn({ container: id, type: ev.type, state: s?.state }, "outcome not allowed in this state; dropped");
+          return [];
+        }
+        return [ev];
+      },
+      stable,
+      ev.type,
+      () => this.stopped,
+    );
   }
 }
 
 /** Outcomes of an intent are keyed by it: one intent, one outcome of each type. */
 const intentKey = (ctx: Ctx) => ctx.causationId ?? "none";
 
-/** An exit is keyed by the run it ends, whoever saw it first. */
-function stableKey(id: string, type: string, key: string): string {
-  return createHash("sha256").update(`${id}\0${type}\0${key}`).digest("hex");
-}
-
-export function isContainerSubject(e: StoredEvent): boolean {
-  return e.subject.startsWith("berth.ev.container.");
-}

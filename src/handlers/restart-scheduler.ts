@@ -3,13 +3,11 @@
 // ContainerRestartScheduled; when it is due, record ContainerStartRequested, which the executor
 // performs like any start. The timers are only a cache of the log (restartDueAt), so a new daemon
 // re-arms them from its replay, and every step re-checks the state it acts on.
-import { createHash } from "node:crypto";
-import { BerthError, ErrorCode } from "../errors.js";
 import type { StoredEvent } from "../events/types.js";
 import { logger } from "../log.js";
 import type { ContainerState } from "../projections/container.js";
 import type { Projector } from "../projections/projector.js";
-import type { CommandService, Ctx } from "./command-service.js";
+import { factKey, type CommandService, type Ctx } from "./command-service.js";
 import type { NewEvent } from "./container-decider.js";
 import { decideRestart, type RestartDecision, type RestartInput } from "./restart-policy.js";
 
@@ -44,7 +42,7 @@ export class RestartScheduler {
       actor: `berth/${this.d.node}/restart-policy`,
       correlationId: id,
       causationId: null,
-      requestId: stableKey(id, "restart-policy", key),
+      requestId: factKey(id, "restart-policy", key),
     };
     let decision: RestartDecision | null = null;
     const out = await this.append(
@@ -96,17 +94,8 @@ export class RestartScheduler {
     this.timers.clear();
   }
 
-  /** appendDecided, retried while the event store is unreachable (the stable ids make a retry safe). */
-  private async append(id: string, decider: (s: ContainerState | null) => NewEvent[], ctx: Ctx, step: string): Promise<StoredEvent[]> {
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
-      try {
-        return await this.d.commands.appendDecided(id, decider, ctx, step);
-      } catch (err) {
-        if (!(err instanceof BerthError && err.code === ErrorCode.Unavailable) || this.stopped) throw err;
-        this.log.warn({ container: id, step, err: err.message }, "event store unreachable; will retry");
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
+  private append(id: string, decider: (s: ContainerState | null) => NewEvent[], ctx: Ctx, step: string): Promise<StoredEvent[]> {
+    return this.d.commands.appendFact(id, decider, ctx, step, () => this.stopped);
   }
 
   private arm(id: string, dueAt: string, causationId: string | null): void {
@@ -133,7 +122,7 @@ export class RestartScheduler {
         actor: `berth/${this.d.node}/restart-policy`,
         correlationId: causationId ?? id,
         causationId,
-        requestId: stableKey(id, "restart-start", dueAt),
+        requestId: factKey(id, "restart-start", dueAt),
       };
       await this.append(
         id,
@@ -149,8 +138,4 @@ export class RestartScheduler {
 /** Ours, waiting for its scheduled restart at `dueAt`, with nothing else in progress. */
 function awaitsRestart(c: ContainerState, node: string, dueAt: string | null): boolean {
   return !c.removed && c.node === node && c.state === "restarting" && !c.pending && c.restartDueAt !== null && c.restartDueAt === dueAt;
-}
-
-function stableKey(id: string, what: string, key: string): string {
-  return createHash("sha256").update(`${id}\0${what}\0${key}`).digest("hex");
 }
