@@ -12,6 +12,7 @@ import { HostRuntime } from "../../src/runtime/host.js";
 import { ImageStore } from "../../src/runtime/images.js";
 import { UNIX_PATH_MAX } from "../../src/runtime/paths.js";
 import type { ExitInfo, ImageRecord } from "../../src/runtime/types.js";
+import { alive } from "../support/proc.js";
 
 const ARCHIVE = "/opt/berth/images/busybox-latest.oci.tar";
 const CI = process.env.CI === "true";
@@ -28,7 +29,6 @@ const missing = await missingPrereqs();
 
 const hex64 = () => randomBytes(32).toString("hex");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
 const sidOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[3]);
 const mountinfo = () => readFileSync("/proc/self/mountinfo", "utf8");
 

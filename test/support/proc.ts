@@ -1,9 +1,12 @@
 // Small waits and process checks shared by the integration suites.
 
+import { readFileSync } from "node:fs";
+
+/** A process that exists and is not a zombie (a killed child not yet reaped counts as gone). */
 export const alive = (pid: number): boolean => {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
   } catch {
     return false;
   }
