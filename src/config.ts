@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { NAME_RE } from "./events/spec.js";
+import { NAME_RE } from "./shared/spec.js";
 
 export interface DaemonOptions {
   dataRoot: string;

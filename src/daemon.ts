@@ -24,8 +24,8 @@ import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-s
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
-import { hostOps, restoreHost } from "./runtime/host-ops.js";
-import { runRestore } from "./handlers/restore.js";
+import { hostOps, recoveryHost } from "./wiring/host-adapter.js";
+import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
 
 export const VERSION = "0.1.0";
@@ -37,7 +37,7 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-/** Start a daemon and return once it is ready (the restore phase is done). */
+/** Start a daemon and return once it is ready (recovery is done). */
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   checkOptions(o);
   const log = logger("daemon", { node: o.node });
@@ -81,7 +81,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const projector = new Projector(store);
   const runtime = new HostRuntime({ dataRoot: o.dataRoot, node: o.node, log: logger("runtime", { node: o.node }) });
   await runtime.init();
-  // Slow reads the restore phase needs, started now so they overlap the doors' opening (schema
+  // Slow reads recovery needs, started now so they overlap the doors' opening (schema
   // compilation keeps this thread busy): `runc list` (a few hundred ms with hundreds of
   // containers) and the snapshot (KV reads, gunzip). Both are host or log facts that no one else
   // changes meanwhile: the previous daemon of this data root is gone (takeLock).
@@ -102,7 +102,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
   const metrics = createMetrics(projector.model);
 
-  // The doors open first: until the restore phase is over, commands get Unavailable and
+  // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
   const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
   await nats.start();
@@ -138,8 +138,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   phase = "reconciling";
   // Facts first: exits that happened while no daemon watched are recorded before any intent or
   // policy acts on these containers.
-  const restored = await runRestore(
-    { node: o.node, host: { ...restoreHost(runtime, imageStore), list: () => runcListed }, executor, commands, gcOrphans: o.gcOrphans ?? false, log },
+  const restored = await runRecovery(
+    { node: o.node, host: { ...recoveryHost(runtime, imageStore), list: () => runcListed }, executor, commands, gcOrphans: o.gcOrphans ?? false, log },
     projector.model,
   );
   mark("runtimeSynced");

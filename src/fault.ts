@@ -4,8 +4,8 @@
 //   after-intent     an intent event was appended, before anyone acted on it
 //   after-action     the host action of an intent was done, before its outcome was appended
 //   snapshot-write   in the middle of writing a projection snapshot
-//   restore          during the restore phase, after the host facts were gathered
-export type FaultPoint = "after-intent" | "after-action" | "snapshot-write" | "restore";
+//   recovery         during recovery, after the host facts were gathered
+export type FaultPoint = "after-intent" | "after-action" | "snapshot-write" | "recovery";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

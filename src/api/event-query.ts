@@ -3,7 +3,7 @@
 import type { ServerResponse } from "node:http";
 import type { EventStore } from "../events/store.js";
 import { containerSubject, type StoredEvent } from "../events/types.js";
-import { invalid, notFound, unavailable } from "../errors.js";
+import { invalid, notFound, unavailable } from "../shared/errors.js";
 import { ReadModel } from "../projections/read-model.js";
 import { byCreated, toContainerView, type ContainerView } from "../projections/views.js";
 

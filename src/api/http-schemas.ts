@@ -110,7 +110,7 @@ export const CheckpointList = Type.Object({
   checkpoints: Type.Array(Type.Object({}, { additionalProperties: true })),
 });
 
-export const Phase = Type.Object({ phase: Type.String({ description: "ready, or the restore phase still running" }) });
+export const Phase = Type.Object({ phase: Type.String({ description: "ready, or recovery still running" }) });
 export const Health = Type.Object({ status: Type.Literal("ok") });
 
 export const text = (description: string) => ({

@@ -5,7 +5,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import swagger from "@fastify/swagger";
 import type { EventStore } from "../events/store.js";
-import { BerthError, ErrorCode, toBerthError } from "../errors.js";
+import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { ReadModel } from "../projections/read-model.js";
 import { byCreated, toContainerView, ContainerView } from "../projections/views.js";
@@ -63,7 +63,7 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
         .header("www-authenticate", 'Bearer realm="berth"')
         .send(body("Unauthenticated", m ? "invalid bearer token" : "missing bearer token"));
     }
-    // A half-restored read model would answer wrongly: queries wait for the restore phase.
+    // A half-restored read model would answer wrongly: queries wait for recovery.
     const r = opts.readiness();
     if (!r.ready) {
       return reply.code(503).send(body("Unavailable", `the daemon is restoring its state (phase ${r.phase}); try again shortly`));

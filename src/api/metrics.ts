@@ -3,7 +3,7 @@
 // scrape time, so they can never drift from the read model.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { ReadModel } from "../projections/read-model.js";
-import { LIFECYCLE_STATES } from "../projections/transitions.js";
+import { LIFECYCLE_STATES } from "../aggregates/container/transitions.js";
 
 export interface Metrics {
   registry: Registry;

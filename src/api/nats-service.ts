@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
-import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../errors.js";
+import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { ContainerService } from "../handlers/container-service.js";
 import type { ImageService } from "../handlers/image-service.js";
@@ -35,7 +35,7 @@ export interface NatsServiceDeps {
   containers: ContainerService;
   images: ImageService;
   metrics?: Metrics;
-  /** Commands wait (or fail Unavailable) until the restore phase is over. */
+  /** Commands wait (or fail Unavailable) until recovery is over. */
   ready: () => boolean;
 }
 

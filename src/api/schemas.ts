@@ -2,8 +2,8 @@
 // Every body may carry `meta` and `timeoutMs`; unknown fields are rejected everywhere.
 import { Type, type Static, type TObject, type TProperties } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../events/spec.js";
-import { invalid } from "../errors.js";
+import { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../shared/spec.js";
+import { invalid } from "../shared/errors.js";
 
 const Strict = { additionalProperties: false } as const;
 
@@ -59,7 +59,7 @@ const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDe
 
 /**
  * A validator that throws InvalidArgument naming the offending field. Compiled on first use: the
- * daemon builds its validators before the restore phase, when no command can be served yet, and
+ * daemon builds its validators before recovery, when no command can be served yet, and
  * compiling them all there (≈ 200 ms, CreateBody most) would only delay readiness.
  */
 export function validator<T extends TObject>(schema: T): (v: unknown) => Static<T> {

@@ -12,7 +12,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { execa } from "execa";
 import type { ClientConfig } from "../config.js";
 import { Paths } from "../runtime/paths.js";
-import { benchRestore } from "./restore.js";
+import { benchRecovery } from "./recovery.js";
 import { benchCrashloop } from "./crashloop.js";
 import { benchNatsSync } from "./nats-sync.js";
 import { removeCgroup, freePort } from "./proc.js";
@@ -109,12 +109,12 @@ async function main(): Promise<void> {
   const N = Number(process.env.BENCH_RUNS ?? 50);
   const CREATES = Number(process.env.BENCH_CREATES ?? 2000);
   const CLIENTS = 8;
-  // BENCH_SECTIONS=restore runs only the restore phase (it needs nats-server, not runc or root);
+  // BENCH_SECTIONS=recovery runs only the log replay (it needs nats-server, not runc or root);
   // BENCH_SECTIONS=crashloop only the crash-loop figures; BENCH_SECTIONS=restart the real restore
   // phase (a daemon process with 200 containers, kill -9, time to /readyz 200; needs runc and root).
   // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,restart,crashloop,natssync").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -178,7 +178,7 @@ async function main(): Promise<void> {
       await d.stop();
     }
   }
-  if (sections.has("restore")) out.restore = await benchRestore();
+  if (sections.has("recovery") || sections.has("restore")) out.recovery = await benchRecovery();
   if (sections.has("restart")) out.restart = await benchRestart();
   if (sections.has("crashloop")) out.crashloop = await benchCrashloop();
   if (sections.has("natssync")) out.natsSyncCost = await benchNatsSync();

@@ -1,4 +1,4 @@
-// The restore phase end to end (issue 3, "Benchmark"): a real daemon process with 200 real
+// Recovery end to end (issue 3, "Benchmark"): a real daemon process with 200 real
 // containers running (busybox `sleep`, conmon + runc) and 800 exited ones appended as history, in
 // a stream of ≥ 100,000 events; the daemon is killed with SIGKILL (its containers and its
 // embedded nats-server stay) and started again with the same flags, and the time from spawn to
@@ -21,7 +21,7 @@ import { DeliverPolicy, jetstream, jetstreamManager, type PubAck } from "@nats-i
 import { Kvm } from "@nats-io/kv";
 import type { ClientConfig } from "../config.js";
 import { encodeEvent } from "../events/codec.js";
-import type { ContainerSpec } from "../events/spec.js";
+import type { ContainerSpec } from "../shared/spec.js";
 import { STREAM, containerSubject, nodeSubject, type BerthEvent } from "../events/types.js";
 import { envelope } from "../handlers/command-service.js";
 import { SNAPSHOT_BUCKET } from "../projections/snapshot.js";

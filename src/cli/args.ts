@@ -1,7 +1,7 @@
 // `berth run|create` arguments → a container spec (API.md), docker-style. Pure apart from
 // commander, so the whole path from argv to spec is unit-tested as the CLI runs it.
 import { Command, InvalidArgumentError } from "commander";
-import type { ContainerSpec, Mount, RestartPolicy } from "../events/spec.js";
+import type { ContainerSpec, Mount, RestartPolicy } from "../shared/spec.js";
 
 export interface RunOptions {
   name?: string;

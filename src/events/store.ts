@@ -14,7 +14,7 @@ import {
   StorageType,
   DiscardPolicy,
 } from "@nats-io/jetstream";
-import { BerthError, ErrorCode, VersionConflict, unavailable } from "../errors.js";
+import { BerthError, ErrorCode, VersionConflict, unavailable } from "../shared/errors.js";
 import { SUBJECT_ROOT, STREAM, type BerthEvent, type StoredEvent } from "./types.js";
 import { decodeEvent, encodeEvent } from "./codec.js";
 

@@ -1,7 +1,7 @@
 // The events of the log: one envelope (API.md), a discriminated union of payloads. Events are
 // facts or intents, never rewritten; `v` is the payload's schema version.
-import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "./spec.js";
-import type { ImageConfig } from "../runtime/types.js";
+import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../shared/spec.js";
+import type { ImageConfig } from "../shared/host-facts.js";
 
 export const STREAM = "BERTH_EVENTS";
 export const SUBJECT_ROOT = "berth.ev";
@@ -77,7 +77,7 @@ export type ContainerEvent =
   /** A user's stop while a restart was scheduled: no process to stop, the restart is off. */
   | Envelope<"ContainerRestartCancelled", Record<string, never>>
   | Envelope<"ContainerHealthChanged", { status: "starting" | "healthy" | "unhealthy"; failingStreak: number; output?: string }>
-  /** The restore phase could not hand the container back (e.g. its image is gone). */
+  /** Recovery could not hand the container back (e.g. its image is gone). */
   | Envelope<"ContainerRestoreFailed", { reason: string }>
   /** A requested action (stop, kill, pause, unpause, remove) failed on the host. */
   | Envelope<"ContainerActionFailed", { action: string; error: string }>;
@@ -95,7 +95,7 @@ export type ImageEvent =
 
 export type NodeEvent =
   | Envelope<"NodeStarted", { httpUrl: string; version: string; dataRoot: string }>
-  /** The restore phase is done: how many of this node's containers it handed back, and how long it took. */
+  /** Recovery is done: how many of this node's containers it handed back, and how long it took. */
   | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>;
 
 export type BerthEvent = ContainerEvent | ImageEvent | NodeEvent;

@@ -4,11 +4,11 @@ import { createHash, randomUUID } from "node:crypto";
 import type { EventStore } from "../events/store.js";
 import { fault } from "../fault.js";
 import { EVENT_VERSION, OUTCOMES, containerSubject, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
-import { BerthError, ErrorCode, VersionConflict } from "../errors.js";
+import { BerthError, ErrorCode, VersionConflict } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { Projector } from "../projections/projector.js";
-import type { ContainerState } from "../projections/container.js";
-import { decide, type ContainerCommand, type NewEvent } from "./container-decider.js";
+import type { ContainerState } from "../aggregates/container/state.js";
+import { decide, type ContainerCommand, type NewEvent } from "../aggregates/container/decider.js";
 
 export interface Ctx {
   node: string;

@@ -1,13 +1,13 @@
 // The container use cases behind `berth.cmd.container.*`: resolve the ref, decide and append the
 // intent, then wait for the owning node's outcome to be applied before answering.
 import { randomBytes, randomUUID } from "node:crypto";
-import { ANON_VOLUME_PREFIX, anonVolumeName, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../events/spec.js";
+import { ANON_VOLUME_PREFIX, anonVolumeName, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
-import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../errors.js";
+import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
-import type { ContainerState } from "../projections/container.js";
+import type { ContainerState } from "../aggregates/container/state.js";
 import { CommandService, ctxFromMeta, eventIdFor, type Ctx } from "./command-service.js";
-import { validateSpecRules, type ContainerCommand } from "./container-decider.js";
+import { validateSpecRules, type ContainerCommand } from "../aggregates/container/decider.js";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 

@@ -3,30 +3,17 @@
 // checked against the transition table before it is appended, and exits carry stable event ids
 // so that a fact seen twice is stored once.
 import type { StoredEvent } from "../events/types.js";
-import { BerthError, ErrorCode, toBerthError } from "../errors.js";
+import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
 import { fault } from "../fault.js";
 import { logger } from "../log.js";
-import type { ContainerState } from "../projections/container.js";
+import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
-import { nextState } from "../projections/transitions.js";
-import type { ExitInfo } from "../runtime/types.js";
+import { nextState } from "../aggregates/container/transitions.js";
+import type { ExitInfo } from "../shared/host-facts.js";
 import { factKey, type CommandService, type Ctx } from "./command-service.js";
-import type { NewEvent } from "./container-decider.js";
+import type { NewEvent } from "../aggregates/container/decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
-
-/** The host operations the executor needs (src/runtime/host.ts implements them). */
-export interface HostOps {
-  prepareAndStart(c: ContainerState): Promise<{ pid: number; startedAt: string }>;
-  signal(id: string, signal: string): Promise<void>;
-  pause(id: string): Promise<void>;
-  resume(id: string): Promise<void>;
-  readExit(id: string): Promise<ExitInfo | null>;
-  waitExit(id: string, timeoutMs: number): Promise<ExitInfo | null>;
-  isRunning(id: string): Promise<boolean>;
-  /** runc's status (`running`, `paused`, `stopped`, …), or null when runc does not know it. */
-  status(id: string): Promise<string | null>;
-  cleanup(id: string): Promise<void>;
-}
+import type { HostOps } from "./ports.js";
 
 const KILL_GRACE_MS = 10_000;
 

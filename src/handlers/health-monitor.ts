@@ -3,21 +3,16 @@
 // from the log (a daemon restart resumes probing without resetting it), and only a change of
 // status is appended. Becoming unhealthy applies `onFailure` as an ordinary intent, which the
 // executor carries out like a user's command.
-import { BerthError, ErrorCode } from "../errors.js";
+import { BerthError, ErrorCode } from "../shared/errors.js";
 import { logger } from "../log.js";
-import type { ContainerState } from "../projections/container.js";
+import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
-import { nextState } from "../projections/transitions.js";
-import type { ExecResult } from "../runtime/runc.js";
+import { nextState } from "../aggregates/container/transitions.js";
 import type { CommandService, Ctx } from "./command-service.js";
-import type { NewEvent } from "./container-decider.js";
+import type { NewEvent } from "../aggregates/container/decider.js";
 import { healthConfig, inStartPeriod, nextHealth, unhealthyAction, type HealthConfig, type HealthView } from "./health.js";
+import type { HealthHost, ProbeResult } from "./ports.js";
 
-/** What the monitor needs from the host (HostRuntime implements it). */
-export interface HealthHost {
-  exec(id: string, argv: readonly string[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<ExecResult>;
-  state(id: string): Promise<{ status: string } | null>;
-}
 
 /** Probing state of one run of one container. */
 interface Watch {
@@ -130,7 +125,7 @@ export class HealthMonitor {
     if (!this.wanted(c) || c.startedAt !== w.run || c.state !== "running" || c.pending) return;
     const hc = healthConfig(c.spec.healthcheck!);
     const t0 = Date.now();
-    let r: ExecResult;
+    let r: ProbeResult;
     try {
       r = await this.host.exec(c.id, hc.argv, { timeoutMs: hc.timeoutMs, signal: w.abort.signal });
     } catch (err) {
@@ -200,7 +195,7 @@ export class HealthMonitor {
   }
 }
 
-function probeOutput(r: ExecResult, hc: HealthConfig): string {
+function probeOutput(r: ProbeResult, hc: HealthConfig): string {
   const text = r.timedOut ? `health check exceeded its timeout (${hc.timeoutMs} ms)${r.output ? `\n${r.output}` : ""}` : r.output;
   return text.length > OUTPUT_MAX ? text.slice(0, OUTPUT_MAX) : text;
 }

@@ -1,8 +1,8 @@
 // Health checks, the decisions only (Docker's rules): what one probe result does to a container's
 // health, and what becoming unhealthy asks for. Pure and table-tested; the HealthMonitor
 // (health-monitor.ts) runs the probes and appends what is decided here.
-import type { ContainerSpec, Healthcheck } from "../events/spec.js";
-import type { ContainerCommand } from "./container-decider.js";
+import type { ContainerSpec, Healthcheck } from "../shared/spec.js";
+import type { ContainerCommand } from "../aggregates/container/decider.js";
 
 export type HealthStatus = "starting" | "healthy" | "unhealthy";
 export type OnFailure = "none" | "kill" | "restart" | "stop";

@@ -2,17 +2,12 @@
 import { randomUUID } from "node:crypto";
 import type { EventStore } from "../events/store.js";
 import { imageSubject, type Meta } from "../events/types.js";
-import { conflict, notFound } from "../errors.js";
+import { conflict, notFound } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
-import type { ImageRecord } from "../runtime/types.js";
+import type { ImageRecord } from "../shared/host-facts.js";
 import { ctxFromMeta, envelope } from "./command-service.js";
+import type { ImageStorePort } from "./ports.js";
 
-/** The runtime's image store as this service needs it (src/runtime/images.ts). */
-export interface ImageStorePort {
-  import(source: string, name?: string): Promise<ImageRecord>;
-  resolve(ref: string): Promise<ImageRecord | null>;
-  remove(name: string): Promise<void>;
-}
 
 export class ImageService {
   constructor(

@@ -1,9 +1,9 @@
 // The restart policy as one pure decision with Docker's semantics. The executor asks it after an
-// exit under a running daemon; the restore phase asks it (trigger "boot") for containers found
+// exit under a running daemon; recovery asks it (trigger "boot") for containers found
 // stopped after a daemon or host restart. The backoff state it reads (`attempt`) comes from the
 // log, so a daemon restart neither resets nor repeats it. Table-tested in
 // test/unit/restart-policy.spec.ts.
-import type { RestartPolicy } from "../events/spec.js";
+import type { RestartPolicy } from "../shared/spec.js";
 
 export type Backoff = NonNullable<RestartPolicy["backoff"]>;
 

@@ -5,10 +5,10 @@
 // re-arms them from its replay, and every step re-checks the state it acts on.
 import type { StoredEvent } from "../events/types.js";
 import { logger } from "../log.js";
-import type { ContainerState } from "../projections/container.js";
+import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
 import { factKey, type CommandService, type Ctx } from "./command-service.js";
-import type { NewEvent } from "./container-decider.js";
+import type { NewEvent } from "../aggregates/container/decider.js";
 import { decideRestart, type RestartDecision, type RestartInput } from "./restart-policy.js";
 
 export interface RestartSchedulerDeps {

@@ -3,7 +3,7 @@
 // writes reach its state only by being read back from the log.
 import type { EventStore } from "../events/store.js";
 import type { StoredEvent } from "../events/types.js";
-import { BerthError, ErrorCode } from "../errors.js";
+import { BerthError, ErrorCode } from "../shared/errors.js";
 import { logger } from "../log.js";
 import { ReadModel } from "./read-model.js";
 import { misfit, streamRef, type SnapshotDoc } from "./snapshot.js";
@@ -41,7 +41,7 @@ export class Projector {
   }
 
   /**
-   * The restore phase's catch-up, then a live tail: load the snapshot if one is given and fits
+   * Recovery's catch-up, then a live tail: load the snapshot if one is given and fits
    * the log (same stream, not beyond its end), replay the events after it (or the whole log),
    * then tail. `events` counts the events replayed, not those folded into the snapshot.
    */
@@ -54,7 +54,7 @@ export class Projector {
         this.log.warn({ seq: snap.seq, reason: why }, "snapshot ignored: full replay");
         snap = null;
       } else {
-        this.model.restore(snap.model);
+        this.model.load(snap.model);
       }
     } else {
       snap = null;

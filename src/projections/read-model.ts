@@ -1,8 +1,8 @@
 // The read model: containers, images and nodes folded from the log. Changes only through
 // apply(event); queries never touch the host.
 import type { ImageImportedData, StoredEvent } from "../events/types.js";
-import { evolve, isContainerEvent, type ContainerState } from "./container.js";
-import { nextState } from "./transitions.js";
+import { evolve, isContainerEvent, type ContainerState } from "../aggregates/container/state.js";
+import { nextState } from "../aggregates/container/transitions.js";
 
 export interface ImageView extends ImageImportedData {
   node: string;
@@ -113,7 +113,7 @@ export class ReadModel {
   }
 
   /** Replace everything with `d` (a snapshot's model) and rebuild the name index. */
-  restore(d: ReadModelData): void {
+  load(d: ReadModelData): void {
     this.containers.clear();
     this.byName.clear();
     this.images.clear();

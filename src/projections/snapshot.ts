@@ -19,9 +19,9 @@ import type { EventStore } from "../events/store.js";
 import { fault } from "../fault.js";
 import { logger, type Logger } from "../log.js";
 import { OUTCOMES } from "../events/types.js";
-import { evolve } from "./container.js";
+import { evolve } from "../aggregates/container/state.js";
 import { ReadModel, type ReadModelData } from "./read-model.js";
-import { LIFECYCLE_STATES, TRANSITIONS, nextState } from "./transitions.js";
+import { LIFECYCLE_STATES, TRANSITIONS, nextState } from "../aggregates/container/transitions.js";
 
 const gzip = promisify(gzipCb);
 const gunzip = promisify(gunzipCb);

@@ -2,9 +2,9 @@
 // that hides bookkeeping (stoppedByUser, removed, the pending intent's payload). The TypeBox
 // schema is both the HTTP response serializer and the OpenAPI component.
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
-import { ContainerSpec, RestartPolicy } from "../events/spec.js";
-import type { ContainerState } from "./container.js";
-import { LIFECYCLE_STATES } from "./transitions.js";
+import { ContainerSpec, RestartPolicy } from "../shared/spec.js";
+import type { ContainerState } from "../aggregates/container/state.js";
+import { LIFECYCLE_STATES } from "../aggregates/container/transitions.js";
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 const StrMap = Type.Record(Type.String(), Type.String());

@@ -12,7 +12,7 @@
 // conmon died early (its stderr, then runc's --log file, say why).
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { RuntimeFailure } from "../errors.js";
+import { RuntimeFailure } from "../shared/errors.js";
 import type { Logger } from "../log.js";
 import { toolEnv, toolPaths } from "./exec.js";
 

@@ -2,7 +2,7 @@
 // turned into RuntimeFailure so the reply carries the tool's own words.
 import { access, constants } from "node:fs/promises";
 import { execa } from "execa";
-import { RuntimeFailure } from "../errors.js";
+import { RuntimeFailure } from "../shared/errors.js";
 import type { Logger } from "../log.js";
 import { spawnViaHelper, spawnerEnabled, type SpawnResult } from "./spawner.js";
 

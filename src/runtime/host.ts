@@ -1,11 +1,11 @@
 // The daemon's one door to the host. Every method is a fact-reporting, idempotent action keyed by
-// container id, so the restore phase can re-run any of them after a crash. No decisions here:
+// container id, so recovery can re-run any of them after a crash. No decisions here:
 // whether to start, restart or remove is the handlers' business.
 import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { access, mkdir, readFile, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
-import { invalid, notFound } from "../errors.js";
-import { NAME_RE, isAnonVolumeOf } from "../events/spec.js";
+import { invalid, notFound } from "../shared/errors.js";
+import { NAME_RE, isAnonVolumeOf } from "../shared/spec.js";
 import type { Logger } from "../log.js";
 import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
 import { resolveTool, toolPaths } from "./exec.js";
@@ -14,7 +14,7 @@ import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
 import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult } from "./runc.js";
-import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "./types.js";
+import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 
 export interface HostRuntimeOptions {
   dataRoot: string;

@@ -4,12 +4,12 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { invalid, notFound } from "../errors.js";
+import { invalid, notFound } from "../shared/errors.js";
 import type { Logger } from "../log.js";
 import { run, toolPaths } from "./exec.js";
 import { readMountInfo } from "./overlay.js";
 import { Paths } from "./paths.js";
-import type { ImageConfig, ImageRecord } from "./types.js";
+import type { ImageConfig, ImageRecord } from "../shared/host-facts.js";
 
 const COPY_TIMEOUT_MS = 10 * 60_000;
 const UNPACK_TIMEOUT_MS = 10 * 60_000;

@@ -3,8 +3,8 @@
 // another way than a volume mount). Shape rules live in oci-spec.ts (pure) and are reused here.
 import { realpath } from "node:fs/promises";
 import { resolve, sep } from "node:path";
-import { invalid } from "../errors.js";
-import type { Mount } from "../events/spec.js";
+import { invalid } from "../shared/errors.js";
+import type { Mount } from "../shared/spec.js";
 import { checkMountShape, normTarget } from "./oci-spec.js";
 
 function inside(child: string, parent: string): boolean {

@@ -1,9 +1,9 @@
 // ContainerSpec + image config → OCI runtime spec (config.json). Pure: no fs, no clock, so every
 // rule below is table-tested. Defaults follow `runc spec` (mounts, masked paths) and Docker
 // (capabilities, entrypoint/cmd precedence, env merge, default PATH).
-import { invalid } from "../errors.js";
-import type { ContainerSpec, Mount } from "../events/spec.js";
-import type { ImageConfig } from "./types.js";
+import { invalid } from "../shared/errors.js";
+import type { ContainerSpec, Mount } from "../shared/spec.js";
+import type { ImageConfig } from "../shared/host-facts.js";
 import { checkVolumeName } from "./paths.js";
 
 export interface OciSpecInput {

@@ -3,7 +3,7 @@
 // crash between mount and config.json (or between runc delete and umount) is simply re-run.
 import { readFile, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { RuntimeFailure } from "../errors.js";
+import { RuntimeFailure } from "../shared/errors.js";
 import type { Logger } from "../log.js";
 import { run, toolPaths } from "./exec.js";
 

@@ -4,7 +4,7 @@
 // deep data root plus a 64-hex id would overflow, so it lives under /run with a short hash.
 import { createHash } from "node:crypto";
 import { resolve, join } from "node:path";
-import { invalid } from "../errors.js";
+import { invalid } from "../shared/errors.js";
 
 /**
  * Container ids are file and dir names here; ≤ 64 chars keeps socket paths under 108 bytes, and

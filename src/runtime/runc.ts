@@ -5,12 +5,12 @@ import { randomBytes } from "node:crypto";
 import { access, readFile, rm } from "node:fs/promises";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
-import { invalid, RuntimeFailure } from "../errors.js";
+import { invalid, RuntimeFailure } from "../shared/errors.js";
 import { checkId } from "./paths.js";
 import type { Logger } from "../log.js";
 import { isNotExist, run, toolEnv, toolPaths } from "./exec.js";
 import { killSession, pidNs } from "./session.js";
-import type { RuncState } from "./types.js";
+import type { RuncState } from "../shared/host-facts.js";
 
 const TIMEOUT_MS = 30_000;
 

@@ -2,7 +2,7 @@
 // answer, and the log never holds a transition the state machine forbids.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { nextState, type LifecycleState } from "../../src/projections/transitions.js";
+import { nextState, type LifecycleState } from "../../src/aggregates/container/transitions.js";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Paths } from "../../src/runtime/paths.js";
-import { nextState, type LifecycleState } from "../../src/projections/transitions.js";
+import { nextState, type LifecycleState } from "../../src/aggregates/container/transitions.js";
 import { OUTCOMES, type ContainerEvent, type EventType } from "../../src/events/types.js";
 import { BUILT, natsOf, startDaemonProc, stopProc, type DaemonProc } from "../support/daemon-proc.js";
 import { freePort } from "../support/nats.js";
@@ -106,15 +106,15 @@ describe.skipIf(skip)("crash matrix", () => {
     }
   }
 
-  it("dies during the restore phase, then converges", async () => {
+  it("dies during recovery, then converges", async () => {
     try {
       await up();
       const r = await cmd("run", { image: "busybox", cmd: ["sh", "-c", "sleep 0.5; exit 3"] });
       const id = r.result!.id as string;
       await down();
       await until(async () => existsSync(join(dataRoot, "exits", id)), 10_000);
-      // The restore phase finds the missed exit and dies before it records it.
-      await expect(startDaemonProc(dataRoot, node, natsPort, { BERTH_FAULT: "restore" })).rejects.toThrow(/SIGKILL/);
+      // Recovery finds the missed exit and dies before it records it.
+      await expect(startDaemonProc(dataRoot, node, natsPort, { BERTH_FAULT: "recovery" })).rejects.toThrow(/SIGKILL/);
       await up();
       const c = (await http<C>(`/v1/containers/${id}`)).body;
       expect(c).toMatchObject({ state: "exited", exitCode: 3, pending: null });

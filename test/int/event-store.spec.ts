@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { EventStore } from "../../src/events/store.js";
 import { containerSubject, type BerthEvent, type StoredEvent } from "../../src/events/types.js";
-import { VersionConflict } from "../../src/errors.js";
+import { VersionConflict } from "../../src/shared/errors.js";
 import { startNats, type TestNats } from "../support/nats.js";
 import { missing } from "../support/prereq.js";
 

@@ -147,7 +147,7 @@ describe.skipIf(!NATS_BIN)("HTTP query API", () => {
 
   const get = (url: string, headers: Record<string, string> = auth) => app.inject({ method: "GET", url, headers });
 
-  it("is not ready until the restore phase is done", async () => {
+  it("is not ready until recovery is done", async () => {
     const r1 = await get("/readyz", {});
     expect(r1.statusCode).toBe(503);
     expect(r1.json()).toEqual({ phase: "restoring" });

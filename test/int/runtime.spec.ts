@@ -5,13 +5,13 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ContainerSpec } from "../../src/events/spec.js";
+import type { ContainerSpec } from "../../src/shared/spec.js";
 import { logger } from "../../src/log.js";
 import { resolveTool } from "../../src/runtime/exec.js";
 import { HostRuntime } from "../../src/runtime/host.js";
 import { ImageStore } from "../../src/runtime/images.js";
 import { UNIX_PATH_MAX } from "../../src/runtime/paths.js";
-import type { ExitInfo, ImageRecord } from "../../src/runtime/types.js";
+import type { ExitInfo, ImageRecord } from "../../src/shared/host-facts.js";
 import { alive } from "../support/proc.js";
 
 const ARCHIVE = "/opt/berth/images/busybox-latest.oci.tar";

@@ -1,9 +1,9 @@
 // Decider tests read as given(events).when(command).then(events) or .thenThrows(code).
 import { describe, expect, it } from "vitest";
-import { decide, type ContainerCommand, type NewEvent } from "../../src/handlers/container-decider.js";
-import { evolve, type ContainerState } from "../../src/projections/container.js";
+import { decide, type ContainerCommand, type NewEvent } from "../../src/aggregates/container/decider.js";
+import { evolve, type ContainerState } from "../../src/aggregates/container/state.js";
 import type { ContainerEvent } from "../../src/events/types.js";
-import { BerthError } from "../../src/errors.js";
+import { BerthError } from "../../src/shared/errors.js";
 
 const ID = "a".repeat(64);
 let seq = 0;

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Mount } from "../../src/events/spec.js";
+import type { Mount } from "../../src/shared/spec.js";
 import { validateMountSources } from "../../src/runtime/mounts.js";
 
 let base: string;

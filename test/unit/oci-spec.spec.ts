@@ -1,9 +1,9 @@
 // buildOciSpec is pure: given an image config and a spec, when built, then config.json says …
 import { describe, expect, it } from "vitest";
-import { BerthError } from "../../src/errors.js";
-import type { ContainerSpec } from "../../src/events/spec.js";
+import { BerthError } from "../../src/shared/errors.js";
+import type { ContainerSpec } from "../../src/shared/spec.js";
 import { buildOciSpec, CPU_PERIOD, DEFAULT_CAPS, DEFAULT_PATH, parseUser, type OciSpecInput } from "../../src/runtime/oci-spec.js";
-import type { ImageConfig } from "../../src/runtime/types.js";
+import type { ImageConfig } from "../../src/shared/host-facts.js";
 
 const image = (over: Partial<ImageConfig> = {}): ImageConfig => ({
   entrypoint: null, cmd: ["sh"], env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], workdir: "/", user: "",

@@ -1,6 +1,6 @@
 // The restart decision as a table: given policy, exit, user stop and attempt, then the decision.
 import { describe, expect, it } from "vitest";
-import type { RestartPolicy } from "../../src/events/spec.js";
+import type { RestartPolicy } from "../../src/shared/spec.js";
 import { backoffDelay, decideRestart, type RestartInput } from "../../src/handlers/restart-policy.js";
 
 const base: RestartInput = { policy: { name: "no" }, exitCode: 1, stoppedByUser: false, attempt: 0, autoRemove: false };

@@ -6,11 +6,11 @@ import { isDeepStrictEqual } from "node:util";
 import { gzipSync } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decide, type ContainerCommand, type NewEvent } from "../../src/handlers/container-decider.js";
+import { decide, type ContainerCommand, type NewEvent } from "../../src/aggregates/container/decider.js";
 import { decodeEvent, encodeEvent } from "../../src/events/codec.js";
 import { OUTCOMES, type BerthEvent, type EventType, type StoredEvent } from "../../src/events/types.js";
 import { ReadModel } from "../../src/projections/read-model.js";
-import { nextState } from "../../src/projections/transitions.js";
+import { nextState } from "../../src/aggregates/container/transitions.js";
 import {
   SNAPSHOT_SCHEMA,
   SnapshotRejected,
@@ -233,7 +233,7 @@ describe("snapshot + catch-up equals a full replay", () => {
         for (let k = 0; k <= events.length; k++) {
           if (k > 0) prefix.apply(events[k - 1]);
           const back = new ReadModel();
-          back.restore(JSON.parse(JSON.stringify(prefix.capture())));
+          back.load(JSON.parse(JSON.stringify(prefix.capture())));
           // isDeepStrictEqual is the fast check (this runs for every k); expect explains a failure.
           if (!isDeepStrictEqual(back, prefix)) expect(back).toEqual(prefix);
         }
@@ -245,7 +245,7 @@ describe("snapshot + catch-up equals a full replay", () => {
           const doc = takeSnapshot(live, "n1", { name: "BERTH_EVENTS", created: "2026-01-01T00:00:00Z" });
           for (const e of events.slice(k)) live.apply(e);
           const restored = new ReadModel();
-          restored.restore((await roundTrip(doc)).model);
+          restored.load((await roundTrip(doc)).model);
           expect(restored.seq).toBe(k === 0 ? 0 : events[k - 1].seq);
           for (const e of events.slice(k)) restored.apply(e);
           expect(restored).toEqual(full);
@@ -273,7 +273,7 @@ describe("snapshot + catch-up equals a full replay", () => {
     expect(jsonBytes).toBeGreaterThan(500_000);
     expect(gz.length).toBeLessThan(256 * 1024);
     const back = new ReadModel();
-    back.restore((await decodeSnapshot(gz)).model);
+    back.load((await decodeSnapshot(gz)).model);
     expect(back).toEqual(h.model);
   });
 });

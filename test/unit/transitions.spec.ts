@@ -1,7 +1,7 @@
 // The written transition table: event ordering as containerd writes it down (Created → Started →
 // Exited → Removed), and every other event refused.
 import { describe, expect, it } from "vitest";
-import { LIFECYCLE_STATES, TRANSITIONS, nextState } from "../../src/projections/transitions.js";
+import { LIFECYCLE_STATES, TRANSITIONS, nextState } from "../../src/aggregates/container/transitions.js";
 
 describe("transition table", () => {
   it.each([

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { FormatRegistry } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
-import { evolve, type ContainerState } from "../../src/projections/container.js";
+import { evolve, type ContainerState } from "../../src/aggregates/container/state.js";
 import { ContainerView, byCreated, toContainerView } from "../../src/projections/views.js";
 import type { ContainerEvent } from "../../src/events/types.js";
 

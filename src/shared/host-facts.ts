@@ -1,6 +1,6 @@
 // Facts the runtime adapters report. The runtime decides nothing: it runs a tool and says what
 // happened (pid, exit code, times) or throws a RuntimeFailure carrying the tool's own stderr.
-import type { ContainerSpec } from "../events/spec.js";
+import type { ContainerSpec } from "./spec.js";
 
 /** An image's config as the OCI image config says it (Docker's precedence rules apply later). */
 export interface ImageConfig {

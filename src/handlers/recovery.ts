@@ -1,14 +1,15 @@
-// The restore phase's runtime sync: compare what the log says about this node's containers with
+// Recovery's runtime sync: compare what the log says about this node's containers with
 // what the host says (runc, conmon, exit files, images), and turn the difference into actions.
-// planRestore is pure and returns actions as data; runRestore gathers facts and applies them.
+// planRecovery is pure and returns actions as data; runRecovery gathers facts and applies them.
 import { fault } from "../fault.js";
 import type { Logger } from "../log.js";
-import type { ContainerState } from "../projections/container.js";
+import type { ContainerState } from "../aggregates/container/state.js";
 import type { ReadModel } from "../projections/read-model.js";
-import { nextState } from "../projections/transitions.js";
+import { nextState } from "../aggregates/container/transitions.js";
 import type { CommandService } from "./command-service.js";
 import type { Executor } from "./executor.js";
-import type { ExitInfo, RuncState } from "../runtime/types.js";
+import type { ExitInfo, RuncState } from "../shared/host-facts.js";
+import type { RecoveryHost } from "./ports.js";
 
 export interface HostFacts {
   /** runc's view of the containers in this node's runc root, by id. */
@@ -21,7 +22,7 @@ export interface HostFacts {
   imageMissing: Set<string>;
 }
 
-export type RestoreAction =
+export type RecoveryAction =
   /** Running as the log says: keep watching it. */
   | { kind: "adopt"; id: string }
   /** It exited while no daemon watched: record the exit from its exit file. */
@@ -29,12 +30,12 @@ export type RestoreAction =
   /** Its conmon is gone without an exit file (host reboot, conmon killed): exit -1 after a bounded wait. */
   | { kind: "vanished"; id: string }
   /** Its image is gone: it cannot be started again. */
-  | { kind: "restoreFailed"; id: string; reason: string }
+  | { kind: "recoveryFailed"; id: string; reason: string }
   /** In runc's root but unknown to the log. */
   | { kind: "orphan"; id: string };
 
-export function planRestore(containers: Iterable<ContainerState>, node: string, facts: HostFacts): RestoreAction[] {
-  const out: RestoreAction[] = [];
+export function planRecovery(containers: Iterable<ContainerState>, node: string, facts: HostFacts): RecoveryAction[] {
+  const out: RecoveryAction[] = [];
   const known = new Set<string>();
   for (const c of containers) {
     known.add(c.id);
@@ -52,7 +53,7 @@ export function planRestore(containers: Iterable<ContainerState>, node: string, 
       case "exited":
       case "restarting":
         if (facts.imageMissing.has(c.id)) {
-          out.push({ kind: "restoreFailed", id: c.id, reason: `image ${c.image} (${c.imageDigest}) is no longer on node ${node}` });
+          out.push({ kind: "recoveryFailed", id: c.id, reason: `image ${c.image} (${c.imageDigest}) is no longer on node ${node}` });
         }
         break;
       case "removing":
@@ -65,20 +66,12 @@ export function planRestore(containers: Iterable<ContainerState>, node: string, 
   return out;
 }
 
-/** The host as the restore phase needs it. */
-export interface RestoreHost {
-  list(): Promise<RuncState[]>;
-  readExit(id: string): Promise<ExitInfo | null>;
-  conmonAlive(id: string): Promise<boolean>;
-  imagePresent(digest: string): Promise<boolean>;
-  cleanup(id: string): Promise<void>;
-}
 
 /**
- * Only what planRestore reads: exit files and conmon for containers the log shows running or
+ * Only what planRecovery reads: exit files and conmon for containers the log shows running or
  * paused, the image for stopped ones (once per digest: a node's containers share few images).
  */
-export async function gatherFacts(host: RestoreHost, own: ContainerState[]): Promise<HostFacts> {
+export async function gatherFacts(host: RecoveryHost, own: ContainerState[]): Promise<HostFacts> {
   // `runc list` runs meanwhile; a failure is thrown below, where it is awaited.
   const listed = host.list();
   listed.catch(() => undefined);
@@ -106,28 +99,28 @@ export async function gatherFacts(host: RestoreHost, own: ContainerState[]): Pro
 /** How long a vanished container may still produce an exit file (conmon writes it last). */
 export const VANISH_WAIT_MS = 1_000;
 
-export interface RestoreDeps {
+export interface RecoveryDeps {
   node: string;
-  host: RestoreHost;
+  host: RecoveryHost;
   executor: Pick<Executor, "exited" | "vanished" | "idle" | "reconsider">;
   commands: CommandService;
   gcOrphans: boolean;
   log: Logger;
 }
 
-export interface RestoreSummary {
+export interface RecoverySummary {
   containers: number;
   failed: number;
   orphans: string[];
-  actions: RestoreAction[];
+  actions: RecoveryAction[];
 }
 
 /** Apply the plan. Exits land before anything else acts on them (they go through the executor's queues). */
-export async function runRestore(d: RestoreDeps, model: ReadModel): Promise<RestoreSummary> {
+export async function runRecovery(d: RecoveryDeps, model: ReadModel): Promise<RecoverySummary> {
   const own = [...model.containers.values()].filter((c) => c.node === d.node);
   const facts = await gatherFacts(d.host, own);
-  fault("restore");
-  const actions = planRestore(model.containers.values(), d.node, facts);
+  fault("recovery");
+  const actions = planRecovery(model.containers.values(), d.node, facts);
   const vanished = actions.filter((a) => a.kind === "vanished");
   if (vanished.length) await new Promise((r) => setTimeout(r, VANISH_WAIT_MS));
   let failed = 0;
@@ -143,15 +136,15 @@ export async function runRestore(d: RestoreDeps, model: ReadModel): Promise<Rest
         d.log.warn({ container: a.id }, "conmon vanished without an exit file; recording exit -1");
         d.executor.vanished(a.id);
         break;
-      case "restoreFailed": {
+      case "recoveryFailed": {
         failed++;
         const c = model.byId(a.id);
         if (c?.lastError === `restore: ${a.reason}`) break; // said already
-        d.log.warn({ container: a.id, reason: a.reason }, "container cannot be restored");
+        d.log.warn({ container: a.id, reason: a.reason }, "container cannot be recovered");
         await d.commands.appendDecided(
           a.id,
           (s) => (s && nextState(s.state, "ContainerRestoreFailed") ? [{ type: "ContainerRestoreFailed", data: { reason: a.reason } }] : []),
-          { node: d.node, actor: `berth/${d.node}/restore`, correlationId: a.id, causationId: null, requestId: `restore-failed:${a.id}:${c?.version}` },
+          { node: d.node, actor: `berth/${d.node}/recovery`, correlationId: a.id, causationId: null, requestId: `restore-failed:${a.id}:${c?.version}` },
           "restore-failed",
         );
         break;

@@ -1,11 +1,10 @@
 // Adapts the runtime to what the executor asks of the host.
-import { BerthError, ErrorCode } from "../errors.js";
+import { BerthError, ErrorCode } from "../shared/errors.js";
 import { existsSync } from "node:fs";
-import type { HostOps } from "../handlers/executor.js";
-import type { RestoreHost } from "../handlers/restore.js";
-import type { ContainerState } from "../projections/container.js";
-import type { HostRuntime } from "./host.js";
-import type { ImageStore } from "./images.js";
+import type { HostOps, RecoveryHost } from "../handlers/ports.js";
+import type { ContainerState } from "../aggregates/container/state.js";
+import type { HostRuntime } from "../runtime/host.js";
+import type { ImageStore } from "../runtime/images.js";
 
 export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
   return {
@@ -30,7 +29,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
   };
 }
 
-export function restoreHost(rt: HostRuntime, images: ImageStore): RestoreHost {
+export function recoveryHost(rt: HostRuntime, images: ImageStore): RecoveryHost {
   return {
     list: () => rt.list(),
     readExit: (id) => rt.readExit(id),

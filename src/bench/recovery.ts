@@ -1,4 +1,4 @@
-// The restore phase's figures (issue 3): a log of ≥ 100,000 events over 1,000 containers on a
+// Recovery's figures (issue 3): a log of ≥ 100,000 events over 1,000 containers on a
 // nats-server of the bench's own, then (a) a full replay into a read model through the Projector,
 // (b) a raw ordered-consumer read of the same stream, both in the same run, and (c) a snapshot's
 // size and write time and the restore from snapshot + catch-up. Only the projection part of
@@ -115,7 +115,7 @@ async function rawRead(store: EventStore, decode: boolean): Promise<{ n: number;
   return { n, ms };
 }
 
-export async function benchRestore(opts: { containers?: number; perContainer?: number; rounds?: number } = {}): Promise<Record<string, unknown>> {
+export async function benchRecovery(opts: { containers?: number; perContainer?: number; rounds?: number } = {}): Promise<Record<string, unknown>> {
   const containers = opts.containers ?? Number(process.env.BENCH_RESTORE_CONTAINERS ?? 1000);
   const perContainer = opts.perContainer ?? Number(process.env.BENCH_RESTORE_PER_CONTAINER ?? 101);
   const rounds = opts.rounds ?? Number(process.env.BENCH_RESTORE_ROUNDS ?? 5);

@@ -1,8 +1,8 @@
 // The container aggregate's state and its pure evolve. The read model is nothing but these
 // states folded from the log.
-import type { ContainerEvent, StoredEvent } from "../events/types.js";
-import { OUTCOMES } from "../events/types.js";
-import type { ContainerSpec, RestartPolicy } from "../events/spec.js";
+import type { ContainerEvent, StoredEvent } from "../../events/types.js";
+import { OUTCOMES } from "../../events/types.js";
+import type { ContainerSpec, RestartPolicy } from "../../shared/spec.js";
 import { nextState, type LifecycleState } from "./transitions.js";
 
 export type Health = "none" | "starting" | "healthy" | "unhealthy";

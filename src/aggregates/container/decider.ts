@@ -1,11 +1,11 @@
 // decide(command, state) → events, pure. Each command first checks the state (the guard), then
 // says which intent (or fact, for create and update) to append. No side effect happens here:
 // the owning node's executor turns intents into outcomes.
-import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../events/spec.js";
-import type { ContainerEvent, ContainerCreatedData } from "../events/types.js";
-import { BerthError, ErrorCode, conflict, invalid } from "../errors.js";
-import type { ContainerState } from "../projections/container.js";
-import { nextState } from "../projections/transitions.js";
+import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../../shared/spec.js";
+import type { ContainerEvent, ContainerCreatedData } from "../../events/types.js";
+import { BerthError, ErrorCode, conflict, invalid } from "../../shared/errors.js";
+import type { ContainerState } from "./state.js";
+import { nextState } from "./transitions.js";
 
 export type ContainerCommand =
   | { type: "Create"; data: ContainerCreatedData }

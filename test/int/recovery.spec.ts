@@ -1,4 +1,4 @@
-// The restore phase on the real stack: the daemon goes away, the host changes meanwhile, a new
+// Recovery on the real stack: the daemon goes away, the host changes meanwhile, a new
 // daemon on the same data root reconciles the log with what really happened.
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -15,7 +15,7 @@ const SEED = process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.o
 type C = { id: string; name: string; state: string; pid: number | null; exitCode: number | null; finishedAt: string | null; lastError: string | null };
 type Ev = { type: string; seq: number; at: string; data: Record<string, unknown> };
 
-describe.skipIf(skip)("restore phase", () => {
+describe.skipIf(skip)("recovery", () => {
   let d: TestDaemon;
   let natsPort: number;
   const ids: Record<string, string> = {};

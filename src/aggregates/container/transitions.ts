@@ -1,7 +1,7 @@
 // The container state machine, written down as a table. Each state lists the events it accepts
 // and the state each one leads to; any other event is an invalid transition. Writers (deciders
 // and the executor) check this before appending, so the log never holds a forbidden transition.
-import type { ContainerEvent } from "../events/types.js";
+import type { ContainerEvent } from "../../events/types.js";
 
 export const LIFECYCLE_STATES = [
   "created",

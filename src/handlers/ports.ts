@@ -1,0 +1,50 @@
+// The ports: everything the handlers need from the host, in one place (containerd's
+// PlatformRuntime, podman's OCIRuntime). The handlers depend on these interfaces only; the wiring
+// (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
+// handlers may use small in-memory fakes. The runtime itself imports no handler code.
+import type { ContainerState } from "../aggregates/container/state.js";
+import type { ExitInfo, ImageRecord, RuncState } from "../shared/host-facts.js";
+
+/** What the executor asks of the host to turn a container's intents into outcomes. */
+export interface HostOps {
+  prepareAndStart(c: ContainerState): Promise<{ pid: number; startedAt: string }>;
+  signal(id: string, signal: string): Promise<void>;
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
+  readExit(id: string): Promise<ExitInfo | null>;
+  waitExit(id: string, timeoutMs: number): Promise<ExitInfo | null>;
+  isRunning(id: string): Promise<boolean>;
+  /** runc's status (`running`, `paused`, `stopped`, …), or null when runc does not know it. */
+  status(id: string): Promise<string | null>;
+  cleanup(id: string): Promise<void>;
+}
+
+/** The host as recovery (the start-up pass) needs it. */
+export interface RecoveryHost {
+  list(): Promise<RuncState[]>;
+  readExit(id: string): Promise<ExitInfo | null>;
+  conmonAlive(id: string): Promise<boolean>;
+  imagePresent(digest: string): Promise<boolean>;
+  cleanup(id: string): Promise<void>;
+}
+
+/** What a command run in a container said and how it ended (runc exec). */
+export interface ProbeResult {
+  /** The process's exit code; -1 when it was killed for running past its timeout (or aborted). */
+  exitCode: number;
+  output: string;
+  timedOut: boolean;
+}
+
+/** What the health monitor needs from the host. */
+export interface HealthHost {
+  exec(id: string, argv: readonly string[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<ProbeResult>;
+  state(id: string): Promise<{ status: string } | null>;
+}
+
+/** The node's image store as the image service needs it. */
+export interface ImageStorePort {
+  import(source: string, name?: string): Promise<ImageRecord>;
+  resolve(ref: string): Promise<ImageRecord | null>;
+  remove(name: string): Promise<void>;
+}
