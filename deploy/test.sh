@@ -10,6 +10,9 @@ mkdir -p .cache
 report=.cache/vitest-report.json
 rm -f "$report"
 status=0
+# The layer rules (docs/ARCHITECTURE.md) and the types of src and tests, before any test runs.
+npm run --silent lint:deps
+npm run --silent typecheck
 # --no: use the project's own vitest from node_modules, never fetch one.
 npx --no vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
 if [ -f "$report" ]; then

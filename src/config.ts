@@ -5,6 +5,9 @@ import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { NAME_RE } from "./shared/spec.js";
+import type { ClientConfig } from "./contract/client.js";
+
+export type { ClientConfig };
 
 export interface DaemonOptions {
   dataRoot: string;
@@ -91,11 +94,6 @@ export async function loadSecrets(dataRoot: string): Promise<Secrets> {
   }
 }
 
-export interface ClientConfig {
-  node: string;
-  nats: { servers: string[]; user?: string; pass?: string; creds?: string };
-  http: { url: string; token: string };
-}
 
 export async function writeClientConfig(dataRoot: string, c: ClientConfig): Promise<void> {
   await writeAtomic(join(dataRoot, "client.json"), JSON.stringify(c, null, 2) + "\n");

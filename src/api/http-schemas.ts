@@ -1,7 +1,7 @@
 // TypeBox schemas of the HTTP query API: one source for request validation, response
 // serialization and the OpenAPI document (API.md "Queries: HTTP").
 import { Type, type Static } from "@sinclair/typebox";
-import { ContainerStateName, ContainerView } from "../projections/views.js";
+import { ContainerStateName, ContainerView } from "../contract/views.js";
 
 const Strict = { additionalProperties: false } as const;
 

@@ -6,6 +6,9 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node"
 import { Kvm, type KV } from "@nats-io/kv";
 import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../shared/errors.js";
 import { logger } from "../log.js";
+import { CMD_PREFIX, type Reply } from "../contract/client.js";
+
+export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
 import type { ImageService } from "../handlers/image-service.js";
 import {
@@ -21,13 +24,11 @@ import {
 } from "./schemas.js";
 import type { Metrics } from "./metrics.js";
 
-export const CMD_PREFIX = "berth.cmd";
 const QUEUE = "berth-cmd";
 /** Below the server's max_payload (1 MiB), so an oversized body is ours to refuse clearly. */
 export const MAX_BODY_BYTES = 512 * 1024;
 
 type LogFields = { ref?: string; correlationId?: string; requestId?: string; actor?: string };
-type Reply = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } };
 type Handler = (body: unknown) => Promise<unknown>;
 
 export interface NatsServiceDeps {

@@ -4,14 +4,10 @@ import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { userInfo, hostname } from "node:os";
 import { join } from "node:path";
+import type { ClientConfig } from "../contract/client.js";
 import { connect, credsAuthenticator, RequestError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
 
-export interface ClientConfig {
-  node: string;
-  /** `creds`: a NATS credentials file, for an external NATS. */
-  nats: { servers: string[]; user?: string; pass?: string; creds?: string };
-  http: { url: string; token: string };
-}
+export type { ClientConfig };
 
 /** An error as the daemon (or the wire) reports it: printed as `berth: <code>: <message>`. */
 export class CliError extends Error {

@@ -1,5 +1,5 @@
 // Human output of the CLI: aligned tables and short times. Machines use --json instead.
-import type { ContainerView } from "../projections/views.js";
+import type { ContainerView } from "../contract/views.js";
 
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));

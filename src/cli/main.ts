@@ -2,7 +2,7 @@
 // Exit status: 0 ok, 1 error (`berth: <code>: <message>` on stderr), 2 usage.
 import { createRequire } from "node:module";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
-import type { ContainerView } from "../projections/views.js";
+import type { ContainerView } from "../contract/views.js";
 import { addRunOptions, specFromOptions, type RunOptions } from "./args.js";
 import { CliError, Client, DEFAULT_DATA_ROOT, loadConfig } from "./client.js";
 import { ago, bytes, containerTable, eventLine, shortId, table, type EventRow } from "./format.js";

@@ -1,48 +1,9 @@
-// What clients see of a container (API.md `Container`): a stable projection of ContainerState
-// that hides bookkeeping (stoppedByUser, removed, the pending intent's payload). The TypeBox
-// schema is both the HTTP response serializer and the OpenAPI component.
-import { Type, type Static, type TSchema } from "@sinclair/typebox";
-import { ContainerSpec, RestartPolicy } from "../shared/spec.js";
+// The read model's container state as clients see it (the contract's ContainerView): hides
+// bookkeeping (stoppedByUser, removed, the pending intent's payload).
 import type { ContainerState } from "../aggregates/container/state.js";
-import { LIFECYCLE_STATES } from "../aggregates/container/transitions.js";
+import type { ContainerView } from "../contract/views.js";
 
-const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
-const StrMap = Type.Record(Type.String(), Type.String());
-
-export const ContainerStateName = Type.Union(LIFECYCLE_STATES.map((s) => Type.Literal(s)));
-
-export const ContainerView = Type.Object(
-  {
-    id: Type.String({ description: "64 hex characters" }),
-    name: Type.String(),
-    image: Type.String(),
-    imageDigest: Type.String(),
-    state: ContainerStateName,
-    node: Type.String({ description: "the owning node" }),
-    pid: Nullable(Type.Integer()),
-    exitCode: Nullable(Type.Integer()),
-    oomKilled: Type.Boolean(),
-    restartCount: Type.Integer(),
-    health: Type.Union([
-      Type.Literal("none"),
-      Type.Literal("starting"),
-      Type.Literal("healthy"),
-      Type.Literal("unhealthy"),
-    ]),
-    createdAt: Type.String({ format: "date-time" }),
-    startedAt: Nullable(Type.String({ format: "date-time" })),
-    finishedAt: Nullable(Type.String({ format: "date-time" })),
-    labels: StrMap,
-    annotations: StrMap,
-    restartPolicy: RestartPolicy,
-    version: Type.Integer({ description: "stream sequence of the container's last event" }),
-    pending: Nullable(Type.String({ description: "the intent event waiting for its outcome" })),
-    lastError: Nullable(Type.String()),
-    spec: Type.Optional(ContainerSpec),
-  },
-  { additionalProperties: false },
-);
-export type ContainerView = Static<typeof ContainerView>;
+export { ContainerView, byCreated } from "../contract/views.js";
 
 export function toContainerView(c: ContainerState, withSpec: boolean): ContainerView {
   const v: ContainerView = {
@@ -71,7 +32,3 @@ export function toContainerView(c: ContainerState, withSpec: boolean): Container
   return v;
 }
 
-/** `docker ps` order: oldest first, ties broken by id so the order is stable. */
-export function byCreated(a: ContainerView, b: ContainerView): number {
-  return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-}

@@ -3,16 +3,9 @@
 // and the executor) check this before appending, so the log never holds a forbidden transition.
 import type { ContainerEvent } from "../../events/types.js";
 
-export const LIFECYCLE_STATES = [
-  "created",
-  "running",
-  "paused",
-  "restarting",
-  "exited",
-  "removing",
-  "dead",
-] as const;
-export type LifecycleState = (typeof LIFECYCLE_STATES)[number];
+import { LIFECYCLE_STATES, type LifecycleState } from "../../shared/container-states.js";
+
+export { LIFECYCLE_STATES, type LifecycleState };
 
 /** `removed` is not a state a container is ever shown in: it leaves the read model. */
 export type Target = LifecycleState | "removed";

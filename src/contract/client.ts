@@ -1,0 +1,17 @@
+// The client side of the contract (API.md): what <data-root>/client.json holds, the command
+// subjects and the reply envelope. Clients (the CLI, scripts) need nothing else of berth's code.
+export { ErrorCode } from "../shared/errors.js";
+
+export interface ClientConfig {
+  node: string;
+  /** `creds`: a NATS credentials file, for an external NATS. */
+  nats: { servers: string[]; user?: string; pass?: string; creds?: string };
+  http: { url: string; token: string };
+}
+
+/** Commands are requests on `berth.cmd.<noun>.<verb>`. */
+export const CMD_PREFIX = "berth.cmd";
+export const commandSubject = (nounVerb: string) => `${CMD_PREFIX}.${nounVerb}`;
+
+/** Every command's reply. */
+export type Reply<T = unknown> = { ok: true; result: T } | { ok: false; error: { code: string; message: string } };

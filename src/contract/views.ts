@@ -1,0 +1,48 @@
+// What clients see of a container (API.md `Container`). The TypeBox schema is both the HTTP
+// response serializer and the OpenAPI component; the CLI reads the same type.
+import { Type, type Static, type TSchema } from "@sinclair/typebox";
+import { ContainerSpec, RestartPolicy } from "../shared/spec.js";
+import { LIFECYCLE_STATES } from "../shared/container-states.js";
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+const StrMap = Type.Record(Type.String(), Type.String());
+
+export const ContainerStateName = Type.Union(LIFECYCLE_STATES.map((s) => Type.Literal(s)));
+
+export const ContainerView = Type.Object(
+  {
+    id: Type.String({ description: "64 hex characters" }),
+    name: Type.String(),
+    image: Type.String(),
+    imageDigest: Type.String(),
+    state: ContainerStateName,
+    node: Type.String({ description: "the owning node" }),
+    pid: Nullable(Type.Integer()),
+    exitCode: Nullable(Type.Integer()),
+    oomKilled: Type.Boolean(),
+    restartCount: Type.Integer(),
+    health: Type.Union([
+      Type.Literal("none"),
+      Type.Literal("starting"),
+      Type.Literal("healthy"),
+      Type.Literal("unhealthy"),
+    ]),
+    createdAt: Type.String({ format: "date-time" }),
+    startedAt: Nullable(Type.String({ format: "date-time" })),
+    finishedAt: Nullable(Type.String({ format: "date-time" })),
+    labels: StrMap,
+    annotations: StrMap,
+    restartPolicy: RestartPolicy,
+    version: Type.Integer({ description: "stream sequence of the container's last event" }),
+    pending: Nullable(Type.String({ description: "the intent event waiting for its outcome" })),
+    lastError: Nullable(Type.String()),
+    spec: Type.Optional(ContainerSpec),
+  },
+  { additionalProperties: false },
+);
+export type ContainerView = Static<typeof ContainerView>;
+
+/** `docker ps` order: oldest first, ties broken by id so the order is stable. */
+export function byCreated(a: ContainerView, b: ContainerView): number {
+  return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
