@@ -7,12 +7,13 @@ import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/trans
 import type { FastifyInstance } from "fastify";
 import { DEFAULT_NATS_SYNC, checkOptions, loadSecrets, parseListen, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
-import { nodeSubject } from "./events/types.js";
+import { containerSubject, nodeSubject } from "./events/types.js";
 import { logger } from "./log.js";
 import { Projector } from "./projections/projector.js";
 import { SnapshotStore } from "./projections/snapshot.js";
 import { SnapshotWriter } from "./projections/snapshot-writer.js";
 import { CommandService, envelope } from "./handlers/command-service.js";
+import { containerDecider } from "./aggregates/container/index.js";
 import { ContainerService } from "./handlers/container-service.js";
 import { Executor } from "./handlers/executor.js";
 import { HealthMonitor } from "./handlers/health-monitor.js";
@@ -91,12 +92,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const snapshotsOpened = SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
   const snapshotLoaded = snapshotsOpened.then((s) => s?.load(o.node) ?? null);
   const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
-  const commands = new CommandService(store, projector);
+  const commands = new CommandService(store, projector).for(containerDecider);
   const containers = new ContainerService({
     node: o.node,
     projector,
     commands,
     validateMounts: (spec) => validateMountSources(spec.mounts, o.dataRoot),
+    history: (id) => store.readSubject(containerSubject(id)),
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));

@@ -7,6 +7,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../shared/errors.js";
 import { logger } from "../log.js";
 import { CMD_PREFIX, type Reply } from "../contract/client.js";
+import type { RequestJournal } from "../handlers/command-service.js";
 
 export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
@@ -29,7 +30,7 @@ const QUEUE = "berth-cmd";
 export const MAX_BODY_BYTES = 512 * 1024;
 
 type LogFields = { ref?: string; correlationId?: string; requestId?: string; actor?: string };
-type Handler = (body: unknown) => Promise<unknown>;
+type Handler = (body: unknown, request?: RequestJournal) => Promise<unknown>;
 
 export interface NatsServiceDeps {
   nc: NatsConnection;
@@ -43,7 +44,7 @@ export interface NatsServiceDeps {
 export class NatsCommandService {
   private sub: Subscription | null = null;
   private kv: KV | null = null;
-  private readonly inflight = new Map<string, Promise<Reply>>();
+  private readonly inflight = new Map<string, { hash: string; p: Promise<Reply> }>();
   private readonly log = logger("api.nats");
   private readonly handlers: Record<string, Handler>;
 
@@ -57,26 +58,28 @@ export class NatsCommandService {
     const remove = validator(RemoveBody);
     const imp = validator(ImageImportBody);
     const irm = validator(ImageRemoveBody);
-    const split = <T extends { meta?: unknown; timeoutMs?: number }>(b: T) => {
+    // The body's own fields, and the options every use case takes (the request journal comes
+    // from `once` when the body has a requestId).
+    const split = <T extends { meta?: unknown; timeoutMs?: number }>(b: T, request?: RequestJournal) => {
       const { meta, timeoutMs, ...rest } = b;
-      return { rest, o: { meta: meta as never, timeoutMs } };
+      return { rest, o: { meta: meta as never, timeoutMs, request } };
     };
     this.handlers = {
-      "container.create": async (b) => { const { rest, o } = split(create(b)); return c.create(rest, o); },
-      "container.run": async (b) => { const { rest, o } = split(create(b)); return c.run(rest, o); },
-      "container.start": async (b) => { const { rest, o } = split(ref(b)); return c.start(rest.id, o); },
-      "container.stop": async (b) => { const { rest, o } = split(stop(b)); return c.stop(rest.id, rest.timeoutSec, o); },
-      "container.kill": async (b) => {
-        const { rest, o } = split(kill(b));
+      "container.create": async (b, r) => { const { rest, o } = split(create(b), r); return c.create(rest, o); },
+      "container.run": async (b, r) => { const { rest, o } = split(create(b), r); return c.run(rest, o); },
+      "container.start": async (b, r) => { const { rest, o } = split(ref(b), r); return c.start(rest.id, o); },
+      "container.stop": async (b, r) => { const { rest, o } = split(stop(b), r); return c.stop(rest.id, rest.timeoutSec, o); },
+      "container.kill": async (b, r) => {
+        const { rest, o } = split(kill(b), r);
         return c.kill(rest.id, rest.signal === undefined ? undefined : String(rest.signal), o);
       },
-      "container.restart": async (b) => { const { rest, o } = split(stop(b)); return c.restart(rest.id, rest.timeoutSec, o); },
-      "container.pause": async (b) => { const { rest, o } = split(ref(b)); return c.pause(rest.id, o); },
-      "container.unpause": async (b) => { const { rest, o } = split(ref(b)); return c.unpause(rest.id, o); },
-      "container.update": async (b) => { const { rest, o } = split(update(b)); const { id, ...patch } = rest; return c.update(id, patch, o); },
-      "container.remove": async (b) => { const { rest, o } = split(remove(b)); return c.remove(rest.id, rest.force, o); },
-      "image.import": async (b) => { const { rest, o } = split(imp(b)); return d.images.import(rest.source, rest.name, o); },
-      "image.remove": async (b) => { const { rest, o } = split(irm(b)); return d.images.remove(rest.name, o); },
+      "container.restart": async (b, r) => { const { rest, o } = split(stop(b), r); return c.restart(rest.id, rest.timeoutSec, o); },
+      "container.pause": async (b, r) => { const { rest, o } = split(ref(b), r); return c.pause(rest.id, o); },
+      "container.unpause": async (b, r) => { const { rest, o } = split(ref(b), r); return c.unpause(rest.id, o); },
+      "container.update": async (b, r) => { const { rest, o } = split(update(b), r); const { id, ...patch } = rest; return c.update(id, patch, o); },
+      "container.remove": async (b, r) => { const { rest, o } = split(remove(b), r); return c.remove(rest.id, rest.force, o); },
+      "image.import": async (b, r) => { const { rest, o } = split(imp(b), r); return d.images.import(rest.source, rest.name, o); },
+      "image.remove": async (b, r) => { const { rest, o } = split(irm(b), r); return d.images.remove(rest.name, o); },
     };
   }
 
@@ -94,7 +97,7 @@ export class NatsCommandService {
 
   async stop(): Promise<void> {
     await this.sub?.drain().catch(() => undefined);
-    await Promise.allSettled([...this.inflight.values()]);
+    await Promise.allSettled([...this.inflight.values()].map((r) => r.p));
   }
 
   private async onMessage(msg: Msg): Promise<void> {
@@ -130,7 +133,7 @@ export class NatsCommandService {
       if (!this.d.ready()) throw unavailable("the daemon is still restoring its state; try again shortly");
       const requestId = (body as { meta?: { requestId?: unknown } }).meta?.requestId;
       if (typeof requestId === "string" && requestId.length > 0 && requestId.length <= 256) {
-        return await this.once(`${verb}\0${requestId}`, () => this.run(handler, body));
+        return await this.once(`${verb}\0${requestId}`, body, (request) => this.run(handler, body, request));
       }
       return await this.run(handler, body);
     } catch (err) {
@@ -138,36 +141,79 @@ export class NatsCommandService {
     }
   }
 
-  private async run(handler: Handler, body: unknown): Promise<Reply> {
+  private async run(handler: Handler, body: unknown, request?: RequestJournal): Promise<Reply> {
     try {
-      return { ok: true, result: await handler(body) };
+      return { ok: true, result: await handler(body, request) };
     } catch (err) {
       return fail(err);
     }
   }
 
-  /** Apply a request once; a repeat (here or on another daemon) gets the first reply. */
-  private async once(key: string, run: () => Promise<Reply>): Promise<Reply> {
+  /**
+   * Apply a request once; a repeat (here or on another daemon) gets the answer the first attempt
+   * had, or would have had. The KV entry says `pending` from before the first attempt acts until
+   * its answer is final, so a repeat after a crash, a timeout or a lost reply runs the use case
+   * again in retry mode (it finds its own events in the log instead of appending new ones). A
+   * repeat whose body differs from the first one is refused.
+   */
+  private async once(key: string, body: unknown, run: (request: RequestJournal) => Promise<Reply>): Promise<Reply> {
     const k = createHash("sha256").update(key).digest("hex");
+    const hash = bodyHash(body);
     const running = this.inflight.get(k);
-    if (running) return running;
-    const p = (async () => {
+    if (running) return running.hash === hash ? running.p : fail(reused());
+    const p = (async (): Promise<Reply> => {
       const seen = await this.kv?.get(k).catch(() => null);
-      if (seen && seen.operation === "PUT" && seen.length > 0) return seen.json<Reply>();
-      const reply = await run();
-      // A request that could not reach the log may be retried for real.
-      if (reply.ok || reply.error.code !== ErrorCode.Unavailable) {
-        await this.kv?.put(k, JSON.stringify(reply)).catch((err) => this.log.warn({ err }, "could not keep the reply"));
+      const entry = seen && seen.operation === "PUT" && seen.length > 0 ? seen.json<Kept | Reply>() : null;
+      // Entries written before the pending state existed are plain replies.
+      const kept: Kept | null = entry && "ok" in entry ? { state: "done", hash, reply: entry } : entry;
+      if (kept && kept.hash !== hash) return fail(reused());
+      if (kept?.state === "done" && kept.reply) return kept.reply;
+      const keep = (next: Kept) => this.kv?.put(k, JSON.stringify(next)).catch((err) => this.log.warn({ err }, "could not keep the request's state"));
+      let noted = kept?.id;
+      const journal: RequestJournal = {
+        retry: kept !== null,
+        id: kept?.id,
+        noteId: async (id) => {
+          if (noted === id) return;
+          noted = id;
+          await keep({ state: "pending", hash, id });
+        },
+      };
+      if (!kept) await keep({ state: "pending", hash });
+      const reply = await run(journal);
+      // Not final: the store was away (nothing may have happened), or the outcome came late.
+      if (reply.ok || (reply.error.code !== ErrorCode.Unavailable && reply.error.code !== ErrorCode.Timeout)) {
+        await keep({ state: "done", hash, id: noted, reply });
       }
       return reply;
     })();
-    this.inflight.set(k, p);
+    this.inflight.set(k, { hash, p });
     try {
       return await p;
     } finally {
       this.inflight.delete(k);
     }
   }
+}
+
+/** What the request KV keeps per request id. */
+interface Kept {
+  state: "pending" | "done";
+  /** bodyHash of the first attempt. */
+  hash: string;
+  /** The aggregate the request acted on, once known (a retry must not act on another of the same name). */
+  id?: string;
+  reply?: Reply;
+}
+
+const reused = () => invalid("this requestId was already used for a different request body");
+
+/** The body as a retry must repeat it: everything but meta and timeoutMs, keys in a stable order. */
+function bodyHash(body: unknown): string {
+  const { meta: _m, timeoutMs: _t, ...rest } = body as Record<string, unknown>;
+  const canon = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(canon) : v && typeof v === "object" ? Object.fromEntries(Object.keys(v).sort().map((key) => [key, canon((v as Record<string, unknown>)[key])])) : v;
+  return createHash("sha256").update(JSON.stringify(canon(rest))).digest("hex");
 }
 
 function fail(err: unknown): Reply {

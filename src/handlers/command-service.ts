@@ -1,22 +1,25 @@
-// The one effectful command handler: load (the read model) → decide → append with the expected
-// version → wait until the event is read back. Retries only on a version conflict.
+// The generic command service (load → decide → append with the expected version → read back)
+// and the envelope and id rules every appended event follows.
 import { createHash, randomUUID } from "node:crypto";
 import type { EventStore } from "../events/store.js";
 import { fault } from "../fault.js";
-import { EVENT_VERSION, OUTCOMES, containerSubject, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
+import { EVENT_VERSION, OUTCOMES, SUBJECT_ROOT, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, VersionConflict } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { Projector } from "../projections/projector.js";
-import type { ContainerState } from "../aggregates/container/state.js";
-import { decide, type ContainerCommand, type NewEvent } from "../aggregates/container/decider.js";
+import type { AnyEvent, AggregateState, AggregateCommands, CommandCtx, Decider, NewEventOf } from "../aggregates/decider.js";
 
-export interface Ctx {
-  node: string;
-  actor: string;
-  correlationId: string;
-  causationId: string | null;
-  /** When set, event ids derive from it, so a retried command is stored once (Nats-Msg-Id). */
-  requestId?: string;
+export type Ctx = CommandCtx;
+
+/**
+ * What the command door knows of a request with a requestId: whether an earlier attempt began
+ * (a retry after a crash, a timeout or a lost reply), the aggregate it acted on, and a way to
+ * note that aggregate before acting (so that a retry acts on the same one).
+ */
+export interface RequestJournal {
+  retry: boolean;
+  id?: string;
+  noteId(id: string): Promise<void>;
 }
 
 export function ctxFromMeta(node: string, meta: Meta | undefined, defaultActor: string): Ctx {
@@ -36,7 +39,7 @@ export function eventIdFor(ctx: Ctx, step: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
-export function envelope(ev: NewEvent | { type: BerthEvent["type"]; data: unknown }, ctx: Ctx, eventId: string): BerthEvent {
+export function envelope(ev: { type: string; data: unknown }, ctx: Ctx, eventId: string): BerthEvent {
   return {
     type: ev.type,
     v: EVENT_VERSION,
@@ -58,31 +61,43 @@ export function factKey(id: string, what: string, key: string): string {
 const MAX_ATTEMPTS = 8;
 const log = logger("commands");
 
+/** The subject of one aggregate's events. */
+export const aggregateSubject = (kind: string, id: string) => `${SUBJECT_ROOT}.${kind}.${id}`;
+
+/**
+ * The one effectful command handler, for any aggregate: load (the read model) → decide → append
+ * with the expected version → wait until the events are read back. Retries only on a version
+ * conflict. It knows no aggregate by name: `for(decider)` binds it to one.
+ */
 export class CommandService {
   constructor(
     private readonly store: EventStore,
     private readonly projector: Projector,
   ) {}
 
-  /**
-   * Run a container command to its appended (and applied) events. `step` names the command
-   * within its request, for stable event ids.
-   */
-  async handle(id: string, cmd: ContainerCommand, ctx: Ctx, step: string = cmd.type): Promise<StoredEvent[]> {
-    return this.appendDecided(id, (s) => decide(cmd, s), ctx, step);
+  for<S extends AggregateState, C, E extends AnyEvent>(decider: Decider<S, C, E>): AggregateCommands<S, C, E> {
+    const load = (id: string) => this.projector.model.state<S>(decider.kind, id) ?? null;
+    const appendDecided = (id: string, decide: (s: S | null) => NewEventOf<E>[], ctx: Ctx, step: string) =>
+      this.appendDecided(aggregateSubject(decider.kind, id), () => load(id), decide, ctx, step);
+    return {
+      decider,
+      handle: (id, cmd, ctx, step = commandStep(cmd)) => appendDecided(id, (s) => decider.decide(cmd, s), ctx, step),
+      appendDecided,
+      appendFact: (id, decide, ctx, step, giveUp) => this.appendFact(() => appendDecided(id, decide, ctx, step), { id, step }, giveUp),
+    };
   }
 
   /** Load → decide → append with the expected version; retry on conflict with fresh state. */
-  async appendDecided(
-    id: string,
-    decider: (s: ContainerState | null) => NewEvent[],
+  private async appendDecided<S extends AggregateState>(
+    subject: string,
+    load: () => S | null,
+    decide: (s: S | null) => { type: string; data: unknown }[],
     ctx: Ctx,
     step: string,
   ): Promise<StoredEvent[]> {
-    const subject = containerSubject(id);
     for (let attempt = 1; ; attempt++) {
-      const state = this.projector.model.byId(id) ?? null;
-      const events = decider(state);
+      const state = load();
+      const events = decide(state);
       let expected = state ? state.version : 0;
       const out: StoredEvent[] = [];
       try {
@@ -91,7 +106,7 @@ export class CommandService {
           const seq = await this.store.append(subject, full, { expectedSeq: expected });
           expected = seq;
           out.push({ ...full, seq, subject });
-          if (OUTCOMES[ev.type]) fault("after-intent");
+          if ((OUTCOMES as Record<string, unknown>)[ev.type]) fault("after-intent");
         }
       } catch (err) {
         if (err instanceof VersionConflict && attempt < MAX_ATTEMPTS) {
@@ -107,25 +122,25 @@ export class CommandService {
   }
 
   /**
-   * appendDecided for facts that must reach the log (exits, outcomes, policy decisions): while the
-   * event store is unreachable, keep trying with backoff until `giveUp()` says stop. The caller's
-   * stable request id makes a retry of an append that did land a no-op.
+   * For facts that must reach the log (exits, outcomes, policy decisions): while the event store
+   * is unreachable, keep trying with backoff until `giveUp()` says stop. The caller's stable
+   * request id makes a retry of an append that did land a no-op.
    */
-  async appendFact(
-    id: string,
-    decider: (s: ContainerState | null) => NewEvent[],
-    ctx: Ctx,
-    step: string,
-    giveUp: () => boolean,
-  ): Promise<StoredEvent[]> {
+  private async appendFact(append: () => Promise<StoredEvent[]>, what: { id: string; step: string }, giveUp: () => boolean): Promise<StoredEvent[]> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
       try {
-        return await this.appendDecided(id, decider, ctx, step);
+        return await append();
       } catch (err) {
         if (!(err instanceof BerthError && err.code === ErrorCode.Unavailable) || giveUp()) throw err;
-        log.warn({ container: id, step, err: err.message }, "event store unreachable; will retry");
+        log.warn({ aggregate: what.id, step: what.step, err: err.message }, "event store unreachable; will retry");
         await new Promise((r) => setTimeout(r, delay));
       }
     }
   }
+}
+
+/** A command's step name (for stable event ids): its `type` when it has one. */
+function commandStep(cmd: unknown): string {
+  const t = (cmd as { type?: unknown } | null)?.type;
+  return typeof t === "string" ? t : "command";
 }

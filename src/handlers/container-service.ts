@@ -1,25 +1,29 @@
 // The container use cases behind `berth.cmd.container.*`: resolve the ref, decide and append the
 // intent, then wait for the owning node's outcome to be applied before answering.
-import { randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { ANON_VOLUME_PREFIX, anonVolumeName, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../aggregates/container/state.js";
-import { CommandService, ctxFromMeta, eventIdFor, type Ctx } from "./command-service.js";
-import { validateSpecRules, type ContainerCommand } from "../aggregates/container/decider.js";
+import { ctxFromMeta, eventIdFor, type Ctx, type RequestJournal } from "./command-service.js";
+import type { ContainerCommands } from "../aggregates/container/index.js";
+import type { ContainerCommand } from "../aggregates/container/decider.js";
+import { normalizeSignal } from "../shared/signals.js";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
 export interface ServiceDeps {
   node: string;
   projector: Projector;
-  commands: CommandService;
+  commands: ContainerCommands;
   /** Host checks of mount sources (runtime/mounts.ts); throws InvalidArgument. */
   validateMounts: (spec: ContainerSpec) => Promise<void>;
+  /** One container's whole history (a retried request looks for its own events there). */
+  history: (id: string) => Promise<StoredEvent[]>;
 }
 
-type Opts = { meta?: Meta; timeoutMs?: number };
+type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
 
 export class ContainerService {
   /** Names being created right now, so two concurrent creates cannot both take one name. */
@@ -29,6 +33,17 @@ export class ContainerService {
 
   private get model() {
     return this.d.projector.model;
+  }
+
+  /**
+   * The container a command acts on. A retried request acts on the one its first attempt
+   * resolved (noted in the request journal), even if that one is gone by now.
+   */
+  private async target(ref: string, request: RequestJournal | undefined): Promise<string> {
+    if (request?.retry && request.id) return request.id;
+    const c = this.resolve(ref);
+    await request?.noteId(c.id);
+    return c.id;
   }
 
   resolve(ref: string): ContainerState {
@@ -48,15 +63,18 @@ export class ContainerService {
 
   async create(spec: ContainerSpec, o: Opts = {}): Promise<{ id: string; name: string }> {
     const ctx = this.ctx(o.meta);
-    return this.createWith(spec, ctx);
+    return this.createWith(spec, ctx, o.meta?.requestId);
   }
 
-  private async createWith(spec: ContainerSpec, ctx: Ctx): Promise<{ id: string; name: string }> {
-    validateSpecRules(spec);
+  private async createWith(spec: ContainerSpec, ctx: Ctx, requestId: string | undefined): Promise<{ id: string; name: string }> {
+    // The id of a requested container derives from its requestId: a retry finds the container its
+    // first attempt created (the body was checked to be the same) instead of making a second one.
+    const id = requestId ? idFromRequest("container", requestId) : randomBytes(32).toString("hex");
+    const mine = this.model.byId(id);
+    if (mine) return { id, name: mine.name };
     const node = spec.node ?? this.d.node;
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
-    const id = randomBytes(32).toString("hex");
     spec = withAnonymousVolumes(spec, id);
     await this.d.validateMounts(spec);
     const name = spec.name ?? `berth-${id.slice(0, 12)}`;
@@ -77,47 +95,50 @@ export class ContainerService {
 
   async run(spec: ContainerSpec, o: Opts = {}) {
     const ctx = this.ctx(o.meta);
-    const { id, name } = await this.createWith(spec, ctx);
-    const started = await this.act(id, { type: "Start" }, ctx, o.timeoutMs);
+    const { id, name } = await this.createWith(spec, ctx, o.meta?.requestId);
+    const started = await this.act(id, { type: "Start" }, ctx, o.timeoutMs, o.request);
     return { id, name, state: started.state, pid: started.pid };
   }
 
   async start(ref: string, o: Opts = {}) {
-    const c = this.resolve(ref);
-    const s = await this.act(c.id, { type: "Start" }, this.ctx(o.meta), o.timeoutMs);
-    return { id: c.id, state: s.state, pid: s.pid };
+    const id = await this.target(ref, o.request);
+    const s = await this.act(id, { type: "Start" }, this.ctx(o.meta), o.timeoutMs, o.request);
+    return { id, state: s.state, pid: s.pid };
   }
 
   async stop(ref: string, timeoutSec: number | undefined, o: Opts = {}) {
-    const c = this.resolve(ref);
-    const t = timeoutSec ?? c.spec.stopTimeoutSec ?? 10;
-    const s = await this.act(c.id, { type: "Stop", signal: c.spec.stopSignal ?? "SIGTERM", timeoutSec: t }, this.ctx(o.meta), Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, (t + 15) * 1000));
-    return { id: c.id, state: s.state, exitCode: s.exitCode };
+    const id = await this.target(ref, o.request);
+    const spec = this.model.byId(id)?.spec;
+    const t = timeoutSec ?? spec?.stopTimeoutSec ?? 10;
+    const cmd = { type: "Stop", signal: spec?.stopSignal ?? "SIGTERM", timeoutSec: t } as const;
+    const s = await this.act(id, cmd, this.ctx(o.meta), Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, (t + 15) * 1000), o.request);
+    return { id, state: s.state, exitCode: s.exitCode };
   }
 
   async kill(ref: string, signal: string | undefined, o: Opts = {}) {
-    const c = this.resolve(ref);
-    const s = await this.act(c.id, { type: "Kill", signal: normalizeSignal(signal ?? "SIGKILL") }, this.ctx(o.meta), o.timeoutMs);
-    return { id: c.id, state: s.state };
+    const sig = normalizeSignal(signal ?? "SIGKILL");
+    const id = await this.target(ref, o.request);
+    const s = await this.act(id, { type: "Kill", signal: sig }, this.ctx(o.meta), o.timeoutMs, o.request);
+    return { id, state: s.state };
   }
 
   async restart(ref: string, timeoutSec: number | undefined, o: Opts = {}) {
-    const c = this.resolve(ref);
-    const t = timeoutSec ?? c.spec.stopTimeoutSec ?? 10;
-    const s = await this.act(c.id, { type: "Restart", timeoutSec: t }, this.ctx(o.meta), Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, (t + 15) * 1000));
-    return { id: c.id, state: s.state, pid: s.pid };
+    const id = await this.target(ref, o.request);
+    const t = timeoutSec ?? this.model.byId(id)?.spec.stopTimeoutSec ?? 10;
+    const s = await this.act(id, { type: "Restart", timeoutSec: t }, this.ctx(o.meta), Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, (t + 15) * 1000), o.request);
+    return { id, state: s.state, pid: s.pid };
   }
 
   async pause(ref: string, o: Opts = {}) {
-    const c = this.resolve(ref);
-    const s = await this.act(c.id, { type: "Pause" }, this.ctx(o.meta), o.timeoutMs);
-    return { id: c.id, state: s.state };
+    const id = await this.target(ref, o.request);
+    const s = await this.act(id, { type: "Pause" }, this.ctx(o.meta), o.timeoutMs, o.request);
+    return { id, state: s.state };
   }
 
   async unpause(ref: string, o: Opts = {}) {
-    const c = this.resolve(ref);
-    const s = await this.act(c.id, { type: "Unpause" }, this.ctx(o.meta), o.timeoutMs);
-    return { id: c.id, state: s.state };
+    const id = await this.target(ref, o.request);
+    const s = await this.act(id, { type: "Unpause" }, this.ctx(o.meta), o.timeoutMs, o.request);
+    return { id, state: s.state };
   }
 
   async update(
@@ -125,36 +146,50 @@ export class ContainerService {
     patch: { restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null },
     o: Opts = {},
   ) {
-    const c = this.resolve(ref);
-    await this.d.commands.handle(c.id, { type: "Update", ...patch }, this.ctx(o.meta));
-    return { id: c.id };
+    const id = await this.target(ref, o.request);
+    const ctx = this.ctx(o.meta);
+    // An update is a fact, not an intent: a retry whose update is in the log is done.
+    if (!(o.request?.retry && (await this.earlierAttempt(id, eventIdFor(ctx, "Update#0"), [])))) {
+      await this.d.commands.handle(id, { type: "Update", ...patch }, ctx);
+    }
+    return { id };
   }
 
   async remove(ref: string, force: boolean | undefined, o: Opts = {}) {
-    const c = this.resolve(ref);
-    await this.act(c.id, { type: "Remove", force: force ?? false }, this.ctx(o.meta), o.timeoutMs);
-    return { id: c.id };
+    const id = await this.target(ref, o.request);
+    await this.act(id, { type: "Remove", force: force ?? false }, this.ctx(o.meta), o.timeoutMs, o.request);
+    return { id };
   }
 
   /**
    * Append the intent and wait for its outcome. Resolves with the container's state once the
-   * outcome is applied; a failed outcome becomes a RuntimeError with the tool's words.
+   * outcome is applied; a failed outcome becomes a RuntimeError with the tool's words. A retried
+   * request whose intent is already in the log appends nothing: it answers from the outcome
+   * there, or waits for it.
    */
-  private async act(id: string, cmd: ContainerCommand, ctx: Ctx, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ContainerState> {
+  private async act(id: string, cmd: ContainerCommand, ctx: Ctx, timeoutMs = DEFAULT_TIMEOUT_MS, request?: RequestJournal): Promise<ContainerState> {
     const intentId = eventIdFor(ctx, `${cmd.type}#0`);
     const answers = OUTCOMES[INTENT_OF[cmd.type]] ?? [];
+    // Registered before anything is appended or read, so that a fast outcome is not missed.
     const waiter = this.d.projector.waitFor((e) => e.causationId === intentId && answers.includes(e.type), timeoutMs);
-    let intent: StoredEvent[];
     try {
-      intent = await this.d.commands.handle(id, cmd, ctx);
+      const earlier = request?.retry ? await this.earlierAttempt(id, intentId, answers) : null;
+      if (earlier?.answer) {
+        waiter.cancel();
+        await this.d.projector.waitForSeq(earlier.answer.seq);
+        return this.answer(id, earlier.answer);
+      }
+      if (!earlier) {
+        const intent = await this.d.commands.handle(id, cmd, ctx);
+        // Nothing to wait for when the decision was a plain fact (a stop that cancels a restart).
+        if (intent.length === 0 || !OUTCOMES[intent[0].type]) {
+          waiter.cancel();
+          return this.model.byId(id)!;
+        }
+      }
     } catch (err) {
       waiter.cancel();
       throw err;
-    }
-    // Nothing to wait for when the decision was a plain fact (a stop that cancels a restart).
-    if (intent.length === 0 || !OUTCOMES[intent[0].type]) {
-      waiter.cancel();
-      return this.model.byId(id)!;
     }
     let outcome: StoredEvent;
     try {
@@ -165,6 +200,23 @@ export class ContainerService {
       }
       throw err;
     }
+    return this.answer(id, outcome);
+  }
+
+  /**
+   * What an earlier attempt of this request left in the container's history: null when its
+   * event is not there; else the event that answers it (its outcome, or the event itself when it
+   * was a plain fact), or null while the outcome is still to come.
+   */
+  private async earlierAttempt(id: string, eventId: string, answers: readonly EventType[]): Promise<{ answer: StoredEvent | null } | null> {
+    const history = await this.d.history(id);
+    const i = history.findIndex((e) => e.eventId === eventId);
+    if (i < 0) return null;
+    if (!OUTCOMES[history[i].type]) return { answer: history[i] };
+    return { answer: history.slice(i + 1).find((e) => e.causationId === eventId && answers.includes(e.type)) ?? null };
+  }
+
+  private answer(id: string, outcome: StoredEvent): ContainerState {
     if (outcome.type === "ContainerStartFailed" || outcome.type === "ContainerActionFailed") {
       throw new BerthError(ErrorCode.RuntimeError, outcome.data.error);
     }
@@ -172,6 +224,11 @@ export class ContainerService {
     if (!after) return { ...this.model.byId(id), id, state: "removing" } as ContainerState;
     return after;
   }
+}
+
+/** A new aggregate's id, derived from the request that makes it (64 hex, like a random one). */
+export function idFromRequest(kind: string, requestId: string): string {
+  return createHash("sha256").update(`${kind}\0${requestId}`).digest("hex");
 }
 
 /** Name the anonymous volumes (no source) after the container; refuse the reserved prefix. */
@@ -198,22 +255,3 @@ const INTENT_OF: Record<ContainerCommand["type"], EventType> = {
   Update: "ContainerUpdated",
   Remove: "ContainerRemoveRequested",
 };
-
-const SIGNALS = new Set([
-  "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
-  "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP",
-  "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGSYS",
-]);
-
-/** `TERM`, `sigterm`, `SIGTERM` or `15` → a signal name or number runc accepts. */
-export function normalizeSignal(sig: string | number): string {
-  if (typeof sig === "number" || /^\d+$/.test(sig)) {
-    const n = Number(sig);
-    if (!Number.isInteger(n) || n < 1 || n > 64) throw invalid(`invalid signal '${sig}'`);
-    return String(n);
-  }
-  const up = sig.toUpperCase();
-  const name = up.startsWith("SIG") ? up : `SIG${up}`;
-  if (!SIGNALS.has(name)) throw invalid(`invalid signal '${sig}'`);
-  return name;
-}

@@ -10,7 +10,8 @@ import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
 import { nextState } from "../aggregates/container/transitions.js";
 import type { ExitInfo } from "../shared/host-facts.js";
-import { factKey, type CommandService, type Ctx } from "./command-service.js";
+import { factKey, type Ctx } from "./command-service.js";
+import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
 import type { HostOps } from "./ports.js";
@@ -25,7 +26,7 @@ export class Executor {
   constructor(
     private readonly node: string,
     private readonly projector: Projector,
-    private readonly commands: CommandService,
+    private readonly commands: ContainerCommands,
     private readonly host: HostOps,
   ) {
     this.restarts = new RestartScheduler({ node, projector, commands, enqueue: (id, job) => this.enqueue(id, job) });

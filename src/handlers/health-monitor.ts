@@ -8,7 +8,8 @@ import { logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
 import { nextState } from "../aggregates/container/transitions.js";
-import type { CommandService, Ctx } from "./command-service.js";
+import type { Ctx } from "./command-service.js";
+import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
 import { healthConfig, inStartPeriod, nextHealth, unhealthyAction, type HealthConfig, type HealthView } from "./health.js";
 import type { HealthHost, ProbeResult } from "./ports.js";
@@ -38,7 +39,7 @@ export class HealthMonitor {
   constructor(
     private readonly node: string,
     private readonly projector: Projector,
-    private readonly commands: CommandService,
+    private readonly commands: ContainerCommands,
     private readonly host: HealthHost,
   ) {
     this.actor = `berth/${node}/health`;

@@ -6,7 +6,7 @@ import type { Logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { ReadModel } from "../projections/read-model.js";
 import { nextState } from "../aggregates/container/transitions.js";
-import type { CommandService } from "./command-service.js";
+import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { Executor } from "./executor.js";
 import type { ExitInfo, RuncState } from "../shared/host-facts.js";
 import type { RecoveryHost } from "./ports.js";
@@ -103,7 +103,7 @@ export interface RecoveryDeps {
   node: string;
   host: RecoveryHost;
   executor: Pick<Executor, "exited" | "vanished" | "idle" | "reconsider">;
-  commands: CommandService;
+  commands: ContainerCommands;
   gcOrphans: boolean;
   log: Logger;
 }

@@ -7,14 +7,15 @@ import type { StoredEvent } from "../events/types.js";
 import { logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
-import { factKey, type CommandService, type Ctx } from "./command-service.js";
+import { factKey, type Ctx } from "./command-service.js";
+import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
 import { decideRestart, type RestartDecision, type RestartInput } from "./restart-policy.js";
 
 export interface RestartSchedulerDeps {
   node: string;
   projector: Projector;
-  commands: CommandService;
+  commands: ContainerCommands;
   /** Run a job in the container's queue (the executor's), in order with its other actions. */
   enqueue: (id: string, job: () => Promise<void>) => void;
 }

@@ -1,8 +1,10 @@
 // The read model: containers, images and nodes folded from the log. Changes only through
 // apply(event); queries never touch the host.
 import type { ImageImportedData, StoredEvent } from "../events/types.js";
-import { evolve, isContainerEvent, type ContainerState } from "../aggregates/container/state.js";
-import { nextState } from "../aggregates/container/transitions.js";
+import type { AggregateState, Decider } from "../aggregates/decider.js";
+import { containerDecider } from "../aggregates/container/index.js";
+import type { ContainerState } from "../aggregates/container/state.js";
+import { AggregateProjection, parseSubject } from "./registry.js";
 
 export interface ImageView extends ImageImportedData {
   node: string;
@@ -24,11 +26,16 @@ export interface ReadModelData {
   containers: ContainerState[];
   images: ImageView[];
   nodes: NodeView[];
+  /** The states of every other registered aggregate, by kind. */
+  aggregates?: Record<string, AggregateState[]>;
 }
 
 export class ReadModel {
+  /** Aggregates by kind (their subjects' `berth.ev.<kind>.`): every one is folded in the same pass. */
+  private readonly aggregates = new Map<string, AggregateProjection<AggregateState>>();
+  private readonly containerStates = this.register(containerDecider);
   /** Every container not yet removed, by id. */
-  readonly containers = new Map<string, ContainerState>();
+  readonly containers: Map<string, ContainerState> = this.containerStates.states;
   private readonly byName = new Map<string, string>();
   /** Images by node, then by name. */
   readonly images = new Map<string, Map<string, ImageView>>();
@@ -38,24 +45,29 @@ export class ReadModel {
   /** Events the transition table forbids that were in the log anyway (should stay 0). */
   anomalies = 0;
 
+  /** Fold another aggregate's events too (before the first event is applied). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  register<S extends AggregateState>(decider: Decider<S, any, any>): AggregateProjection<S> {
+    if (this.aggregates.has(decider.kind)) throw new Error(`aggregate '${decider.kind}' is registered twice`);
+    const p = new AggregateProjection<S>(decider);
+    this.aggregates.set(decider.kind, p as unknown as AggregateProjection<AggregateState>);
+    return p;
+  }
+
+  /** One aggregate's current state (undefined: none, or removed). */
+  state<S extends AggregateState>(kind: string, id: string): S | undefined {
+    return this.aggregates.get(kind)?.states.get(id) as S | undefined;
+  }
+
   apply(e: StoredEvent): void {
     if (e.seq <= this.seq) return;
     this.seq = e.seq;
-    if (isContainerEvent(e)) {
-      const id = e.type === "ContainerCreated" ? e.data.id : e.subject.slice(e.subject.lastIndexOf(".") + 1);
-      const prev = this.containers.get(id) ?? null;
-      if (prev && nextState(prev.state, e.type) === null) this.anomalies++;
-      const next = evolve(prev, e);
-      if (!next) return;
-      if (next.removed) {
-        this.containers.delete(id);
-        this.releaseName(next.name, id);
-      } else {
-        this.containers.set(id, next);
-        // A second ContainerCreated for a live id (only a hand-made log has one) may rename it.
-        if (prev && prev.name !== next.name) this.releaseName(prev.name, id);
-        this.byName.set(next.name, id);
-      }
+    const at = parseSubject(e.subject);
+    const agg = at && this.aggregates.get(at.kind);
+    if (at && agg?.decider.owns(e.type)) {
+      const f = agg.apply(at.id, e);
+      if (f.anomaly) this.anomalies++;
+      if (agg === this.containerStates) this.indexName(at.id, f.prev as ContainerState | null, f.next as ContainerState | null);
       return;
     }
     switch (e.type) {
@@ -78,6 +90,17 @@ export class ReadModel {
         });
         return;
     }
+  }
+
+  /** Container names: a removed container frees its name, a (hand-made) rename moves it. */
+  private indexName(id: string, prev: ContainerState | null, next: ContainerState | null): void {
+    if (!next) return;
+    if (next.removed) {
+      this.releaseName(next.name, id);
+      return;
+    }
+    if (prev && prev.name !== next.name) this.releaseName(prev.name, id);
+    this.byName.set(next.name, id);
   }
 
   /**
@@ -106,19 +129,20 @@ export class ReadModel {
     return {
       seq: this.seq,
       anomalies: this.anomalies,
-      containers: [...this.containers.values()],
+      containers: this.containerStates.capture(),
       images,
       nodes: [...this.nodes.values()],
+      ...(this.aggregates.size > 1 ? { aggregates: this.otherAggregates() } : {}),
     };
   }
 
   /** Replace everything with `d` (a snapshot's model) and rebuild the name index. */
   load(d: ReadModelData): void {
-    this.containers.clear();
+    this.containerStates.load(d.containers);
+    for (const [kind, p] of this.aggregates) if (p !== this.containerStates) p.load(d.aggregates?.[kind] ?? []);
     this.byName.clear();
     this.images.clear();
     this.nodes.clear();
-    for (const c of d.containers) this.containers.set(c.id, c);
     for (const c of [...d.containers].sort((a, b) => a.version - b.version)) this.byName.set(c.name, c.id);
     for (const img of d.images) {
       let m = this.images.get(img.node);
@@ -128,6 +152,12 @@ export class ReadModel {
     for (const n of d.nodes) this.nodes.set(n.name, n);
     this.seq = d.seq;
     this.anomalies = d.anomalies;
+  }
+
+  private otherAggregates(): Record<string, AggregateState[]> {
+    const out: Record<string, AggregateState[]> = {};
+    for (const [kind, p] of this.aggregates) if (p !== this.containerStates) out[kind] = p.capture();
+    return out;
   }
 
   byId(id: string): ContainerState | undefined {

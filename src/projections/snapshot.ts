@@ -21,6 +21,8 @@ import { logger, type Logger } from "../log.js";
 import { OUTCOMES } from "../events/types.js";
 import { evolve } from "../aggregates/container/state.js";
 import { ReadModel, type ReadModelData } from "./read-model.js";
+import { AggregateProjection } from "./registry.js";
+import { containerDecider } from "../aggregates/container/index.js";
 import { LIFECYCLE_STATES, TRANSITIONS, nextState } from "../aggregates/container/transitions.js";
 
 const gzip = promisify(gzipCb);
@@ -37,8 +39,12 @@ export const SNAPSHOT_SCHEMA = 1;
  * that a snapshot written by another build is replayed instead of trusted even when nobody
  * remembered to bump SNAPSHOT_SCHEMA. It costs one full replay after an upgrade.
  */
+function methods(proto: object): unknown[] {
+  return Object.getOwnPropertyNames(proto).map((k) => (proto as Record<string, unknown>)[k]);
+}
+
 export const FOLD_FINGERPRINT = createHash("sha256")
-  .update([evolve, nextState, ...Object.getOwnPropertyNames(ReadModel.prototype).map((k) => (ReadModel.prototype as unknown as Record<string, unknown>)[k])].map(String).join("\n"))
+  .update([evolve, nextState, ...Object.values(containerDecider), ...methods(ReadModel.prototype), ...methods(AggregateProjection.prototype)].map(String).join("\n"))
   .update(JSON.stringify([TRANSITIONS, OUTCOMES]))
   .digest("hex")
   .slice(0, 16);

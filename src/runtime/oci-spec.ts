@@ -4,7 +4,7 @@
 import { invalid } from "../shared/errors.js";
 import type { ContainerSpec, Mount } from "../shared/spec.js";
 import type { ImageConfig } from "../shared/host-facts.js";
-import { checkVolumeName } from "./paths.js";
+import { checkMountShape, normTarget } from "../shared/spec-rules.js";
 
 export interface OciSpecInput {
   name: string;
@@ -88,35 +88,6 @@ function defaultMounts(hostNetwork: boolean): OciMount[] {
     { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
   ];
 }
-
-/** Shape checks that need no fs: absolute target without '..', source rules per type. */
-export function checkMountShape(m: Mount): void {
-  const t = m.target;
-  if (typeof t !== "string" || !t.startsWith("/") || /[\0\n]/.test(t)) {
-    throw invalid(`mount target '${t}' must be an absolute path`);
-  }
-  if (t.split("/").includes("..")) throw invalid(`mount target '${t}' must not contain '..'`);
-  if (t.replace(/\/+$/, "") === "") throw invalid("mount target '/' is not allowed");
-  switch (m.type) {
-    case "volume":
-      if (!m.source) throw invalid(`volume mount at '${t}' needs a source (the volume name)`);
-      checkVolumeName(m.source);
-      break;
-    case "bind":
-      if (!m.source || !m.source.startsWith("/") || /[\0\n]/.test(m.source)) {
-        throw invalid(`bind mount at '${t}' needs an absolute source path`);
-      }
-      if (m.source.split("/").includes("..")) throw invalid(`bind source '${m.source}' must not contain '..'`);
-      break;
-    case "tmpfs":
-      if (m.source) throw invalid(`tmpfs mount at '${t}' takes no source`);
-      break;
-    default:
-      throw invalid(`unknown mount type '${(m as Mount).type}'`);
-  }
-}
-
-export const normTarget = (t: string) => ("/" + t.split("/").filter((s) => s && s !== ".").join("/"));
 
 function userMount(m: Mount, volumesDir: string): OciMount {
   const ro = m.readOnly ? ["ro"] : [];

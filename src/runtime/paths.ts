@@ -4,6 +4,7 @@
 // deep data root plus a 64-hex id would overflow, so it lives under /run with a short hash.
 import { createHash } from "node:crypto";
 import { resolve, join } from "node:path";
+import { checkVolumeName } from "../shared/spec-rules.js";
 import { invalid } from "../shared/errors.js";
 
 /**
@@ -11,21 +12,12 @@ import { invalid } from "../shared/errors.js";
  * no '.' tells an exit file from conmon's temp file beside it (`<id>.XXXXXX`, then renamed).
  */
 export const CONTAINER_ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/;
-/** Volume names: same rule as container names (API.md), so never "." or ".." or a slash. */
-export const VOLUME_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 /** sockaddr_un.sun_path is 108 bytes including the trailing NUL. */
 export const UNIX_PATH_MAX = 107;
 
 export function checkId(id: string): string {
   if (typeof id !== "string" || !CONTAINER_ID_RE.test(id)) throw invalid(`invalid container id '${String(id)}'`);
   return id;
-}
-
-export function checkVolumeName(name: string): string {
-  if (typeof name !== "string" || !VOLUME_NAME_RE.test(name) || name.includes("..")) {
-    throw invalid(`invalid volume name '${String(name)}': must match ${VOLUME_NAME_RE.source} without '..'`);
-  }
-  return name;
 }
 
 export class Paths {

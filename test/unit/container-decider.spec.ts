@@ -72,6 +72,22 @@ describe("container decider", () => {
     given().when({ type: "Create", data: c.data }).thenThrows("InvalidArgument", /autoRemove/);
   });
 
+  it("create with an unknown stop signal is InvalidArgument, as kill's signal is", () => {
+    const c = created({ stopSignal: "SIGNOPE" }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+    given().when({ type: "Create", data: c.data }).thenThrows("InvalidArgument", /invalid signal 'SIGNOPE'/);
+    for (const ok of ["SIGTERM", "term", "QUIT", "15"]) {
+      const d = created({ stopSignal: ok }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+      given().when({ type: "Create", data: d.data }).then([d]);
+    }
+  });
+
+  it("create in a pod is InvalidArgument until pods exist; pod null is fine", () => {
+    const c = created({ pod: "app" }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+    given().when({ type: "Create", data: c.data }).thenThrows("InvalidArgument", /pods are not supported/);
+    const d = created({ pod: null }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+    given().when({ type: "Create", data: d.data }).then([d]);
+  });
+
   it("create of an existing id is AlreadyExists", () => {
     const c = created() as Extract<NewEvent, { type: "ContainerCreated" }>;
     given(c).when({ type: "Create", data: c.data }).thenThrows("AlreadyExists");

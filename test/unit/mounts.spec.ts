@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Mount } from "../../src/shared/spec.js";
 import { validateMountSources } from "../../src/runtime/mounts.js";
+import { checkMounts } from "../../src/shared/spec-rules.js";
 
 let base: string;
 let dataRoot: string;
@@ -26,10 +27,15 @@ afterAll(async () => {
 });
 
 const rejects = async (mounts: Mount[], re: RegExp) => {
-  await expect(validateMountSources(mounts, dataRoot)).rejects.toMatchObject({ code: "InvalidArgument", message: expect.stringMatching(re) });
+  // As a create checks them: the spec's shape rules, then the host.
+  const check = async () => {
+    checkMounts(mounts);
+    await validateMountSources(mounts, dataRoot);
+  };
+  await expect(check()).rejects.toMatchObject({ code: "InvalidArgument", message: expect.stringMatching(re) });
 };
 
-describe("validateMountSources", () => {
+describe("checkMounts + validateMountSources", () => {
   it("given no mounts, when validated, then fine", async () => {
     await expect(validateMountSources(undefined, dataRoot)).resolves.toBeUndefined();
     await expect(validateMountSources([], dataRoot)).resolves.toBeUndefined();

@@ -3,7 +3,9 @@
 // the owning node's executor turns intents into outcomes.
 import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../../shared/spec.js";
 import type { ContainerEvent, ContainerCreatedData } from "../../events/types.js";
+import type { NewEventOf } from "../decider.js";
 import { BerthError, ErrorCode, conflict, invalid } from "../../shared/errors.js";
+import { validateSpecRules } from "../../shared/spec-rules.js";
 import type { ContainerState } from "./state.js";
 import { nextState } from "./transitions.js";
 
@@ -18,8 +20,8 @@ export type ContainerCommand =
   | { type: "Update"; restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null }
   | { type: "Remove"; force: boolean };
 
-/** An event before the store gives it an envelope. */
-export type NewEvent = { [K in ContainerEvent["type"]]: { type: K; data: Extract<ContainerEvent, { type: K }>["data"] } }[ContainerEvent["type"]];
+/** A container event before the store gives it an envelope. */
+export type NewEvent = NewEventOf<ContainerEvent>;
 
 const verb: Record<ContainerCommand["type"], string> = {
   Create: "create",
@@ -36,6 +38,7 @@ const verb: Record<ContainerCommand["type"], string> = {
 export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEvent[] {
   if (cmd.type === "Create") {
     if (s && !s.removed) throw new BerthError(ErrorCode.AlreadyExists, `container ${cmd.data.id} already exists`);
+    // The one place a new spec's rules are checked (the service checks only what needs the host).
     validateSpecRules(cmd.data.spec);
     return [{ type: "ContainerCreated", data: cmd.data }];
   }
@@ -101,25 +104,6 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       const _never: never = cmd;
       throw new Error(`unknown command ${JSON.stringify(_never)}`);
     }
-  }
-}
-
-/** Rules across fields that a JSON schema cannot say. */
-export function validateSpecRules(spec: ContainerSpec): void {
-  const policy = spec.restartPolicy?.name ?? "no";
-  if (spec.autoRemove && policy !== "no") {
-    throw invalid(`autoRemove cannot be combined with restart policy '${policy}'`);
-  }
-  if (spec.network?.mode === "bridge") {
-    throw invalid("network mode 'bridge' is not supported yet; use 'none' or 'host'");
-  }
-  if (spec.network?.ip !== undefined) throw invalid("network.ip needs bridge networking, which is not supported yet");
-  const b = spec.restartPolicy?.backoff;
-  if (b?.initialMs !== undefined && b.maxMs !== undefined && b.initialMs > b.maxMs) {
-    throw invalid("restartPolicy.backoff.initialMs must not exceed maxMs");
-  }
-  if (spec.restartPolicy?.maxRetries && policy !== "on-failure") {
-    throw invalid("restartPolicy.maxRetries applies only to 'on-failure'");
   }
 }
 
