@@ -1,11 +1,12 @@
 // Daemon options (flags and environment, API.md), the secrets kept in the data root, and the
 // client.json that the CLI and other clients read.
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { NAME_RE } from "./shared/spec.js";
 import type { ClientConfig } from "./contract/client.js";
+import writeFileAtomic from "write-file-atomic";
 
 export type { ClientConfig };
 
@@ -105,8 +106,5 @@ export async function readClientConfig(dataRoot: string): Promise<ClientConfig> 
 
 async function writeAtomic(path: string, text: string): Promise<void> {
   await mkdir(join(path, ".."), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await chmod(tmp, 0o600);
-  await rename(tmp, path);
+  await writeFileAtomic(path, text, { mode: 0o600 });
 }

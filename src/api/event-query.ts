@@ -3,7 +3,7 @@
 import type { ServerResponse } from "node:http";
 import type { EventStore } from "../events/store.js";
 import { containerSubject, type StoredEvent } from "../events/types.js";
-import { invalid, notFound, unavailable } from "../shared/errors.js";
+import { invalid, unavailable } from "../shared/errors.js";
 import { ReadModel } from "../projections/read-model.js";
 import { byCreated, toContainerView, type ContainerView } from "../projections/views.js";
 
@@ -59,12 +59,9 @@ export function buildFilter(
  * A container ref to its id. With `historic`, a full id the model no longer holds (a removed
  * container) still names its history in the log.
  */
+/** One ref rule for every route: the read model's. */
 export function resolveId(model: ReadModel, ref: string, historic: boolean): string {
-  const r = model.resolve(ref);
-  if (r.ok) return r.c.id;
-  if (r.why === "ambiguous") throw invalid(`container ref '${ref}' is ambiguous: give more of the id`);
-  if (historic && /^[0-9a-f]{64}$/.test(ref)) return ref;
-  throw notFound(`no container '${ref}'`);
+  return model.idOf(ref, { historic });
 }
 
 type Verdict = "take" | "skip" | "stop";

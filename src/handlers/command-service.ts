@@ -1,6 +1,7 @@
 // The generic command service (load → decide → append with the expected version → read back)
 // and the envelope and id rules every appended event follows.
 import { createHash, randomUUID } from "node:crypto";
+import pRetry from "p-retry";
 import type { EventStore } from "../events/store.js";
 import { fault } from "../fault.js";
 import { EVENT_VERSION, OUTCOMES, SUBJECT_ROOT, type BerthEvent, type Meta, type StoredEvent } from "../events/types.js";
@@ -126,16 +127,18 @@ export class CommandService {
    * is unreachable, keep trying with backoff until `giveUp()` says stop. The caller's stable
    * request id makes a retry of an append that did land a no-op.
    */
-  private async appendFact(append: () => Promise<StoredEvent[]>, what: { id: string; step: string }, giveUp: () => boolean): Promise<StoredEvent[]> {
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
-      try {
-        return await append();
-      } catch (err) {
-        if (!(err instanceof BerthError && err.code === ErrorCode.Unavailable) || giveUp()) throw err;
-        log.warn({ aggregate: what.id, step: what.step, err: err.message }, "event store unreachable; will retry");
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
+  private appendFact(append: () => Promise<StoredEvent[]>, what: { id: string; step: string }, giveUp: () => boolean): Promise<StoredEvent[]> {
+    return pRetry(append, {
+      retries: Number.POSITIVE_INFINITY,
+      minTimeout: 100,
+      maxTimeout: 2_000,
+      randomize: false,
+      shouldRetry: ({ error }) => {
+        if (!(error instanceof BerthError && error.code === ErrorCode.Unavailable) || giveUp()) return false;
+        log.warn({ aggregate: what.id, step: what.step, err: error.message }, "event store unreachable; will retry");
+        return true;
+      },
+    });
   }
 }
 

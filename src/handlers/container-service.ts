@@ -47,12 +47,9 @@ export class ContainerService {
   }
 
   resolve(ref: string): ContainerState {
-    if (typeof ref !== "string" || ref.length === 0 || ref.length > 128) throw invalid("id must be a container id, id prefix or name");
-    const r = this.model.resolve(ref);
-    if (r.ok) return r.c;
-    if (r.why === "ambiguous") throw invalid(`container ref '${ref}' is ambiguous: give more of the id`);
-    throw notFound(`no container '${ref}'`);
+    return this.model.byId(this.model.idOf(ref))!;
   }
+
 
   private ctx(meta: Meta | undefined): Ctx {
     const ctx = ctxFromMeta(this.d.node, meta, "anonymous");

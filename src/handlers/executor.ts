@@ -2,7 +2,6 @@
 // their outcomes. One queue per container keeps its actions and exits in order; every outcome is
 // checked against the transition table before it is appended, and exits carry stable event ids
 // so that a fact seen twice is stored once.
-import type { StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
 import { fault } from "../fault.js";
 import { logger } from "../log.js";

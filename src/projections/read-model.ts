@@ -5,6 +5,7 @@ import type { AggregateState, Decider } from "../aggregates/decider.js";
 import { containerDecider } from "../aggregates/container/index.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import { AggregateProjection, parseSubject } from "./registry.js";
+import { invalid, notFound } from "../shared/errors.js";
 
 export interface ImageView extends ImageImportedData {
   node: string;
@@ -166,6 +167,20 @@ export class ReadModel {
 
   idOfName(name: string): string | undefined {
     return this.byName.get(name);
+  }
+
+  /**
+   * A ref as a client gives it (API.md: full id, unique id prefix of ≥ 4, or name) → the live
+   * container's id, or a clear error. `historic`: a full id of a removed container is taken too
+   * (its history is still in the log).
+   */
+  idOf(ref: string, opts: { historic?: boolean } = {}): string {
+    if (typeof ref !== "string" || ref.length === 0 || ref.length > 128) throw invalid("id must be a container id, id prefix or name");
+    const r = this.resolve(ref);
+    if (r.ok) return r.c.id;
+    if (r.why === "ambiguous") throw invalid(`container ref '${ref}' is ambiguous: give more of the id`);
+    if (opts.historic && /^[0-9a-f]{64}$/.test(ref)) return ref;
+    throw notFound(`no container '${ref}'`);
   }
 
   /** Resolve a ref: full id, unique id prefix of ≥ 4 characters, or name. */

@@ -3,7 +3,7 @@
 // whether to start, restart or remove is the handlers' business.
 import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
-import { access, mkdir, readFile, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
 import { invalid, notFound } from "../shared/errors.js";
 import { NAME_RE, isAnonVolumeOf } from "../shared/spec.js";
 import type { Logger } from "../log.js";
@@ -15,6 +15,7 @@ import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
 import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult } from "./runc.js";
 import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
+import writeFileAtomic from "write-file-atomic";
 
 export interface HostRuntimeOptions {
   dataRoot: string;
@@ -30,11 +31,8 @@ const exists = (p: string) => access(p).then(() => true, () => false);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SIGNAL_RE = /^(?:SIG)?[A-Z][A-Z0-9+-]{1,12}$/;
 
-async function writeAtomic(path: string, data: string): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
+/** A bundle file: written whole or not at all, not fsynced (every start writes it anew). */
+const writeAtomic = (path: string, data: string) => writeFileAtomic(path, data, { fsync: false });
 
 /** conmon's k8s-file lines: `<RFC3339Nano> stdout|stderr F|P <text>`; P parts join the next. */
 export function parseK8sLog(text: string): LogLine[] {

@@ -2,7 +2,7 @@
 // shared), umoci unpacks each manifest digest ONCE into a read-only rootfs that containers use as
 // overlay lowerdir. The name → record index is a JSON file, replaced atomically.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { invalid, notFound } from "../shared/errors.js";
 import type { Logger } from "../log.js";
@@ -10,6 +10,7 @@ import { run, toolPaths } from "./exec.js";
 import { readMountInfo } from "./overlay.js";
 import { Paths } from "./paths.js";
 import type { ImageConfig, ImageRecord } from "../shared/host-facts.js";
+import writeFileAtomic from "write-file-atomic";
 
 const COPY_TIMEOUT_MS = 10 * 60_000;
 const UNPACK_TIMEOUT_MS = 10 * 60_000;
@@ -101,9 +102,7 @@ export class ImageStore {
 
   private async save(records: ImageRecord[]): Promise<void> {
     await mkdir(this.paths.imagesDir, { recursive: true });
-    const tmp = `${this.paths.imageIndex}.${randomBytes(4).toString("hex")}.tmp`;
-    await writeFile(tmp, JSON.stringify({ version: 1, images: records }, null, 2));
-    await rename(tmp, this.paths.imageIndex);
+    await writeFileAtomic(this.paths.imageIndex, JSON.stringify({ version: 1, images: records }, null, 2));
     this.records = records;
   }
 

@@ -1,7 +1,7 @@
 // decide(command, state) → events, pure. Each command first checks the state (the guard), then
 // says which intent (or fact, for create and update) to append. No side effect happens here:
 // the owning node's executor turns intents into outcomes.
-import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../../shared/spec.js";
+import type { Healthcheck, Resources, RestartPolicy } from "../../shared/spec.js";
 import type { ContainerEvent, ContainerCreatedData } from "../../events/types.js";
 import type { NewEventOf } from "../decider.js";
 import { BerthError, ErrorCode, conflict, invalid } from "../../shared/errors.js";
