@@ -1,0 +1,164 @@
+// conmon's k8s-file log format and the query values that select from it. Pure: no fs, no clock
+// (`now` comes in), so the parsing rules are unit-tested on their own.
+//
+// A record is one line: `<RFC3339Nano time> <stdout|stderr> <P|F> <text>`. conmon writes a `P`
+// (partial) record when a read from the container's pipe ends without a newline (its buffer is
+// 8 KiB, or the program flushed half a line); the parts of one line are joined, per stream, up
+// to the `F` record that ends it.
+import { invalid } from "../errors.js";
+
+export type Stream = "stdout" | "stderr";
+
+export interface LogRecord {
+  /** As conmon wrote it (RFC 3339 with nanoseconds and an offset). */
+  time: string;
+  stream: Stream;
+  partial: boolean;
+  text: Buffer;
+}
+
+const SP = 0x20;
+
+/** One record (without its newline), or null when the line is not one of conmon's. */
+export function parseRecord(line: Buffer): LogRecord | null {
+  const a = line.indexOf(SP);
+  if (a <= 0) return null;
+  const b = line.indexOf(SP, a + 1);
+  if (b < 0) return null;
+  const stream = line.toString("latin1", a + 1, b);
+  if (stream !== "stdout" && stream !== "stderr") return null;
+  const c = line.indexOf(SP, b + 1);
+  const tag = line.toString("latin1", b + 1, c < 0 ? line.length : c);
+  if (tag !== "P" && tag !== "F") return null;
+  return {
+    time: line.toString("latin1", 0, a),
+    stream,
+    partial: tag === "P",
+    text: c < 0 ? Buffer.alloc(0) : line.subarray(c + 1),
+  };
+}
+
+const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:?\d\d)$/;
+
+/** RFC 3339 (any fraction up to ns, Z or an offset) → µs since the epoch; NaN when it is not one. */
+export function timeMicros(s: string): number {
+  const m = RFC3339.exec(s);
+  if (!m) return NaN;
+  const [, y, mo, d, h, mi, sec, frac = "", zone] = m;
+  const ms = Date.UTC(+y, +mo - 1, +d, +h, +mi, +sec);
+  if (+mo < 1 || +mo > 12 || +d < 1 || +d > 31 || +h > 23 || +mi > 59 || +sec > 60) return NaN;
+  let offsetMin = 0;
+  if (zone !== "Z" && zone !== "z") {
+    const z = zone.replace(":", "");
+    offsetMin = (z[0] === "-" ? -1 : 1) * (Number(z.slice(1, 3)) * 60 + Number(z.slice(3, 5)));
+  }
+  return (ms - offsetMin * 60_000) * 1000 + Number((frac + "000000").slice(0, 6));
+}
+
+const UNIT_US: Record<string, number> = { ns: 0.001, us: 1, "µs": 1, ms: 1000, s: 1e6, m: 60e6, h: 3600e6 };
+const DURATION = /^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/;
+
+/** A Go/docker duration (`10m`, `1h30m`, `1.5s`, `250ms`) → µs; NaN when it is not one. */
+export function durationMicros(s: string): number {
+  if (!DURATION.test(s)) return NaN;
+  let us = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) us += Number(m[1]) * UNIT_US[m[2]];
+  return us;
+}
+
+/**
+ * `since` as docker takes it: an RFC 3339 time, a duration before now (`10m`, `1h30m`), or Unix
+ * seconds (`1700000000`, `1700000000.5`). → µs since the epoch. A time after `nowUs` is refused:
+ * it would select nothing, which is never what was meant.
+ */
+export function parseSince(s: string, nowUs: number): number {
+  const v = s.trim();
+  let us: number;
+  if (DURATION.test(v)) us = nowUs - durationMicros(v);
+  else if (/^\d{1,12}(?:\.\d{1,9})?$/.test(v)) us = Math.round(Number(v) * 1e6);
+  else us = timeMicros(v);
+  if (!Number.isFinite(us)) {
+    throw invalid(`since '${s}' is not a time: use RFC 3339 (2024-05-01T10:00:00Z), a duration (10m, 1h30m) or Unix seconds`);
+  }
+  if (us > nowUs) throw invalid(`since '${s}' is in the future`);
+  return Math.max(0, us);
+}
+
+export const MAX_TAIL = 1_000_000;
+
+/** `tail`: a line count up to MAX_TAIL, or `all` (undefined: every line). */
+export function parseTail(s: string | undefined): number | undefined {
+  if (s === undefined || s === "all") return undefined;
+  if (!/^\d{1,7}$/.test(s) || Number(s) > MAX_TAIL) {
+    throw invalid(`tail '${s}' must be a whole number of lines from 0 to ${MAX_TAIL}, or 'all'`);
+  }
+  return Number(s);
+}
+
+/** A joined line longer than this goes out in pieces of this size: the daemon's memory is bounded. */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
+export interface LogLineOut {
+  /** The time of the record that ended the line. */
+  time: string;
+  stream: Stream;
+  text: Buffer;
+}
+
+/** Joins P records to their F record, per stream, with the line length bounded. */
+export class LineJoiner {
+  private readonly parts: Record<Stream, Buffer[]> = { stdout: [], stderr: [] };
+  private readonly size: Record<Stream, number> = { stdout: 0, stderr: 0 };
+  private readonly lastTime: Record<Stream, string> = { stdout: "", stderr: "" };
+
+  /** The lines this record completes (none for a partial one, unless the bound is reached). */
+  push(r: LogRecord): LogLineOut[] {
+    const out: LogLineOut[] = [];
+    const s = r.stream;
+    let text = r.text;
+    while (this.size[s] + text.length > MAX_LINE_BYTES) {
+      const room = MAX_LINE_BYTES - this.size[s];
+      this.parts[s].push(text.subarray(0, room));
+      out.push({ time: r.time, stream: s, text: this.take(s) });
+      text = text.subarray(room);
+    }
+    if (r.partial) {
+      if (text.length) {
+        // Copied: the record's buffer is the reader's, reused for the next chunk.
+        this.parts[s].push(Buffer.from(text));
+        this.size[s] += text.length;
+        this.lastTime[s] = r.time;
+      }
+      return out;
+    }
+    this.parts[s].push(text);
+    out.push({ time: r.time, stream: s, text: this.take(s) });
+    return out;
+  }
+
+  /** Parts still waiting for their F record: a line the program has not finished. */
+  pending(stream: Stream): boolean {
+    return this.parts[stream].length > 0;
+  }
+
+  /** Unfinished lines as they are (at the end of a non-following read), dated by their last part. */
+  flush(): LogLineOut[] {
+    const out: LogLineOut[] = [];
+    for (const s of ["stdout", "stderr"] as const) if (this.parts[s].length) out.push({ time: this.lastTime[s], stream: s, text: this.take(s) });
+    return out;
+  }
+
+  private take(s: Stream): Buffer {
+    const b = this.parts[s].length === 1 ? this.parts[s][0] : Buffer.concat(this.parts[s]);
+    this.parts[s] = [];
+    this.size[s] = 0;
+    return b;
+  }
+}
+
+/** One line of the HTTP answer: the text, a newline, and the time first when asked. */
+export function formatLine(l: LogLineOut, timestamps: boolean): Buffer {
+  const head = timestamps ? Buffer.from(`${l.time} `, "latin1") : null;
+  const nl = Buffer.from("\n");
+  return head ? Buffer.concat([head, l.text, nl]) : Buffer.concat([l.text, nl]);
+}
