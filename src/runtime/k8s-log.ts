@@ -1,11 +1,10 @@
-// conmon's k8s-file log format and the query values that select from it. Pure: no fs, no clock
-// (`now` comes in), so the parsing rules are unit-tested on their own.
+// conmon's k8s-file log format: records, their times, and lines joined from their parts. Pure
+// (no fs), so the parsing rules are unit-tested on their own.
 //
 // A record is one line: `<RFC3339Nano time> <stdout|stderr> <P|F> <text>`. conmon writes a `P`
 // (partial) record when a read from the container's pipe ends without a newline (its buffer is
 // 8 KiB, or the program flushed half a line); the parts of one line are joined, per stream, up
 // to the `F` record that ends it.
-import { invalid } from "../errors.js";
 
 export type Stream = "stdout" | "stderr";
 
@@ -53,46 +52,6 @@ export function timeMicros(s: string): number {
     offsetMin = (z[0] === "-" ? -1 : 1) * (Number(z.slice(1, 3)) * 60 + Number(z.slice(3, 5)));
   }
   return (ms - offsetMin * 60_000) * 1000 + Number((frac + "000000").slice(0, 6));
-}
-
-const UNIT_US: Record<string, number> = { ns: 0.001, us: 1, "µs": 1, ms: 1000, s: 1e6, m: 60e6, h: 3600e6 };
-const DURATION = /^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/;
-
-/** A Go/docker duration (`10m`, `1h30m`, `1.5s`, `250ms`) → µs; NaN when it is not one. */
-export function durationMicros(s: string): number {
-  if (!DURATION.test(s)) return NaN;
-  let us = 0;
-  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) us += Number(m[1]) * UNIT_US[m[2]];
-  return us;
-}
-
-/**
- * `since` as docker takes it: an RFC 3339 time, a duration before now (`10m`, `1h30m`), or Unix
- * seconds (`1700000000`, `1700000000.5`). → µs since the epoch. A time after `nowUs` is refused:
- * it would select nothing, which is never what was meant.
- */
-export function parseSince(s: string, nowUs: number): number {
-  const v = s.trim();
-  let us: number;
-  if (DURATION.test(v)) us = nowUs - durationMicros(v);
-  else if (/^\d{1,12}(?:\.\d{1,9})?$/.test(v)) us = Math.round(Number(v) * 1e6);
-  else us = timeMicros(v);
-  if (!Number.isFinite(us)) {
-    throw invalid(`since '${s}' is not a time: use RFC 3339 (2024-05-01T10:00:00Z), a duration (10m, 1h30m) or Unix seconds`);
-  }
-  if (us > nowUs) throw invalid(`since '${s}' is in the future`);
-  return Math.max(0, us);
-}
-
-export const MAX_TAIL = 1_000_000;
-
-/** `tail`: a line count up to MAX_TAIL, or `all` (undefined: every line). */
-export function parseTail(s: string | undefined): number | undefined {
-  if (s === undefined || s === "all") return undefined;
-  if (!/^\d{1,7}$/.test(s) || Number(s) > MAX_TAIL) {
-    throw invalid(`tail '${s}' must be a whole number of lines from 0 to ${MAX_TAIL}, or 'all'`);
-  }
-  return Number(s);
 }
 
 /** A joined line longer than this goes out in pieces of this size: the daemon's memory is bounded. */

@@ -70,9 +70,16 @@ export function readLogs(base: string, q: LogQuery = {}): Readable {
   });
 }
 
-async function* lines(base: string, q: LogQuery, abort: AbortSignal): AsyncGenerator<Buffer, void, undefined> {
+/** The lines with their stream and time, in an array: for small logs (tests, tools) only. */
+export async function readLogLines(base: string, q: Pick<LogQuery, "tail" | "sinceUs"> = {}): Promise<LogLineOut[]> {
+  const keep: LogLineOut[] = [];
+  for await (const _ of lines(base, q, new AbortController().signal, keep)) { /* lines land in keep */ }
+  return keep;
+}
+
+async function* lines(base: string, q: LogQuery, abort: AbortSignal, keep?: LogLineOut[]): AsyncGenerator<Buffer, void, undefined> {
   const files = await openLogFiles(base);
-  const out = new Output(q.timestamps ?? false);
+  const out = new Output(q.timestamps ?? false, keep);
   try {
     const sizes = await Promise.all(files.map(async (f) => (await f.fh.stat()).size));
     const end: Pos = files.length ? { file: files.length - 1, offset: sizes[files.length - 1] } : { file: 0, offset: 0 };
@@ -135,8 +142,12 @@ async function* readOn(r: Reader, fh: FileHandle, i: number, from: number, align
 class Output {
   private bufs: Buffer[] = [];
   private size = 0;
-  constructor(private readonly timestamps: boolean) {}
+  constructor(
+    private readonly timestamps: boolean,
+    private readonly keep?: LogLineOut[],
+  ) {}
   add(l: LogLineOut): void {
+    if (this.keep) return void this.keep.push({ ...l, text: Buffer.from(l.text) });
     const b = formatLine(l, this.timestamps);
     this.bufs.push(b);
     this.size += b.length;

@@ -1,7 +1,8 @@
 // conmon's k8s-file records and the query values of GET /v1/containers/{ref}/logs, given/when/then.
 import { describe, expect, it } from "vitest";
 import { BerthError } from "../../src/errors.js";
-import { durationMicros, formatLine, LineJoiner, MAX_LINE_BYTES, MAX_TAIL, parseRecord, parseSince, parseTail, timeMicros } from "../../src/runtime/k8s-log.js";
+import { durationMicros, MAX_TAIL, parseSince, parseTail } from "../../src/api/logs-query.js";
+import { formatLine, LineJoiner, MAX_LINE_BYTES, parseRecord, timeMicros } from "../../src/runtime/k8s-log.js";
 
 const rec = (s: string) => parseRecord(Buffer.from(s));
 const T = "2024-05-01T10:00:00.123456789+00:00";
@@ -57,6 +58,7 @@ describe("parseSince", () => {
 
   it("given an RFC 3339 time or Unix seconds, then that time", () => {
     expect(parseSince("2024-05-01T10:00:00Z", now)).toBe(Date.UTC(2024, 4, 1, 10) * 1000);
+    expect(parseSince("2024-05-01T12:00:00.123456789+02:00", now)).toBe(Date.UTC(2024, 4, 1, 10) * 1000 + 123456);
     expect(parseSince("1714557600", now)).toBe(1714557600e6);
     expect(parseSince("1714557600.25", now)).toBe(1714557600250000);
   });
@@ -66,7 +68,7 @@ describe("parseSince", () => {
     expect(() => parseSince("4000000000", now)).toThrow(/in the future/);
   });
 
-  it.each(["", "soon", "-10m", "10 m", "1d", "2024-05-01", "10m-", "m"])("given '%s', then InvalidArgument", (s) => {
+  it.each(["", "soon", "-10m", "10 m", "1d", "2024-05-01", "2024-05-01T10:00:00", "2024-02-30T10:00:00Z", "10m-", "m"])("given '%s', then InvalidArgument", (s) => {
     try {
       parseSince(s, now);
       expect.unreachable();
