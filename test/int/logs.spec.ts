@@ -8,7 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
 import { until } from "../support/proc.js";
+import { BIN, BUILT } from "../support/daemon-proc.js";
+import { IN_CI } from "../support/prereq.js";
+import { execa } from "execa";
 
+if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
 const skip = missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const RFC3339NANO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$/;
@@ -208,5 +212,30 @@ describe.skipIf(skip)("container logs", () => {
       expect(r.error?.code, JSON.stringify(log)).toBe("InvalidArgument");
     }
     expect((await d.get<{ containers: unknown[] }>("/v1/containers?all=true")).containers.length).toBe(before);
+  });
+
+  it.skipIf(!BUILT)("given berth logs -f --since 10m -t --tail 1, then lines reach stdout as they come and the CLI exits with the container", async () => {
+    await run("clif", "echo one; echo two; while [ ! -e /trig/cli-go ]; do sleep 0.05; done; echo three; sleep 0.3", {
+      mounts: [{ type: "bind", source: trig, target: "/trig" }],
+    });
+    await until(async () => (await lines("/v1/containers/clif/logs")).length === 2);
+    const p = execa(BIN, ["--data-root", d.dataRoot, "logs", "-f", "--since", "10m", "-t", "--tail", "1", "clif"], { reject: false });
+    let out = "";
+    p.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    await until(async () => out.includes(" two\n"));
+    expect(out).not.toContain("one");
+    await writeFile(join(trig, "cli-go"), "");
+    const r = await p;
+    expect(r.exitCode).toBe(0);
+    const got = out.split("\n").slice(0, -1);
+    expect(got.map((l) => l.slice(l.indexOf(" ") + 1))).toEqual(["two", "three"]);
+    for (const l of got) expect(l.slice(0, l.indexOf(" "))).toMatch(RFC3339NANO);
+
+    const bad = await execa(BIN, ["--data-root", d.dataRoot, "logs", "--since", "2999-01-01T00:00:00Z", "clif"], { reject: false });
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/^berth: InvalidArgument: since '2999-01-01T00:00:00Z' is in the future/);
+    expect((await execa(BIN, ["--data-root", d.dataRoot, "logs", "--tail", "-1", "clif"], { reject: false })).exitCode).toBe(2);
+    const json = await execa(BIN, ["--data-root", d.dataRoot, "logs", "--json", "clif"], { reject: false });
+    expect(JSON.parse(json.stdout)).toEqual({ lines: ["one", "two", "three"] });
   });
 });
