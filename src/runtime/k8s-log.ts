@@ -22,19 +22,37 @@ const SP = 0x20;
 export function parseRecord(line: Buffer): LogRecord | null {
   const a = line.indexOf(SP);
   if (a <= 0) return null;
-  const b = line.indexOf(SP, a + 1);
-  if (b < 0) return null;
-  const stream = line.toString("latin1", a + 1, b);
-  if (stream !== "stdout" && stream !== "stderr") return null;
-  const c = line.indexOf(SP, b + 1);
-  const tag = line.toString("latin1", b + 1, c < 0 ? line.length : c);
-  if (tag !== "P" && tag !== "F") return null;
+  // Bytes compared in place: this runs once per line of a read that may be a GiB long.
+  const b = a + 7;
+  if (line.length < b + 2 || line[b] !== SP || line[a + 1] !== 0x73 /* s */ || line[a + 2] !== 0x74 /* t */ || line[a + 3] !== 0x64 /* d */) return null;
+  let stream: Stream;
+  if (line[a + 4] === 0x6f && line[a + 5] === 0x75 && line[a + 6] === 0x74) stream = "stdout";
+  else if (line[a + 4] === 0x65 && line[a + 5] === 0x72 && line[a + 6] === 0x72) stream = "stderr";
+  else return null;
+  const tag = line[b + 1];
+  if ((tag !== 0x50 /* P */ && tag !== 0x46) /* F */ || (line.length > b + 2 && line[b + 2] !== SP)) return null;
   return {
     time: line.toString("latin1", 0, a),
     stream,
-    partial: tag === "P",
-    text: c < 0 ? Buffer.alloc(0) : line.subarray(c + 1),
+    partial: tag === 0x50,
+    text: line.length > b + 3 ? line.subarray(b + 3) : EMPTY,
   };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The hot path's check, allocation-free: where the text of a complete (F) record starts, or 0
+ * for anything else (P records, junk: parseRecord then). The time ends 10 bytes before the text
+ * (` stdout F `), and the byte 6 before it tells the stream (o: stdout, e: stderr).
+ */
+export function fullRecordText(line: Buffer): number {
+  const a = line.indexOf(SP);
+  if (a <= 0 || line.length < a + 10 || line[a + 7] !== SP || line[a + 8] !== 0x46 || line[a + 9] !== SP) return 0;
+  if (line[a + 1] !== 0x73 || line[a + 2] !== 0x74 || line[a + 3] !== 0x64) return 0;
+  const out = line[a + 4] === 0x6f && line[a + 5] === 0x75 && line[a + 6] === 0x74;
+  const err = line[a + 4] === 0x65 && line[a + 5] === 0x72 && line[a + 6] === 0x72;
+  return out || err ? a + 10 : 0;
 }
 
 const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:?\d\d)$/;

@@ -7,7 +7,7 @@ import type { FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Readable } from "node:stream";
 import { currentIno, openLogFiles, type OpenLog } from "./log-files.js";
-import { formatLine, LineJoiner, MAX_LINE_BYTES, parseRecord, timeMicros, type LogLineOut, type Stream } from "./k8s-log.js";
+import { fullRecordText, LineJoiner, MAX_LINE_BYTES, parseRecord, timeMicros, type LogLineOut, type Stream } from "./k8s-log.js";
 
 export interface LogQuery {
   /** The last N lines (after `sinceUs`); undefined: all. */
@@ -100,6 +100,8 @@ async function* lines(base: string, q: LogQuery, abort: AbortSignal, keep?: LogL
         if (q.sinceUs !== undefined && !(timeMicros(l.time) >= q.sinceUs)) return;
         out.add(l);
       },
+      // Without a time filter, a whole line is copied straight from the read buffer.
+      fast: q.sinceUs === undefined ? (file, offset) => file > first.file || (file === first.file && offset >= first.offset) : null,
     };
     let offset = 0;
     for (let i = start.file; i < files.length; i++) {
@@ -124,13 +126,16 @@ interface Reader {
   out: Output;
   /** A completed line and where its last record starts: sent or filtered out. */
   emit(l: LogLineOut, at: Pos): void;
+  /** Whether a one-record line at this place is sent; null: every line goes through emit. */
+  fast: ((file: number, offset: number) => boolean) | null;
 }
 
 /** Read file `i` from `from` to its current end, sending batches as they fill; the end offset. */
 async function* readOn(r: Reader, fh: FileHandle, i: number, from: number, align: boolean): AsyncGenerator<Buffer, number, undefined> {
   let offset = from;
   for (;;) {
-    const step = await forward(fh, offset, align, r.joiner, (l, o) => r.emit(l, { file: i, offset: o }), r.out);
+    const fast = r.fast;
+    const step = await forward(fh, offset, align, r.joiner, (l, o) => r.emit(l, { file: i, offset: o }), r.out, fast && ((o) => fast(i, o)));
     offset = step.offset;
     align = false;
     yield* r.out.take(step.more ? BATCH : 0);
@@ -140,28 +145,69 @@ async function* readOn(r: Reader, fh: FileHandle, i: number, from: number, align
 
 /** Formatted lines waiting to be sent. */
 class Output {
-  private bufs: Buffer[] = [];
-  private size = 0;
+  private ready: Buffer[] = [];
+  private readySize = 0;
+  private cur: Buffer | null = null;
+  private len = 0;
   constructor(
     private readonly timestamps: boolean,
     private readonly keep?: LogLineOut[],
   ) {}
+  /** Copied into the current batch: one buffer per ~64 KiB sent, not one per line. */
   add(l: LogLineOut): void {
     if (this.keep) return void this.keep.push({ ...l, text: Buffer.from(l.text) });
-    const b = formatLine(l, this.timestamps);
-    this.bufs.push(b);
-    this.size += b.length;
+    const need = (this.timestamps ? l.time.length + 1 : 0) + l.text.length + 1;
+    if (!this.cur || need > this.cur.length - this.len) {
+      this.seal();
+      this.cur = Buffer.allocUnsafe(Math.max(BATCH, need));
+    }
+    const b = this.cur;
+    if (this.timestamps) {
+      this.len += b.write(l.time, this.len, "latin1");
+      b[this.len++] = 0x20;
+    }
+    this.len += l.text.copy(b, this.len);
+    b[this.len++] = 0x0a;
   }
-  /** One batch when at least `min` bytes wait (everything with min 0). */
+  /** A record's bytes as a line: its time (`line[0, timeEnd)`) when asked, its text, a newline. */
+  addBytes(line: Buffer, timeEnd: number, textStart: number): void {
+    if (this.keep) {
+      const r = parseRecord(line);
+      if (r) this.add({ time: r.time, stream: r.stream, text: r.text });
+      return;
+    }
+    const need = (this.timestamps ? timeEnd + 1 : 0) + line.length - textStart + 1;
+    if (!this.cur || need > this.cur.length - this.len) {
+      this.seal();
+      this.cur = Buffer.allocUnsafe(Math.max(BATCH, need));
+    }
+    const b = this.cur;
+    if (this.timestamps) {
+      this.len += line.copy(b, this.len, 0, timeEnd);
+      b[this.len++] = 0x20;
+    }
+    this.len += line.copy(b, this.len, textStart);
+    b[this.len++] = 0x0a;
+  }
+  private seal(): void {
+    if (this.cur && this.len) {
+      this.ready.push(this.cur.subarray(0, this.len));
+      this.readySize += this.len;
+    }
+    this.cur = null;
+    this.len = 0;
+  }
+  /** The waiting batches when at least `min` bytes wait (everything with min 0). */
   take(min: number): Buffer[] {
-    if (this.size === 0 || this.size < min) return [];
-    const b = Buffer.concat(this.bufs, this.size);
-    this.bufs = [];
-    this.size = 0;
-    return [b];
+    if (this.pending === 0 || this.pending < min) return [];
+    this.seal();
+    const out = this.ready;
+    this.ready = [];
+    this.readySize = 0;
+    return out;
   }
   get pending(): number {
-    return this.size;
+    return this.readySize + this.len;
   }
 }
 
@@ -177,13 +223,15 @@ async function forward(
   joiner: LineJoiner,
   emit: (l: LogLineOut, offset: number) => void,
   out: Output,
+  fast: ((offset: number) => boolean) | null,
 ): Promise<{ offset: number; more: boolean }> {
   let pos = from;
   let carry: Buffer | null = null;
   let carryAt = from;
   let skipping = align;
+  // Reused: what outlives a read (parts, carry, output) is copied out of it.
+  const buf = Buffer.allocUnsafe(CHUNK);
   for (;;) {
-    const buf = Buffer.allocUnsafe(CHUNK);
     const { bytesRead } = await fh.read(buf, 0, CHUNK, pos);
     if (bytesRead === 0) return { offset: carry ? carryAt : pos, more: false };
     pos += bytesRead;
@@ -200,6 +248,8 @@ async function forward(
       if (nl < 0) break;
       if (skipping) {
         skipping = false;
+      } else if (fast && fastLine(data, i, nl, joiner, out, fast(base + i))) {
+        /* copied (or filtered) without parsing into objects */
       } else {
         const r = parseRecord(data.subarray(i, nl));
         if (r) for (const l of joiner.push(r)) emit(l, base + i);
@@ -218,6 +268,15 @@ async function forward(
     // Let the caller send what is ready before reading on (bounded memory).
     if (out.pending >= BATCH * 4) return { offset: carry ? carryAt : pos, more: true };
   }
+}
+
+/** A complete line in one F record, no parts of its stream waiting: out as bytes. False: parse it. */
+function fastLine(data: Buffer, i: number, nl: number, joiner: LineJoiner, out: Output, send: boolean): boolean {
+  const line = data.subarray(i, nl);
+  const text = fullRecordText(line);
+  if (text === 0 || joiner.pending(line[text - 6] === 0x6f ? "stdout" : "stderr")) return false;
+  if (send) out.addBytes(line, text - 10, text);
+  return true;
 }
 
 interface BackRecord {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { BerthError } from "../../src/errors.js";
 import { durationMicros, MAX_TAIL, parseSince, parseTail } from "../../src/api/logs-query.js";
-import { formatLine, LineJoiner, MAX_LINE_BYTES, parseRecord, timeMicros } from "../../src/runtime/k8s-log.js";
+import { formatLine, fullRecordText, LineJoiner, MAX_LINE_BYTES, parseRecord, timeMicros } from "../../src/runtime/k8s-log.js";
 
 const rec = (s: string) => parseRecord(Buffer.from(s));
 const T = "2024-05-01T10:00:00.123456789+00:00";
@@ -27,6 +27,14 @@ describe("parseRecord", () => {
 
   it.each(["", "garbage", `${T} stdin F x`, `${T} stdout X x`, `${T} stdout`, ` stdout F x`])("given '%s', then it is no record", (s) => {
     expect(rec(s)).toBeNull();
+  });
+});
+
+describe("fullRecordText (the allocation-free check)", () => {
+  it("given F records, then where the text starts; given anything else, then 0", () => {
+    expect(fullRecordText(Buffer.from(`${T} stdout F hi`))).toBe(T.length + 10);
+    expect(fullRecordText(Buffer.from(`${T} stderr F `))).toBe(T.length + 10);
+    for (const s of [`${T} stdout P hi`, `${T} stdout F`, `${T} stdin F x`, `${T} stdoutF x`, "junk", ""]) expect(fullRecordText(Buffer.from(s)), s).toBe(0);
   });
 });
 
