@@ -26,6 +26,21 @@ export interface DaemonOptions {
    * duration ("2m", "30s"). Unset: DEFAULT_NATS_SYNC. Ignored with an external NATS.
    */
   natsSync?: string;
+  /** Containers' log cap where their spec sets none: bytes per file, and files (current + rotated). */
+  logMaxSize?: number;
+  logMaxFiles?: number;
+}
+
+/** The bounds the spec's `log` field has too (src/events/spec.ts LogOptions). */
+export const LOG_SIZE_MIN = 16 * 1024;
+export const LOG_SIZE_MAX = 2 ** 40;
+export const LOG_FILES_MAX = 100;
+
+/** `20m`, `64k`, `1g`, `1048576`, `64MiB` → bytes (powers of 1024, as docker's max-size); NaN otherwise. */
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(s.trim());
+  if (!m) return NaN;
+  return Math.round(Number(m[1]) * 1024 ** "bkmgt".indexOf(m[2].toLowerCase() || "b"));
 }
 
 export const DEFAULT_SEED_IMAGE = "/opt/berth/images/busybox-latest.oci.tar";
@@ -54,6 +69,8 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     seedImage: env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
     gcOrphans: env.BERTH_GC_ORPHANS === "1" || env.BERTH_GC_ORPHANS === "true",
     natsSync: env.BERTH_NATS_SYNC || undefined,
+    logMaxSize: env.BERTH_LOG_MAX_SIZE ? parseSize(env.BERTH_LOG_MAX_SIZE) : undefined,
+    logMaxFiles: env.BERTH_LOG_MAX_FILES ? (/^\d+$/.test(env.BERTH_LOG_MAX_FILES) ? Number(env.BERTH_LOG_MAX_FILES) : NaN) : undefined,
   };
 }
 
@@ -63,6 +80,12 @@ export function checkOptions(o: DaemonOptions): void {
   if (!Number.isInteger(o.natsPort) || o.natsPort < 1 || o.natsPort > 65535) throw new Error(`bad --nats-port ${o.natsPort}`);
   parseListen(o.httpListen);
   if (o.natsSync !== undefined) checkNatsSync(o.natsSync);
+  if (o.logMaxSize !== undefined && !(Number.isSafeInteger(o.logMaxSize) && o.logMaxSize >= LOG_SIZE_MIN && o.logMaxSize <= LOG_SIZE_MAX)) {
+    throw new Error(`bad --log-max-size (BERTH_LOG_MAX_SIZE): a size from 16k to 1t, such as 20m`);
+  }
+  if (o.logMaxFiles !== undefined && !(Number.isInteger(o.logMaxFiles) && o.logMaxFiles >= 1 && o.logMaxFiles <= LOG_FILES_MAX)) {
+    throw new Error(`bad --log-max-files (BERTH_LOG_MAX_FILES): a whole number from 1 to ${LOG_FILES_MAX}`);
+  }
 }
 
 export function parseListen(s: string): { host: string; port: number } {

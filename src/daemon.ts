@@ -80,7 +80,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const store = await EventStore.open(nc);
   mark("storeOpened");
   const projector = new Projector(store);
-  const runtime = new HostRuntime({ dataRoot: o.dataRoot, node: o.node, log: logger("runtime", { node: o.node }) });
+  const runtime = new HostRuntime({
+    dataRoot: o.dataRoot,
+    node: o.node,
+    log: logger("runtime", { node: o.node }),
+    logPolicy: { maxSizeBytes: o.logMaxSize, maxFiles: o.logMaxFiles },
+  });
   await runtime.init();
   // Slow reads recovery needs, started now so they overlap the doors' opening (schema
   // compilation keeps this thread busy): `runc list` (a few hundred ms with hundreds of
@@ -118,7 +123,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     node: o.node,
     readiness: () => ({ ready: phase === "ready", phase }),
     metrics,
-    logs: async (id, tail) => runtime.logs(id, { tail }),
+    logs: (id, q) => runtime.readLogs(id, q),
   });
   await http.listen({ host: listen.host, port: listen.port });
   const addr = http.server.address();
@@ -152,6 +157,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const health = new HealthMonitor(o.node, projector, commands, runtime);
   health.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
+  const stopRotation = runtime.rotateLogs();
   mark("executorStarted");
   await ensureSeedImage(o, imageStore, images, log);
   mark("seedImageChecked");
@@ -195,6 +201,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await http.close().catch(() => undefined);
       await nats.stop();
       stopWatch();
+      stopRotation();
       await health.stop();
       await executor.drain();
       await projector.stop();

@@ -37,7 +37,18 @@ export const ListQuery = Type.Object(
 );
 export type ListQuery = Static<typeof ListQuery>;
 
-export const LogsQuery = Type.Object({ tail: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })) }, Strict);
+// tail and since are checked by the handler (logs-query.ts), which says what was wrong and why.
+export const LogsQuery = Type.Object(
+  {
+    tail: Type.Optional(Type.String({ maxLength: 32, description: "the last N lines (0 to 1000000), or all (the default)" })),
+    since: Type.Optional(
+      Type.String({ maxLength: 64, description: "only lines at or after: an RFC 3339 time, a duration before now (10m, 1h30m) or Unix seconds; not in the future" }),
+    ),
+    timestamps: Type.Optional(Type.Boolean({ description: "prefix each line with its RFC 3339 time (nanoseconds)" })),
+    follow: Type.Optional(Type.Boolean({ description: "keep streaming new lines until the container is no longer running or the client goes" })),
+  },
+  Strict,
+);
 export type LogsQuery = Static<typeof LogsQuery>;
 
 export const EventsQuery = Type.Object(

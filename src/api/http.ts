@@ -11,6 +11,7 @@ import type { ReadModel } from "../projections/read-model.js";
 import { byCreated, toContainerView, ContainerView } from "../projections/views.js";
 import type { Metrics } from "./metrics.js";
 import * as S from "./http-schemas.js";
+import { logsRoute, type LogsSource } from "./logs-route.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
 
 export interface HttpOptions {
@@ -20,7 +21,8 @@ export interface HttpOptions {
   node: string;
   readiness: () => { ready: boolean; phase: string };
   metrics: Metrics;
-  logs: (id: string, tail?: number) => Promise<{ time: string; stream: string; text: string }[]>;
+  /** The container's log as text lines, streamed (the runtime's reader, through the wiring). */
+  logs: LogsSource;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -164,15 +166,13 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
           tags: ["containers"],
           params: S.RefParams,
           querystring: S.LogsQuery,
-          response: { 200: S.text("the container's output, one line per line"), ...S.errors(400, 404) },
+          response: { 200: S.text("the container's output, one line per line, streamed"), ...S.errors(400, 404) },
         },
       },
-      async (req, reply) => {
-        const id = resolveId(model, (req.params as S.RefParams).ref, false);
-        const lines = await opts.logs(id, (req.query as S.LogsQuery).tail);
-        const text = lines.map((l) => l.text.replace(/\n$/, "") + "\n").join("");
-        return reply.type("text/plain; charset=utf-8").send(text);
-      },
+      logsRoute(model, opts.logs, (stop) => {
+        streams.add(stop);
+        return () => streams.delete(stop);
+      }),
     );
     api.get(
       "/v1/events",

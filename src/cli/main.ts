@@ -3,7 +3,7 @@
 import { createRequire } from "node:module";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import type { ContainerView } from "../contract/views.js";
-import { addRunOptions, specFromOptions, type RunOptions } from "./args.js";
+import { addRunOptions, parseBytes, specFromOptions, type RunOptions } from "./args.js";
 import { CliError, Client, DEFAULT_DATA_ROOT, loadConfig } from "./client.js";
 import { ago, bytes, containerTable, eventLine, shortId, table, type EventRow } from "./format.js";
 
@@ -23,7 +23,7 @@ interface Ctx {
 }
 
 type Json = { json?: boolean };
-const out = (s: string) => void process.stdout.write(s);
+const out = (s: string | Uint8Array) => void process.stdout.write(s);
 const printJson = (v: unknown) => out(JSON.stringify(v, null, 2) + "\n");
 const printError = (code: string, message: string) => void process.stderr.write(`berth: ${code}: ${message}\n`);
 const enc = encodeURIComponent;
@@ -41,6 +41,10 @@ const count = (s: string) => {
   return Number(s);
 };
 const collect = (s: string, prev: string[] = []) => [...prev, s];
+const tailLines = (s: string) => {
+  if (s !== "all" && !/^\d+$/.test(s)) throw new InvalidArgumentError("must be a number of lines or all");
+  return s;
+};
 
 /** `--data-root` as given on the verb, else before it, else BERTH_DATA_ROOT, else the default. */
 function dataRootOf(cmd: Command): string {
@@ -168,12 +172,14 @@ export function buildProgram(ctx: Ctx): Command {
       printJson(await (await client(cmd)).get(`/v1/containers/${enc(ref)}`));
     });
   verb(program, "logs", "print a container's output")
-    .option("-n, --tail <lines>", "only the last lines", count)
+    .option("-f, --follow", "keep printing new lines until the container stops")
+    .option("--since <time>", "only lines since: RFC 3339, a duration before now (10m, 1h30m) or Unix seconds")
+    .option("-t, --timestamps", "prefix each line with its time")
+    .option("-n, --tail <lines>", "only the last lines (a number or all)", tailLines)
     .argument("<ref>", "container name or id")
-    .action(async (ref: string, o: Json & { tail?: number }, cmd: Command) => {
-      const text = await (await client(cmd)).getText(`/v1/containers/${enc(ref)}/logs${o.tail !== undefined ? `?tail=${o.tail}` : ""}`);
-      if (o.json) printJson({ lines: text.split("\n").slice(0, -1) });
-      else out(text);
+    .action(async (ref: string, o: Json & { follow?: boolean; since?: string; timestamps?: boolean; tail?: string }, cmd: Command) => {
+      const { runLogs } = await import("./logs.js");
+      await runLogs(await loadConfig(dataRootOf(cmd)), ref, o, out);
     });
   verb(program, "events", "show the event log")
     .option("--since <seq|time>", "from this sequence number (inclusive) or RFC 3339 time")
@@ -246,7 +252,9 @@ export function buildProgram(ctx: Ctx): Command {
     .option("--nats-creds <file>", "credentials for an external NATS (env BERTH_NATS_CREDS)")
     .option("--gc-orphans", "remove containers in this node's runc root that the log does not know (env BERTH_GC_ORPHANS=1)")
     .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default 2m)")
-    .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string; gcOrphans?: boolean; natsSync?: string }, cmd: Command) => {
+    .option("--log-max-size <bytes>", "a container log file's size before it rotates, e.g. 20m (env BERTH_LOG_MAX_SIZE, default 20m)", parseBytes)
+    .option("--log-max-files <n>", "log files kept per container, the current one included (env BERTH_LOG_MAX_FILES, default 5)", count)
+    .action(async (o: { node?: string; natsUrl?: string; natsPort?: number; httpListen?: string; natsCreds?: string; gcOrphans?: boolean; natsSync?: string; logMaxSize?: number; logMaxFiles?: number }, cmd: Command) => {
       ctx.daemon = true;
       const [{ runDaemon }, { defaultOptions }] = await Promise.all([import("../daemon.js"), import("../config.js")]);
       // Flags win over the environment, which wins over the defaults (config.ts reads it).
@@ -262,6 +270,8 @@ export function buildProgram(ctx: Ctx): Command {
         natsCreds: o.natsCreds ?? d.natsCreds,
         gcOrphans: o.gcOrphans ?? d.gcOrphans,
         natsSync: o.natsSync ?? d.natsSync,
+        logMaxSize: o.logMaxSize ?? d.logMaxSize,
+        logMaxFiles: o.logMaxFiles ?? d.logMaxFiles,
       });
     });
 

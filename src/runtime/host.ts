@@ -16,6 +16,10 @@ import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult } from "./runc.js";
 import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 import writeFileAtomic from "write-file-atomic";
+import type { Readable } from "node:stream";
+import type { LogPolicy } from "./log-files.js";
+import { DEFAULT_LOG_POLICY, LogRotator } from "./log-rotator.js";
+import { readLogLines, readLogs, type LogQuery } from "./logs.js";
 
 export interface HostRuntimeOptions {
   dataRoot: string;
@@ -25,6 +29,8 @@ export interface HostRuntimeOptions {
   conmonPath?: string;
   /** Bound on conmon + `runc create`; default 30 s. */
   startTimeoutMs?: number;
+  /** The log cap of containers whose spec has none; unset fields: DEFAULT_LOG_POLICY's. */
+  logPolicy?: Partial<LogPolicy>;
 }
 
 const exists = (p: string) => access(p).then(() => true, () => false);
@@ -34,29 +40,6 @@ const SIGNAL_RE = /^(?:SIG)?[A-Z][A-Z0-9+-]{1,12}$/;
 /** A bundle file: written whole or not at all, not fsynced (every start writes it anew). */
 const writeAtomic = (path: string, data: string) => writeFileAtomic(path, data, { fsync: false });
 
-/** conmon's k8s-file lines: `<RFC3339Nano> stdout|stderr F|P <text>`; P parts join the next. */
-export function parseK8sLog(text: string): LogLine[] {
-  const out: LogLine[] = [];
-  const partial: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    const a = line.indexOf(" ");
-    const b = line.indexOf(" ", a + 1);
-    const c = line.indexOf(" ", b + 1);
-    if (a < 0 || b < 0) continue;
-    const stream = line.slice(a + 1, b);
-    if (stream !== "stdout" && stream !== "stderr") continue;
-    const tag = c < 0 ? line.slice(b + 1) : line.slice(b + 1, c);
-    const body = c < 0 ? "" : line.slice(c + 1);
-    if (tag.startsWith("P")) {
-      partial[stream] = (partial[stream] ?? "") + body;
-      continue;
-    }
-    out.push({ time: line.slice(0, a), stream, text: (partial[stream] ?? "") + body });
-    partial[stream] = "";
-  }
-  return out;
-}
-
 export class HostRuntime {
   readonly paths: Paths;
   readonly runc: Runc;
@@ -64,6 +47,7 @@ export class HostRuntime {
   private readonly log: Logger;
   private readonly conmonPath: string;
   private readonly startTimeoutMs: number;
+  private readonly logPolicy: LogPolicy;
 
   constructor(opts: HostRuntimeOptions) {
     if (!NAME_RE.test(opts.node)) throw invalid(`invalid node name '${opts.node}'`);
@@ -73,6 +57,10 @@ export class HostRuntime {
     this.runc = new Runc({ root: this.paths.runcRoot, runcPath: opts.runcPath, log: opts.log });
     this.conmonPath = opts.conmonPath ?? toolPaths.conmon;
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+    this.logPolicy = {
+      maxSizeBytes: opts.logPolicy?.maxSizeBytes ?? DEFAULT_LOG_POLICY.maxSizeBytes,
+      maxFiles: opts.logPolicy?.maxFiles ?? DEFAULT_LOG_POLICY.maxFiles,
+    };
   }
 
   async init(): Promise<void> {
@@ -133,6 +121,7 @@ export class HostRuntime {
     for (const d of [cp.upper, cp.work, cp.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
     // Remembered so start() can remount after a host reboot without the image record at hand.
     await writeAtomic(`${cp.dir}/lower`, image.rootfs);
+    if (spec.log) await writeAtomic(cp.logPolicy, JSON.stringify(spec.log));
     await mountOverlay({ lower: image.rootfs, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
     await writeAtomic(cp.config, JSON.stringify(oci, null, 2));
     return { bundle: cp.bundle };
@@ -310,10 +299,20 @@ export class HostRuntime {
     }
   }
 
+  /** The container's output as text lines, streamed (logs.ts); its log files are in its dir. */
+  readLogs(id: string, q: LogQuery): Readable {
+    return readLogs(this.paths.container(id).log, q);
+  }
+
+  /** Lines with their stream and time, in an array: small logs only (tests, tools). */
   async logs(id: string, opts: { tail?: number } = {}): Promise<LogLine[]> {
-    const text = await readFile(this.paths.container(id).log, "utf8").catch(() => "");
-    const lines = parseK8sLog(text);
-    return opts.tail !== undefined && opts.tail >= 0 ? lines.slice(Math.max(0, lines.length - opts.tail)) : lines;
+    const lines = await readLogLines(this.paths.container(id).log, opts);
+    return lines.map((l) => ({ time: l.time, stream: l.stream, text: l.text.toString("utf8") }));
+  }
+
+  /** Keeps every container's log files within their cap until the returned stop is called. */
+  rotateLogs(intervalMs?: number): () => void {
+    return new LogRotator(this.paths, this.logPolicy, this.log).start(intervalMs);
   }
 }
 

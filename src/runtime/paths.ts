@@ -68,6 +68,10 @@ export class Paths {
       conmonPidFile: join(dir, "conmon.pid"),
       pidFile: join(dir, "ctr.pid"),
       log: join(dir, "ctr.log"),
+      // The spec's log cap, if it has one (the rotator reads it; the daemon's flags otherwise).
+      logPolicy: join(dir, "log.json"),
+      // conmon's control fifo (in its bundle dir): `2 0 0\n` makes it reopen ctr.log.
+      ctlFifo: join(dir, "ctl"),
       runcLog: join(dir, "runc.log"),
       // conmon --persist-dir (and conmon's cwd): it drops `oom` and `exit` here.
       persistDir: dir,
@@ -86,6 +90,8 @@ export interface ContainerPaths {
   conmonPidFile: string;
   pidFile: string;
   log: string;
+  logPolicy: string;
+  ctlFifo: string;
   runcLog: string;
   persistDir: string;
   oomFile: string;

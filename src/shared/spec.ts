@@ -83,6 +83,17 @@ export const Network = Type.Object(
 );
 export type Network = Static<typeof Network>;
 
+/** The container's log cap (docs/API.md); unset fields take the daemon's --log-max-size/--log-max-files. */
+export const LogOptions = Type.Object(
+  {
+    // Below a few conmon records (≤ 8 KiB each) a file would rotate on every write.
+    maxSizeBytes: Type.Optional(Type.Integer({ minimum: 16 * 1024, maximum: 2 ** 40 })),
+    maxFiles: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  },
+  Strict,
+);
+export type LogOptions = Static<typeof LogOptions>;
+
 export const ContainerSpec = Type.Object(
   {
     name: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
@@ -104,6 +115,7 @@ export const ContainerSpec = Type.Object(
     stopTimeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600 })),
     node: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
     pod: Type.Optional(Type.Union([Type.String({ pattern: NAME_PATTERN }), Type.Null()])),
+    log: Type.Optional(LogOptions),
   },
   Strict,
 );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkNatsSync, checkOptions, DEFAULT_NATS_SYNC, defaultOptions } from "../../src/config.js";
+import { checkNatsSync, checkOptions, DEFAULT_NATS_SYNC, defaultOptions, parseSize } from "../../src/config.js";
 
 describe("--nats-sync (the embedded nats-server's sync_interval)", () => {
   it("takes always or a Go duration", () => {
@@ -21,5 +21,25 @@ describe("--nats-sync (the embedded nats-server's sync_interval)", () => {
     const o = { ...defaultOptions({}), dataRoot: "/tmp/x", node: "n1" };
     expect(() => checkOptions({ ...o, natsSync: "soon" })).toThrow(/--nats-sync/);
     expect(() => checkOptions({ ...o, natsSync: "always" })).not.toThrow();
+  });
+});
+
+describe("--log-max-size / --log-max-files (the containers' default log cap)", () => {
+  const o = { ...defaultOptions({}), dataRoot: "/tmp/x", node: "n1" };
+
+  it("given BERTH_LOG_MAX_SIZE and BERTH_LOG_MAX_FILES, then bytes (docker's units) and a count", () => {
+    expect(defaultOptions({ BERTH_LOG_MAX_SIZE: "20m", BERTH_LOG_MAX_FILES: "5" })).toMatchObject({ logMaxSize: 20 * 1024 * 1024, logMaxFiles: 5 });
+    expect(parseSize("64k")).toBe(65536);
+    expect(parseSize("1.5g")).toBe(1.5 * 1024 ** 3);
+    expect(parseSize("64MiB")).toBe(64 * 1024 ** 2);
+    expect(parseSize("4096")).toBe(4096);
+    expect(defaultOptions({})).toMatchObject({ logMaxSize: undefined, logMaxFiles: undefined });
+  });
+
+  it("given a value out of bounds or not a number, then the start is refused naming the flag", () => {
+    for (const logMaxSize of [NaN, 100, 2 ** 41, 1.5]) expect(() => checkOptions({ ...o, logMaxSize }), String(logMaxSize)).toThrow(/--log-max-size/);
+    for (const logMaxFiles of [NaN, 0, 101, 2.5]) expect(() => checkOptions({ ...o, logMaxFiles }), String(logMaxFiles)).toThrow(/--log-max-files/);
+    expect(() => checkOptions({ ...defaultOptions({ BERTH_LOG_MAX_SIZE: "lots" }), dataRoot: "/tmp/x", node: "n1" })).toThrow(/BERTH_LOG_MAX_SIZE/);
+    expect(() => checkOptions({ ...o, logMaxSize: 16 * 1024, logMaxFiles: 1 })).not.toThrow();
   });
 });
