@@ -1,5 +1,5 @@
 // Daemon options (flags and environment, API.md), the secrets kept in the data root, and the
-// client.json that the CLI and other clients read.
+// client.json that the CLI and other clients read, and auditor.json.
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { NAME_RE } from "./shared/spec.js";
 import type { ClientConfig } from "./contract/client.js";
 import writeFileAtomic from "write-file-atomic";
+import { DEFAULT_USERS } from "./runtime/nats-roles.js";
 
 export type { ClientConfig };
 
@@ -96,31 +97,73 @@ export function parseListen(s: string): { host: string; port: number } {
   return { host, port };
 }
 
+/**
+ * `--nats-url` as nats.js takes it: servers without user info (nats.js ignores a `user:pass@` or
+ * `token@` in a URL) and the credentials of the first server that has some (the daemon's user
+ * on an external server; they must not reach client.json).
+ */
+export function splitNatsUrl(list: string): { servers: string[]; user?: string; pass?: string; token?: string } {
+  let auth: { user: string; pass: string } | { token: string } | undefined;
+  const servers = list.split(",").map((raw) => {
+    const m = /^([a-z][a-z0-9+.-]*:\/\/)?([^@/]*)@(.*)$/i.exec(raw.trim());
+    if (!m) return raw.trim();
+    const i = m[2].indexOf(":");
+    auth ??= i < 0 ? { token: decodeURIComponent(m[2]) } : { user: decodeURIComponent(m[2].slice(0, i)), pass: decodeURIComponent(m[2].slice(i + 1)) };
+    return (m[1] ?? "") + m[3];
+  });
+  return { servers, ...auth };
+}
+
 export interface Secrets {
+  /** The daemon's NATS user (the embedded server's only user before roles). */
   natsUser: string;
   natsPass: string;
   httpToken: string;
+  /** The NATS users handed out: client.json's, and auditor.json's (read-only on the stream). */
+  client: { user: string; pass: string };
+  auditor: { user: string; pass: string };
 }
 
-/** Generated on the first start and kept (0600), so clients keep working across restarts. */
+const newPass = () => randomBytes(24).toString("base64url");
+
+/**
+ * Generated on the first start and kept (0600), so clients keep working across restarts. A file
+ * of an older daemon (natsUser, natsPass, httpToken only) keeps those values and gains the
+ * client's and auditor's users.
+ */
 export async function loadSecrets(dataRoot: string): Promise<Secrets> {
   const p = join(dataRoot, "secrets.json");
+  let s: Partial<Secrets> = {};
   try {
-    return JSON.parse(await readFile(p, "utf8")) as Secrets;
+    const parsed: unknown = JSON.parse(await readFile(p, "utf8"));
+    if (parsed && typeof parsed === "object") s = parsed as Partial<Secrets>;
   } catch {
-    const s: Secrets = {
-      natsUser: "berth",
-      natsPass: randomBytes(24).toString("base64url"),
-      httpToken: randomBytes(32).toString("base64url"),
-    };
-    await writeAtomic(p, JSON.stringify(s, null, 2));
-    return s;
+    /* first start */
   }
+  const full: Secrets = {
+    natsUser: s.natsUser ?? DEFAULT_USERS.daemon,
+    natsPass: s.natsPass ?? newPass(),
+    httpToken: s.httpToken ?? randomBytes(32).toString("base64url"),
+    client: s.client ?? { user: DEFAULT_USERS.client, pass: newPass() },
+    auditor: s.auditor ?? { user: DEFAULT_USERS.auditor, pass: newPass() },
+  };
+  if (JSON.stringify(full) !== JSON.stringify(s)) await writeAtomic(p, JSON.stringify(full, null, 2));
+  return full;
 }
 
 
 export async function writeClientConfig(dataRoot: string, c: ClientConfig): Promise<void> {
   await writeAtomic(join(dataRoot, "client.json"), JSON.stringify(c, null, 2) + "\n");
+}
+
+/** The auditor's connection (auditor.json, 0600): the NATS part of client.json's shape, no HTTP token. */
+export interface AuditorConfig {
+  node: string;
+  nats: { servers: string[]; user: string; pass: string };
+}
+
+export async function writeAuditorConfig(dataRoot: string, c: AuditorConfig): Promise<void> {
+  await writeAtomic(join(dataRoot, "auditor.json"), JSON.stringify(c, null, 2) + "\n");
 }
 
 export async function readClientConfig(dataRoot: string): Promise<ClientConfig> {

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import type { FastifyInstance } from "fastify";
-import { DEFAULT_NATS_SYNC, checkOptions, loadSecrets, parseListen, writeClientConfig, type DaemonOptions } from "./config.js";
+import { DEFAULT_NATS_SYNC, checkOptions, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
 import { containerSubject, nodeSubject } from "./events/types.js";
 import { logger } from "./log.js";
@@ -22,6 +22,7 @@ import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
 import { createMetrics } from "./api/metrics.js";
 import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-server.js";
+import { DAEMON_INBOX_PREFIX } from "./runtime/nats-roles.js";
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
@@ -56,10 +57,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   let nc: NatsConnection;
   let servers: string[];
   if (o.natsUrl) {
-    servers = o.natsUrl.split(",");
+    const { servers: urls, ...auth } = splitNatsUrl(o.natsUrl);
+    servers = urls;
     nc = await connect({
       servers,
+      ...auth,
       name: `berth-${o.node}`,
+      inboxPrefix: DAEMON_INBOX_PREFIX,
       ...(o.natsCreds ? { authenticator: credsAuthenticator(await readFile(o.natsCreds)) } : {}),
       maxReconnectAttempts: -1,
     });
@@ -69,11 +73,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       port: o.natsPort,
       user: secrets.natsUser,
       pass: secrets.natsPass,
+      client: secrets.client,
+      auditor: secrets.auditor,
       syncInterval: o.natsSync ?? DEFAULT_NATS_SYNC,
     });
     mark("embeddedNats");
     servers = [embedded.url];
-    nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, maxReconnectAttempts: -1 });
+    nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, inboxPrefix: DAEMON_INBOX_PREFIX, maxReconnectAttempts: -1 });
   }
 
   mark("natsConnected");
@@ -182,10 +188,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     ),
   );
   mark("nodeEventsAppended");
+  // auditor.json first: client.json's appearance is what waiting tools take for "up".
+  if (embedded) await writeAuditorConfig(o.dataRoot, { node: o.node, nats: { servers, user: secrets.auditor.user, pass: secrets.auditor.pass } });
   await writeClientConfig(o.dataRoot, {
     node: o.node,
     nats: embedded
-      ? { servers, user: secrets.natsUser, pass: secrets.natsPass }
+      ? { servers, user: secrets.client.user, pass: secrets.client.pass }
       : { servers, ...(o.natsCreds ? { creds: o.natsCreds } : {}) },
     http: { url: httpUrl, token: secrets.httpToken },
   });

@@ -17,6 +17,7 @@ import { envelope } from "../handlers/command-service.js";
 import { Projector } from "../projections/projector.js";
 import { SnapshotStore, encodeSnapshot, streamRef, takeSnapshot } from "../projections/snapshot.js";
 import { startEmbeddedNats } from "../runtime/nats-server.js";
+import { DAEMON_INBOX_PREFIX } from "../runtime/nats-roles.js";
 import { freePort } from "./proc.js";
 
 const r1 = (x: number) => Math.round(x * 10) / 10;
@@ -122,7 +123,8 @@ export async function benchRecovery(opts: { containers?: number; perContainer?: 
   const dir = await mkdtemp(join(tmpdir(), "berth-bench-restore-"));
   const pass = randomBytes(12).toString("hex");
   const server = await startEmbeddedNats({ dir, port: await freePort(), user: "bench", pass });
-  const nc = await connect({ servers: server.url, user: "bench", pass });
+  // The server's only user has the daemon's permissions, its inbox prefix included.
+  const nc = await connect({ servers: server.url, user: "bench", pass, inboxPrefix: DAEMON_INBOX_PREFIX });
   try {
     const store = await EventStore.open(nc);
     const snapshots = await SnapshotStore.open(nc);

@@ -19,12 +19,13 @@ import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager, type PubAck } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import type { ClientConfig } from "../config.js";
+import type { ClientConfig, Secrets } from "../config.js";
 import { encodeEvent } from "../events/codec.js";
 import type { ContainerSpec } from "../shared/spec.js";
 import { STREAM, containerSubject, nodeSubject, type BerthEvent } from "../events/types.js";
 import { envelope } from "../handlers/command-service.js";
 import { SNAPSHOT_BUCKET } from "../projections/snapshot.js";
+import { DAEMON_INBOX_PREFIX } from "../runtime/nats-roles.js";
 import { Paths } from "../runtime/paths.js";
 import { freePort, pool } from "./proc.js";
 
@@ -362,7 +363,9 @@ export async function benchRestart(): Promise<Record<string, unknown>> {
     const created = (await get<{ events: { type: string; data: { spec: ContainerSpec; imageDigest: string } }[] }>(client, `/v1/containers/${running[0]}/events`)).events.find((e) => e.type === "ContainerCreated")!;
     if (created.data.imageDigest !== busybox.digest) throw new Error(`image digest ${created.data.imageDigest} ≠ ${busybox.digest}`);
     const template: ContainerSpec = { ...created.data.spec, restartPolicy: { name: "no" } };
-    writer = await natsConn();
+    // The history is written straight to the stream: that takes the daemon's user (secrets.json).
+    const secrets = JSON.parse(readFileSync(join(s.dataRoot, "secrets.json"), "utf8")) as Secrets;
+    writer = await connect({ servers: c.nats.servers, user: secrets.natsUser, pass: secrets.natsPass, inboxPrefix: DAEMON_INBOX_PREFIX, maxReconnectAttempts: -1 });
     const jsm = await jetstreamManager(writer, { timeout: 30_000 });
     const before = (await jsm.streams.info(STREAM)).state.last_seq;
     const fillers = Math.max(0, EVENTS - before - 3 * EXITED);

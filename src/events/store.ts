@@ -11,6 +11,7 @@ import {
   type JetStreamManager,
   type JsMsg,
   type ConsumerMessages,
+  type StreamInfo,
   StorageType,
   DiscardPolicy,
 } from "@nats-io/jetstream";
@@ -50,9 +51,14 @@ export class EventStore {
       duplicate_window: (opts.duplicateWindowMs ?? 120_000) * 1_000_000,
       allow_direct: true,
       max_msg_size: 1024 * 1024,
+      // The log is append-only: no one, the daemon included, removes a message or empties the
+      // stream (the server refuses; it also refuses to lift these flags once set).
+      deny_delete: true,
+      deny_purge: true,
     };
+    let existing: StreamInfo | null = null;
     try {
-      await jsm.streams.info(stream);
+      existing = await jsm.streams.info(stream);
     } catch {
       try {
         await jsm.streams.add(config);
@@ -60,6 +66,10 @@ export class EventStore {
         // Another daemon created it first.
         if (!(err instanceof JetStreamApiError) || !/already in use|exists/i.test(err.message)) throw err;
       }
+    }
+    // A stream made by an older daemon: deny delete and purge from now on.
+    if (existing && !(existing.config.deny_delete && existing.config.deny_purge)) {
+      await jsm.streams.update(stream, { deny_delete: true, deny_purge: true });
     }
     return new EventStore(nc, jetstream(nc), jsm, stream);
   }

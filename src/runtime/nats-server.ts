@@ -1,5 +1,5 @@
-// The embedded nats-server: JetStream with its store in the data root, loopback only, user and
-// password generated once. It runs in its own process group so that the daemon decides the
+// The embedded nats-server: JetStream with its store in the data root, loopback only, one user
+// per role (nats-roles.ts) with passwords generated once. It runs in its own process group so that the daemon decides the
 // order of shutdown; after a kill -9 of the daemon the old server is found by its pid file and
 // reused (never two on one data root).
 import { spawn } from "node:child_process";
@@ -8,12 +8,17 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { logger } from "../log.js";
+import { authorizationText, type NatsCred } from "./nats-roles.js";
 
 export interface EmbeddedNatsOptions {
   dir: string;
   port: number;
+  /** The daemon's user. */
   user: string;
   pass: string;
+  /** The client's and auditor's users; a server without them has the daemon's only (benches). */
+  client?: NatsCred;
+  auditor?: NatsCred;
   binary?: string;
   /** JetStream fsync policy; see docs/ARCHITECTURE.md for the measured cost. */
   syncInterval?: string;
@@ -37,7 +42,7 @@ export function natsServerBinary(): string {
   return "nats-server";
 }
 
-function confText(o: EmbeddedNatsOptions): string {
+export function confText(o: EmbeddedNatsOptions): string {
   const q = (s: string) => JSON.stringify(s);
   return [
     `listen: "127.0.0.1:${o.port}"`,
@@ -48,10 +53,7 @@ function confText(o: EmbeddedNatsOptions): string {
     `  store_dir: ${q(join(o.dir, "store"))}`,
     ...(o.syncInterval ? [`  sync_interval: ${q(o.syncInterval)}`] : []),
     `}`,
-    `authorization {`,
-    `  user: ${q(o.user)}`,
-    `  password: ${q(o.pass)}`,
-    `}`,
+    authorizationText({ daemon: { user: o.user, pass: o.pass }, client: o.client, auditor: o.auditor }),
     "",
   ].join("\n");
 }

@@ -4,17 +4,21 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
+import { connectAs } from "../support/roles.js";
 
 const skip = missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
 
 describe.skipIf(skip)("bad input", () => {
   let d: TestDaemon;
+  // The stream is read as the daemon: the client's credentials have no JetStream.
+  let daemonNc: NatsConnection;
   let hostDir: string;
   let seqBefore = 0;
-  const lastSeq = async () => (await (await jetstreamManager(d.nc)).streams.info("BERTH_EVENTS")).state.last_seq;
+  const lastSeq = async () => (await (await jetstreamManager(daemonNc)).streams.info("BERTH_EVENTS")).state.last_seq;
   const hostState = async () => ({
     containers: await readdir(join(d.dataRoot, "containers")).catch(() => []),
     volumes: await readdir(join(d.dataRoot, "volumes")).catch(() => []),
@@ -23,11 +27,13 @@ describe.skipIf(skip)("bad input", () => {
 
   beforeAll(async () => {
     d = await startTestDaemon();
+    daemonNc = await connectAs(d.dataRoot, "daemon");
     hostDir = await mkdtemp(join(tmpdir(), "berth-bind-"));
     // A name that is taken, for AlreadyExists.
     expect((await d.cmd("container.create", { name: "taken", image: "busybox" })).ok).toBe(true);
   });
   afterAll(async () => {
+    await daemonNc?.close();
     await d?.destroy();
     await rm(hostDir, { recursive: true, force: true });
   });

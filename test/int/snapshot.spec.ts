@@ -25,6 +25,7 @@ import { startNats, type TestNats } from "../support/nats.js";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
 import { until } from "../support/proc.js";
+import { connectAs } from "../support/roles.js";
 
 const skip = missing("nats-server").length > 0;
 
@@ -292,13 +293,20 @@ describe.skipIf(missing("nats-server", "runc", "conmon", "root", "busybox image"
       expect(r.error).toBeUndefined();
     }
     const before = await d.get<{ containers: { id: string }[] }>("/v1/containers");
-    const last = (await (await jetstreamManager(d.nc)).streams.info("BERTH_EVENTS")).state.last_seq;
+    const asDaemon = await connectAs(d.dataRoot, "daemon");
+    const last = (await (await jetstreamManager(asDaemon)).streams.info("BERTH_EVENTS")).state.last_seq;
+    await asDaemon.close();
     const { dataRoot, node } = d;
     const natsPort = Number(new URL(d.client.nats.servers[0]).port);
     await d.stop();
     d = await startTestDaemon({ dataRoot, node, natsPort });
-    const kv = await new Kvm(d.nc).open("berth_snapshots");
-    expect((await kv.get(node))?.json<{ seq: number }>().seq).toBeGreaterThanOrEqual(last);
+    const again = await connectAs(dataRoot, "daemon");
+    try {
+      const kv = await new Kvm(again).open("berth_snapshots");
+      expect((await kv.get(node))?.json<{ seq: number }>().seq).toBeGreaterThanOrEqual(last);
+    } finally {
+      await again.close();
+    }
     expect(await d.get("/v1/containers")).toEqual(before);
   });
 });
