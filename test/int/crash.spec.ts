@@ -7,12 +7,11 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Paths } from "../../src/runtime/paths.js";
 import { nextState, type LifecycleState } from "../../src/aggregates/container/transitions.js";
 import { OUTCOMES, type ContainerEvent, type EventType } from "../../src/events/types.js";
-import { BUILT, natsOf, startDaemonProc, stopProc, type DaemonProc } from "../support/daemon-proc.js";
+import { BUILT, ProcSession, startDaemonProc } from "../support/daemon-proc.js";
 import { freePort } from "../support/nats.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
@@ -60,32 +59,20 @@ const POINTS = ["after-intent", "after-action"] as const;
 describe.skipIf(skip)("crash matrix", () => {
   let dataRoot: string;
   let natsPort: number;
-  let d: DaemonProc | null = null;
-  let nc: NatsConnection | null = null;
+  let session: ProcSession;
   const node = `crash${randomBytes(3).toString("hex")}`;
-
-  const cmd: Cmd = async (verb, body, timeoutMs = 30_000) => (await nc!.request(`berth.cmd.container.${verb}`, JSON.stringify(body), { timeout: timeoutMs })).json();
-  const http = async <T>(path: string): Promise<{ status: number; body: T }> => {
-    const c = d!.client();
-    const r = await fetch(c.http.url + path, { headers: { authorization: `Bearer ${c.http.token}` } });
-    return { status: r.status, body: (r.status === 200 ? await r.json() : null) as T };
-  };
-  async function up(env: Record<string, string> = {}) {
-    d = await startDaemonProc(dataRoot, node, natsPort, env);
-    nc = await natsOf(d);
-  }
-  async function down(signal: NodeJS.Signals = "SIGTERM") {
-    await nc?.close().catch(() => undefined);
-    nc = null;
-    if (d) await stopProc(d, signal);
-  }
+  const cmd: Cmd = (verb, body, timeoutMs) => session.cmd(verb, body, timeoutMs);
+  const http = <T>(path: string) => session.http<T>(path);
+  const up = (env: Record<string, string> = {}) => session.up(env);
+  const down = (signal: NodeJS.Signals = "SIGTERM") => session.down(signal);
 
   beforeAll(async () => {
     dataRoot = await mkdtemp(join(tmpdir(), "berth-crash-"));
     natsPort = await freePort();
+    session = new ProcSession(dataRoot, node, natsPort);
   });
   afterAll(async () => {
-    if (d && nc) {
+    if (session.d && session.nc) {
       const { body } = await http<{ containers: { id: string }[] }>("/v1/containers?all=true");
       for (const c of body?.containers ?? []) await cmd("remove", { id: c.id, force: true });
     }
@@ -132,10 +119,10 @@ describe.skipIf(skip)("crash matrix", () => {
       const r = await cmd("run", { image: "busybox", cmd: ["sleep", "1000"] });
       const { id, pid } = r.result as { id: string; pid: number };
       // A graceful stop writes a last snapshot: the daemon dies half-way through it.
-      d!.child.kill("SIGTERM");
-      await d!.exited;
-      expect(d!.child.signalCode).toBe("SIGKILL");
-      await nc!.close().catch(() => undefined);
+      session.d!.child.kill("SIGTERM");
+      await session.d!.exited;
+      expect(session.d!.child.signalCode).toBe("SIGKILL");
+      await session.nc!.close().catch(() => undefined);
       await up();
       expect((await http<C>(`/v1/containers/${id}`)).body).toMatchObject({ state: "running", pid });
       expect(alive(pid)).toBe(true);
@@ -152,11 +139,11 @@ describe.skipIf(skip)("crash matrix", () => {
         // The daemon dies while this command is under way: no reply comes.
         const outcome = await Promise.race([
           cmd(c.verb, c.body(id), 10_000).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"),
-          d!.exited.then(() => "died"),
+          session.d!.exited.then(() => "died"),
         ]);
         expect(outcome).toBe("died");
-        expect(d!.child.signalCode).toBe("SIGKILL");
-        await nc!.close().catch(() => undefined);
+        expect(session.d!.child.signalCode).toBe("SIGKILL");
+        await session.nc!.close().catch(() => undefined);
 
         await up();
         // Find the container the command was about (run created a new one).

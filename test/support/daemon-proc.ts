@@ -67,3 +67,40 @@ export async function natsOf(p: DaemonProc): Promise<NatsConnection> {
   const c = p.client();
   return connect({ servers: c.nats.servers, user: c.nats.user, pass: c.nats.pass });
 }
+
+/**
+ * One data root's daemon, started and stopped again and again (crash and retry tests): the
+ * current process and a client's NATS connection to it.
+ */
+export class ProcSession {
+  d: DaemonProc | null = null;
+  nc: NatsConnection | null = null;
+
+  constructor(
+    readonly dataRoot: string,
+    readonly node: string,
+    readonly natsPort: number,
+  ) {}
+
+  async up(env: Record<string, string> = {}): Promise<void> {
+    this.d = await startDaemonProc(this.dataRoot, this.node, this.natsPort, env);
+    this.nc = await natsOf(this.d);
+  }
+
+  async down(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    await this.nc?.close().catch(() => undefined);
+    this.nc = null;
+    if (this.d) await stopProc(this.d, signal);
+  }
+
+  /** `berth.cmd.container.<verb>` as any client sends it. */
+  async cmd(verb: string, body: unknown, timeoutMs = 30_000): Promise<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } }> {
+    return (await this.nc!.request(`berth.cmd.container.${verb}`, JSON.stringify(body), { timeout: timeoutMs })).json();
+  }
+
+  async http<T>(path: string): Promise<{ status: number; body: T }> {
+    const c = this.d!.client();
+    const r = await fetch(c.http.url + path, { headers: { authorization: `Bearer ${c.http.token}` } });
+    return { status: r.status, body: (r.status === 200 ? await r.json() : await r.json().catch(() => null)) as T };
+  }
+}
