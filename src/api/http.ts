@@ -4,6 +4,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import swagger from "@fastify/swagger";
+import websocket from "@fastify/websocket";
 import type { EventStore } from "../events/store.js";
 import { BerthError, ErrorCode, toBerthError } from "../errors.js";
 import { logger } from "../log.js";
@@ -11,6 +12,8 @@ import type { ReadModel } from "../projections/read-model.js";
 import { byCreated, toContainerView, ContainerView } from "../projections/views.js";
 import type { Metrics } from "./metrics.js";
 import * as S from "./http-schemas.js";
+import type { ExecService } from "../handlers/exec-service.js";
+import { registerExecRoute } from "./exec-ws.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
 
 export interface HttpOptions {
@@ -21,6 +24,8 @@ export interface HttpOptions {
   readiness: () => { ready: boolean; phase: string };
   metrics: Metrics;
   logs: (id: string, tail?: number) => Promise<{ time: string; stream: string; text: string }[]>;
+  /** Terminal exec sessions (a WebSocket route); without it the route does not exist. */
+  exec?: ExecService;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -102,9 +107,12 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
     },
   });
+  // A terminal's start frame is bounded by the command body limit; more is not a terminal's.
+  if (opts.exec) app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
   // Routes live in a plugin so that swagger's onRoute hook is in place before they are added.
   app.register(async (api) => {
     const v1 = { security: [{ bearer: [] }] };
+    if (opts.exec) registerExecRoute(api, opts.exec, v1);
 
     api.get("/healthz", { schema: { tags: ["ops"], response: { 200: S.Health } } }, async () => ({ status: "ok" }));
     api.get(

@@ -8,8 +8,10 @@ import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../er
 import { logger } from "../log.js";
 import type { ContainerService } from "../handlers/container-service.js";
 import type { ImageService } from "../handlers/image-service.js";
+import type { ExecService } from "../handlers/exec-service.js";
 import {
   CreateBody,
+  ExecBody,
   ImageImportBody,
   ImageRemoveBody,
   KillBody,
@@ -34,6 +36,8 @@ export interface NatsServiceDeps {
   nc: NatsConnection;
   containers: ContainerService;
   images: ImageService;
+  /** `container.exec`; without it the verb is unknown. */
+  exec?: ExecService;
   metrics?: Metrics;
   /** Commands wait (or fail Unavailable) until the restore phase is over. */
   ready: () => boolean;
@@ -56,6 +60,7 @@ export class NatsCommandService {
     const remove = validator(RemoveBody);
     const imp = validator(ImageImportBody);
     const irm = validator(ImageRemoveBody);
+    const exec = validator(ExecBody);
     const split = <T extends { meta?: unknown; timeoutMs?: number }>(b: T) => {
       const { meta, timeoutMs, ...rest } = b;
       return { rest, o: { meta: meta as never, timeoutMs } };
@@ -74,6 +79,7 @@ export class NatsCommandService {
       "container.unpause": async (b) => { const { rest, o } = split(ref(b)); return c.unpause(rest.id, o); },
       "container.update": async (b) => { const { rest, o } = split(update(b)); const { id, ...patch } = rest; return c.update(id, patch, o); },
       "container.remove": async (b) => { const { rest, o } = split(remove(b)); return c.remove(rest.id, rest.force, o); },
+      ...(d.exec ? { "container.exec": async (b: unknown) => { const { rest, o } = split(exec(b)); return d.exec!.exec(rest, o.meta); } } : {}),
       "image.import": async (b) => { const { rest, o } = split(imp(b)); return d.images.import(rest.source, rest.name, o); },
       "image.remove": async (b) => { const { rest, o } = split(irm(b)); return d.images.remove(rest.name, o); },
     };
