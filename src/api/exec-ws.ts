@@ -48,6 +48,12 @@ export function registerExecRoute(api: FastifyInstance, exec: ExecService, v1: R
     "/v1/containers/:ref/exec",
     {
       websocket: true,
+      // An upgrade refused before the route (401, 503 by the /v1 hooks, which run before
+      // @fastify/websocket's own) leaves its raw socket unread and open: close() would wait for
+      // it forever. Once the refusal is sent, the socket goes.
+      onResponse: async (req) => {
+        if (req.headers.upgrade) req.raw.socket?.destroy();
+      },
       schema: { ...v1, tags: ["containers"], description: "WebSocket: a command on a terminal in a running container (docs/API.md)" },
     },
     (socket: WebSocket, req) => {

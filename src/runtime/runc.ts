@@ -204,8 +204,9 @@ export class Runc {
       for (const g of o.user.additionalGids ?? []) args.push("--additional-gids", String(g));
     }
     if (o.cwd) args.push("--cwd", o.cwd);
-    // `--` ends runc's flags: an argv starting with `-` is the command's, not runc's.
-    return [...args, id, "--", ...argv];
+    // runc stops parsing its flags at the container id (its exec skips argument reordering), so
+    // an argv starting with `-` is the command's; a `--` here would become the program's name.
+    return [...args, id, ...argv];
   }
 
   /** A fresh pid file path for one exec. */
