@@ -17,6 +17,7 @@ import { benchCrashloop } from "./crashloop.js";
 import { benchNatsSync } from "./nats-sync.js";
 import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
+import { benchExec } from "./exec.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -113,8 +114,9 @@ async function main(): Promise<void> {
   // BENCH_SECTIONS=crashloop only the crash-loop figures; BENCH_SECTIONS=restart the real restore
   // phase (a daemon process with 200 containers, kill -9, time to /readyz 200; needs runc and root).
   // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
+  // BENCH_SECTIONS=exec: container.exec of `true` against raw `runc exec` (BENCH_EXEC_RUNS).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,restart,crashloop,natssync").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,restart,crashloop,natssync,exec").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -182,6 +184,7 @@ async function main(): Promise<void> {
   if (sections.has("restart")) out.restart = await benchRestart();
   if (sections.has("crashloop")) out.crashloop = await benchCrashloop();
   if (sections.has("natssync")) out.natsSyncCost = await benchNatsSync();
+  if (sections.has("exec")) out.exec = await benchExec();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });
