@@ -7,6 +7,7 @@ import { execa } from "execa";
 import type { IPty } from "node-pty";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
+import { startNats } from "../support/nats.js";
 import { BUILT } from "../support/daemon-proc.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { until } from "../support/proc.js";
@@ -211,5 +212,35 @@ describe.skipIf(skip)("exec on the real stack", () => {
       expect(r.exitCode).toBe(1);
       expect(r.stderr).toMatch(/^berth: NotFound: /);
     });
+  });
+});
+
+describe.skipIf(skip)("exec on two nodes sharing one NATS", () => {
+  it("only the owning node runs an exec; another node answers Conflict and records nothing", async () => {
+    const nats = await startNats();
+    const ds: TestDaemon[] = [];
+    try {
+      const a = await startTestDaemon({ natsUrl: nats.url });
+      ds.push(a);
+      const b = await startTestDaemon({ natsUrl: nats.url });
+      ds.push(b);
+      const r = await a.cmd<{ id: string }>("container.run", { image: "busybox", cmd: ["sleep", "1000"], stopTimeoutSec: 0 });
+      const id = r.result!.id;
+      // With a's daemon stopped (its container runs on), only b answers commands.
+      await a.stop();
+      ds.shift();
+      const before = (await b.get<{ events: Ev[] }>(`/v1/containers/${id}/events`)).events;
+      const x = await b.cmd("container.exec", { id, cmd: ["sleep", "93.6"] });
+      expect(x.error?.code).toBe("Conflict");
+      expect(x.error?.message).toMatch(new RegExp(`runs on node ${a.node}`));
+      expect((await b.get<{ events: Ev[] }>(`/v1/containers/${id}/events`)).events).toEqual(before);
+      expect(processesWith(["sleep", "93.6"])).toEqual([]);
+      // a again, to remove its container.
+      const a2 = await startTestDaemon({ natsUrl: nats.url, dataRoot: a.dataRoot, node: a.node });
+      ds.unshift(a2);
+    } finally {
+      for (const d of ds) await d.destroy();
+      await nats.stop();
+    }
   });
 });
