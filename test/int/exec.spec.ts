@@ -176,11 +176,14 @@ describe.skipIf(skip)("exec on the real stack", () => {
         p.write("stty size\r");
         await see(/^24 80\r*$/m, mark);
         p.resize(132, 43);
-        // The CLI passes the resize on; stty then sees the new size.
-        await new Promise((r) => setTimeout(r, 300));
-        mark = screen.length;
-        p.write("stty size\r");
-        await see(/^43 132\r*$/m, mark);
+        // The CLI passes the resize on (SIGWINCH → a resize frame → the daemon's pty → runc →
+        // the container's terminal); ask until stty sees it, a loaded machine may take a while.
+        await until(async () => {
+          mark = screen.length;
+          p.write("stty size\r");
+          await new Promise((r) => setTimeout(r, 500));
+          return /^43 132\r*$/m.test(screen.slice(mark));
+        }, 15_000);
         p.write("exit 3\r");
         expect(await exited).toBe(3);
       } finally {
@@ -196,6 +199,20 @@ describe.skipIf(skip)("exec on the real stack", () => {
       expect(started.actor).toMatch(/^cli:/);
       await until(async () => (await execs(web)).at(-1)?.type === "ContainerExecExited", 5_000);
       expect((await execs(web)).at(-1)!.data).toEqual({ execId: started.data.execId, exitCode: 3 });
+    });
+
+    it("a terminal client that goes away takes its process with it, and the end is recorded", async () => {
+      const pty = (await import("node-pty")).default;
+      const p: IPty = pty.spawn(process.execPath, [CLI, "--data-root", d.dataRoot, "exec", "-it", web, "sh", "-c", "sleep 94.5 & sleep 95.5"], {
+        name: "xterm", cols: 80, rows: 24, env: process.env as Record<string, string>,
+      });
+      const exited = new Promise<void>((r) => p.onExit(() => r()));
+      await until(async () => processesWith(["sleep", "95.5"]).length > 0, 15_000);
+      p.kill("SIGKILL");
+      await exited;
+      await until(async () => processesWith(["sleep", "94.5"]).length + processesWith(["sleep", "95.5"]).length === 0, 10_000);
+      await until(async () => (await execs(web)).at(-1)?.type === "ContainerExecExited", 10_000);
+      expect((await d.get<{ state: string }>(`/v1/containers/${web}`)).state).toBe("running");
     });
 
     it("the terminal route needs the bearer token and a running container", async () => {
