@@ -83,7 +83,7 @@ export type ContainerEvent =
   | Envelope<"ContainerActionFailed", { action: string; error: string }>
   /** An exec session began (audit): its argv and the user asked for ("" = the container's own). */
   | Envelope<"ContainerExecStarted", ContainerExecStartedData>
-  /** An exec session ended: the process's exit code (-1 when it never ran or was killed at its timeout). */
+  /** An exec session ended: the process's exit code (137 when killed at its timeout, -1 when it never ran). */
   | Envelope<"ContainerExecExited", { execId: string; exitCode: number }>;
 
 export interface ContainerExecStartedData {
