@@ -18,6 +18,7 @@ import { ContainerService } from "./handlers/container-service.js";
 import { Executor } from "./handlers/executor.js";
 import { HealthMonitor } from "./handlers/health-monitor.js";
 import { ImageService } from "./handlers/image-service.js";
+import { ExecService } from "./handlers/exec-service.js";
 import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
 import { createMetrics } from "./api/metrics.js";
@@ -114,10 +115,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const images = new ImageService(o.node, store, projector, imageStore);
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
   const metrics = createMetrics(projector.model);
+  const exec = new ExecService({ node: o.node, projector, commands, host: runtime });
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ nc, containers, images, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ nc, containers, images, exec, metrics, ready: () => phase === "ready" });
   await nats.start();
   mark("commandDoorOpen");
 
@@ -130,6 +132,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     readiness: () => ({ ready: phase === "ready", phase }),
     metrics,
     logs: (id, q) => runtime.readLogs(id, q),
+    exec,
   });
   await http.listen({ host: listen.host, port: listen.port });
   const addr = http.server.address();
@@ -207,6 +210,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     (stopping ??= (async () => {
       phase = "stopping";
       await http.close().catch(() => undefined);
+      // Exec sessions end with the daemon (their end is recorded); a command waiting for one must not hold the stop.
+      await exec.stop();
       await nats.stop();
       stopWatch();
       stopRotation();

@@ -4,6 +4,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import swagger from "@fastify/swagger";
+import websocket from "@fastify/websocket";
 import type { EventStore } from "../events/store.js";
 import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
 import { logger } from "../log.js";
@@ -12,6 +13,8 @@ import { byCreated, toContainerView, ContainerView } from "../projections/views.
 import type { Metrics } from "./metrics.js";
 import * as S from "./http-schemas.js";
 import { logsRoute, type LogsSource } from "./logs-route.js";
+import type { ExecService } from "../handlers/exec-service.js";
+import { registerExecRoute } from "./exec-ws.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
 
 export interface HttpOptions {
@@ -23,6 +26,8 @@ export interface HttpOptions {
   metrics: Metrics;
   /** The container's log as text lines, streamed (the runtime's reader, through the wiring). */
   logs: LogsSource;
+  /** Terminal exec sessions (a WebSocket route); without it the route does not exist. */
+  exec?: ExecService;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -104,9 +109,12 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
     },
   });
+  // A terminal's start frame is bounded by the command body limit; more is not a terminal's.
+  if (opts.exec) app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
   // Routes live in a plugin so that swagger's onRoute hook is in place before they are added.
   app.register(async (api) => {
     const v1 = { security: [{ bearer: [] }] };
+    if (opts.exec) registerExecRoute(api, opts.exec, v1);
 
     api.get("/healthz", { schema: { tags: ["ops"], response: { 200: S.Health } } }, async () => ({ status: "ok" }));
     api.get(

@@ -12,8 +12,10 @@ import type { RequestJournal } from "../handlers/command-service.js";
 export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
 import type { ImageService } from "../handlers/image-service.js";
+import type { ExecService } from "../handlers/exec-service.js";
 import {
   CreateBody,
+  ExecBody,
   ImageImportBody,
   ImageRemoveBody,
   KillBody,
@@ -36,6 +38,8 @@ export interface NatsServiceDeps {
   nc: NatsConnection;
   containers: ContainerService;
   images: ImageService;
+  /** `container.exec`; without it the verb is unknown. */
+  exec?: ExecService;
   metrics?: Metrics;
   /** Commands wait (or fail Unavailable) until recovery is over. */
   ready: () => boolean;
@@ -58,6 +62,7 @@ export class NatsCommandService {
     const remove = validator(RemoveBody);
     const imp = validator(ImageImportBody);
     const irm = validator(ImageRemoveBody);
+    const exec = validator(ExecBody);
     // The body's own fields, and the options every use case takes (the request journal comes
     // from `once` when the body has a requestId).
     const split = <T extends { meta?: unknown; timeoutMs?: number }>(b: T, request?: RequestJournal) => {
@@ -78,6 +83,7 @@ export class NatsCommandService {
       "container.unpause": async (b, r) => { const { rest, o } = split(ref(b), r); return c.unpause(rest.id, o); },
       "container.update": async (b, r) => { const { rest, o } = split(update(b), r); const { id, ...patch } = rest; return c.update(id, patch, o); },
       "container.remove": async (b, r) => { const { rest, o } = split(remove(b), r); return c.remove(rest.id, rest.force, o); },
+      ...(d.exec ? { "container.exec": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(exec(b), r); return d.exec!.exec(rest, o.meta); } } : {}),
       "image.import": async (b, r) => { const { rest, o } = split(imp(b), r); return d.images.import(rest.source, rest.name, o); },
       "image.remove": async (b, r) => { const { rest, o } = split(irm(b), r); return d.images.remove(rest.name, o); },
     };

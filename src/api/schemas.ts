@@ -45,6 +45,17 @@ export const ImageImportBody = body({
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.:/-]*$" })),
 });
 export const ImageRemoveBody = body({ name: Type.String({ minLength: 1, maxLength: 256 }) });
+/** Linux refuses a single argument or env entry over 128 KiB (MAX_ARG_STRLEN); the body limit bounds the rest. */
+const Arg = Type.String({ maxLength: 131_072 });
+export const ExecFields = {
+  id: Ref,
+  cmd: Type.Array(Arg, { minItems: 1, maxItems: 4096, description: "argv; no shell unless you name one" }),
+  env: Type.Optional(Type.Array(Type.String({ minLength: 2, maxLength: 131_072, pattern: "^[^=]+=" }), { maxItems: 1024 })),
+  user: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: "user[:group], names or numeric ids" })),
+  workdir: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, pattern: "^/" })),
+  timeoutSec: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+};
+export const ExecBody = body(ExecFields);
 
 export type CreateBody = Static<typeof CreateBody>;
 export type StopBody = Static<typeof StopBody>;
@@ -54,6 +65,7 @@ export type RemoveBody = Static<typeof RemoveBody>;
 export type RefBody = Static<typeof RefBody>;
 export type ImageImportBody = Static<typeof ImageImportBody>;
 export type ImageRemoveBody = Static<typeof ImageRemoveBody>;
+export type ExecBody = Static<typeof ExecBody>;
 
 const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDefaults: false });
 

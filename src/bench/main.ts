@@ -18,6 +18,7 @@ import { benchNatsSync } from "./nats-sync.js";
 import { benchLogs } from "./logs.js";
 import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
+import { benchExec } from "./exec.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = resolve(here, "../cli/main.js");
@@ -115,8 +116,9 @@ async function main(): Promise<void> {
   // phase (a daemon process with 200 containers, kill -9, time to /readyz 200; needs runc and root).
   // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
   // BENCH_SECTIONS=logs: tail=100 and a full read of a 1 GiB log (time, daemon RSS), follow latency.
+  // BENCH_SECTIONS=exec: container.exec of `true` against raw `runc exec` (BENCH_EXEC_RUNS).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -185,6 +187,7 @@ async function main(): Promise<void> {
   if (sections.has("crashloop")) out.crashloop = await benchCrashloop();
   if (sections.has("natssync")) out.natsSyncCost = await benchNatsSync();
   if (sections.has("logs")) out.logs = await benchLogs();
+  if (sections.has("exec")) out.exec = await benchExec();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

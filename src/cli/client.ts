@@ -43,7 +43,8 @@ export async function loadConfig(dataRoot: string): Promise<ClientConfig> {
   }
 }
 
-function actor(): string {
+/** Who the daemon records as the actor of this CLI's commands. */
+export function actor(): string {
   try {
     return `cli:${userInfo().username}@${hostname()}`;
   } catch {

@@ -5,6 +5,7 @@ import { Command, CommanderError, InvalidArgumentError } from "commander";
 import type { ContainerView } from "../contract/views.js";
 import { addRunOptions, parseBytes, specFromOptions, type RunOptions } from "./args.js";
 import { CliError, Client, DEFAULT_DATA_ROOT, loadConfig } from "./client.js";
+import { addExecVerb } from "./exec.js";
 import { ago, bytes, containerTable, eventLine, shortId, table, type EventRow } from "./format.js";
 
 function version(): string {
@@ -148,6 +149,8 @@ export function buildProgram(ctx: Ctx): Command {
       const c = await client(cmd);
       await each(refs, o, (id) => c.command("berth.cmd.container.remove", { id, ...(o.force ? { force: true } : {}) }));
     });
+
+  addExecVerb(program, { client, setExit: (code) => (ctx.exitCode = code) });
 
   verb(program, "ps", "list containers (running and paused; -a for all)")
     .option("-a, --all", "every container not yet removed")

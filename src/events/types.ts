@@ -80,7 +80,17 @@ export type ContainerEvent =
   /** Recovery could not hand the container back (e.g. its image is gone). */
   | Envelope<"ContainerRestoreFailed", { reason: string }>
   /** A requested action (stop, kill, pause, unpause, remove) failed on the host. */
-  | Envelope<"ContainerActionFailed", { action: string; error: string }>;
+  | Envelope<"ContainerActionFailed", { action: string; error: string }>
+  /** An exec session began (audit): its argv and the user asked for ("" = the container's own). */
+  | Envelope<"ContainerExecStarted", ContainerExecStartedData>
+  /** An exec session ended: the process's exit code (137 when killed at its timeout, -1 when it never ran). */
+  | Envelope<"ContainerExecExited", { execId: string; exitCode: number }>;
+
+export interface ContainerExecStartedData {
+  execId: string;
+  cmd: string[];
+  user: string;
+}
 
 // --- image and node ------------------------------------------------------------------------
 export interface ImageImportedData {

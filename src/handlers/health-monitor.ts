@@ -130,7 +130,7 @@ export class HealthMonitor {
     try {
       r = await this.host.exec(c.id, hc.argv, { timeoutMs: hc.timeoutMs, signal: w.abort.signal });
     } catch (err) {
-      r = { exitCode: -1, output: (err as Error).message, timedOut: false };
+      r = { exitCode: -1, stdout: "", stderr: (err as Error).message, truncated: false, timedOut: false };
     }
     if (!this.live(w)) return;
     const ok = r.exitCode === 0;
@@ -197,6 +197,7 @@ export class HealthMonitor {
 }
 
 function probeOutput(r: ProbeResult, hc: HealthConfig): string {
-  const text = r.timedOut ? `health check exceeded its timeout (${hc.timeoutMs} ms)${r.output ? `\n${r.output}` : ""}` : r.output;
+  const output = r.stdout + r.stderr;
+  const text = r.timedOut ? `health check exceeded its timeout (${hc.timeoutMs} ms)${output ? `\n${output}` : ""}` : output;
   return text.length > OUTPUT_MAX ? text.slice(0, OUTPUT_MAX) : text;
 }

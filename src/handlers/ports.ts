@@ -3,7 +3,7 @@
 // (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
-import type { ExitInfo, ImageRecord, RuncState } from "../shared/host-facts.js";
+import type { ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState } from "../shared/host-facts.js";
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
@@ -28,13 +28,8 @@ export interface RecoveryHost {
   cleanup(id: string): Promise<void>;
 }
 
-/** What a command run in a container said and how it ended (runc exec). */
-export interface ProbeResult {
-  /** The process's exit code; -1 when it was killed for running past its timeout (or aborted). */
-  exitCode: number;
-  output: string;
-  timedOut: boolean;
-}
+/** What a command run in a container said and how it ended (runc exec): a probe's or an exec's. */
+export type ProbeResult = ExecResult;
 
 /** What the health monitor needs from the host. */
 export interface HealthHost {
@@ -47,4 +42,32 @@ export interface ImageStorePort {
   import(source: string, name?: string): Promise<ImageRecord>;
   resolve(ref: string): Promise<ImageRecord | null>;
   remove(name: string): Promise<void>;
+}
+
+/** What the service asks of the host exec sessions (HostRuntime implements it). */
+export interface ExecHost {
+  /** `user[:group]` against the container's /etc/passwd and /etc/group; InvalidArgument if unknown. */
+  resolveUser(id: string, user: string): Promise<ExecUser>;
+  exec(id: string, argv: readonly string[], opts: ExecProcessOptions & { timeoutMs: number; maxOutput: number; signal?: AbortSignal }): Promise<ExecResult>;
+  execTty(id: string, argv: readonly string[], opts: ExecProcessOptions & { cols: number; rows: number }): Promise<TtyProcess>;
+}
+
+export interface ExecProcessOptions {
+  env?: readonly string[];
+  user?: ExecUser;
+  cwd?: string;
+}
+
+/** A process on a terminal: bytes out, bytes in, window size, and how it ended. */
+export interface TtyProcess {
+  onData(cb: (data: Buffer) => void): void;
+  write(data: Buffer | string): void;
+  resize(cols: number, rows: number): void;
+  /** Stop reading its output for a while (the client is slow), and go on. */
+  pause(): void;
+  resume(): void;
+  /** End it and everything it started. */
+  kill(): Promise<void>;
+  /** Its exit code (128 + n for a signal). */
+  readonly exited: Promise<number>;
 }

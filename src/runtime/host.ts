@@ -13,13 +13,15 @@ import { validateMountSources } from "./mounts.js";
 import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
 import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
-import { Runc, type ExecOptions, type ExecResult } from "./runc.js";
+import { Runc, type ExecOptions, type ExecResult, type ExecUser } from "./runc.js";
 import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 import writeFileAtomic from "write-file-atomic";
 import type { Readable } from "node:stream";
 import type { LogPolicy } from "./log-files.js";
 import { DEFAULT_LOG_POLICY, LogRotator } from "./log-rotator.js";
 import { readLogLines, readLogs, type LogQuery } from "./logs.js";
+import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
+import { resolveUserIn } from "./users.js";
 
 export interface HostRuntimeOptions {
   dataRoot: string;
@@ -193,6 +195,10 @@ export class HostRuntime {
   hasBundle(id: string): Promise<boolean> { return exists(this.paths.container(id).config); }
   /** Run a command in a running container (runc exec, no tty): exit code and output, bounded in time. */
   exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> { return this.runc.exec(checkId(id), argv, opts); }
+  /** The same on a terminal the daemon makes (runc exec --tty in the foreground). */
+  execTty(id: string, argv: readonly string[], opts: TtyExecOptions): Promise<TtyExec> { return execTty(this.runc, checkId(id), argv, opts); }
+  /** `user[:group]` → ids, names looked up in the container's own /etc/passwd and /etc/group. */
+  resolveUser(id: string, user: string): Promise<ExecUser> { return resolveUserIn(this.paths.container(checkId(id)).rootfs, user); }
 
   async readExit(id: string): Promise<ExitInfo | null> {
     const file = this.paths.exitFile(id);

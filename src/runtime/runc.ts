@@ -11,6 +11,7 @@ import type { Logger } from "../log.js";
 import { isNotExist, run, toolEnv, toolPaths } from "./exec.js";
 import { killSession, pidNs } from "./session.js";
 import type { RuncState } from "../shared/host-facts.js";
+import type { ExecResult, ExecUser } from "../shared/host-facts.js";
 
 const TIMEOUT_MS = 30_000;
 
@@ -30,14 +31,7 @@ const toState = (s: RawState): RuncState => ({
   created: s.created,
 });
 
-/** What a command run in a container said and how it ended. */
-export interface ExecResult {
-  /** The process's exit code; -1 when it was killed for running past its timeout (or aborted). */
-  exitCode: number;
-  /** stdout and stderr in the order they reached us (runc copies each on its own), cut after EXEC_OUTPUT_MAX bytes. */
-  output: string;
-  timedOut: boolean;
-}
+export type { ExecResult, ExecUser } from "../shared/host-facts.js";
 
 export interface ExecOptions {
   timeoutMs: number;
@@ -45,12 +39,39 @@ export interface ExecOptions {
   signal?: AbortSignal;
   /** Where runc writes the exec'd pid; a fresh file in the OS temp dir when not given. */
   pidFile?: string;
+  /** Added to the container's own environment (KEY=VALUE). */
+  env?: readonly string[];
+  /** Replaces the container's user; its own when not given. */
+  user?: ExecUser;
+  /** Replaces the container's working directory. */
+  cwd?: string;
+  /** Bytes kept of each of stdout and stderr; EXEC_OUTPUT_MAX when not given. */
+  maxOutput?: number;
 }
 
 /** Docker keeps 4 KiB of a probe's output; so do we. */
 export const EXEC_OUTPUT_MAX = 4096;
 /** A background child of the exec'd process can keep the pipes open: read this long after it exits. */
 const EXEC_DRAIN_MS = 100;
+
+/** Output kept up to `max` bytes; the rest is counted as cut, not stored. */
+class Bounded {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  cut = false;
+  constructor(private readonly max: number) {}
+  take = (b: Buffer) => {
+    const room = this.max - this.size;
+    if (b.length > room) this.cut = true;
+    if (room <= 0) return;
+    const part = b.subarray(0, room);
+    this.chunks.push(part);
+    this.size += part.length;
+  };
+  text(): string {
+    return Buffer.concat(this.chunks).toString("utf8");
+  }
+}
 
 export interface RuncOptions {
   root: string;
@@ -153,28 +174,46 @@ export class Runc {
   }
 
   /**
-   * `runc exec` without a tty: run `argv` in the running container with its process settings
-   * (env, user, cwd) and report the exit code and output. A non-zero exit is a result, not an
-   * error; only failing to spawn runc throws. runc runs in its own process group and the exec'd
-   * process leads its own session, so on timeout the whole session is killed, then runc: nothing
-   * the command started outlives it.
+   * runc's `exec` arguments (global flags included) for `argv` with these process settings;
+   * the one place both the piped and the terminal exec build them.
    */
-  async exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+  execArgs(id: string, argv: readonly string[], o: { pidFile: string; tty?: boolean; env?: readonly string[]; user?: ExecUser; cwd?: string }): string[] {
     checkId(id);
     if (argv.length === 0) throw invalid("exec needs a command");
-    const pidFile = opts.pidFile ?? join(tmpdir(), `berth-exec-${randomBytes(8).toString("hex")}.pid`);
-    const args = [...this.globalArgs, "exec", "--pid-file", pidFile, id, ...argv];
+    const args = [...this.globalArgs, "exec", "--pid-file", o.pidFile];
+    if (o.tty) args.push("--tty");
+    for (const e of o.env ?? []) args.push("--env", e);
+    if (o.user) {
+      args.push("--user", `${o.user.uid}:${o.user.gid}`);
+      for (const g of o.user.additionalGids ?? []) args.push("--additional-gids", String(g));
+    }
+    if (o.cwd) args.push("--cwd", o.cwd);
+    // runc stops parsing its flags at the container id (its exec skips argument reordering), so
+    // an argv starting with `-` is the command's; a `--` here would become the program's name.
+    return [...args, id, ...argv];
+  }
+
+  /** A fresh pid file path for one exec. */
+  static pidFile(): string {
+    return join(tmpdir(), `berth-exec-${randomBytes(8).toString("hex")}.pid`);
+  }
+
+  /**
+   * `runc exec` without a tty: run `argv` in the running container with its process settings
+   * (env, user, cwd, unless overridden) and report the exit code and the output of each stream,
+   * bounded. A non-zero exit is a result, not an error; only failing to spawn runc throws. runc
+   * runs in its own process group and the exec'd process leads its own session, so on timeout
+   * the whole session is killed, then runc: nothing the command started outlives it.
+   */
+  async exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+    const pidFile = opts.pidFile ?? Runc.pidFile();
+    const args = this.execArgs(id, argv, { pidFile, env: opts.env, user: opts.user, cwd: opts.cwd });
     const child = spawn(this.path, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, env: toolEnv() });
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const take = (b: Buffer) => {
-      if (size >= EXEC_OUTPUT_MAX) return;
-      const part = b.subarray(0, EXEC_OUTPUT_MAX - size);
-      chunks.push(part);
-      size += part.length;
-    };
-    child.stdout.on("data", take);
-    child.stderr.on("data", take);
+    const max = opts.maxOutput ?? EXEC_OUTPUT_MAX;
+    const out = new Bounded(max);
+    const err = new Bounded(max);
+    child.stdout.on("data", out.take);
+    child.stderr.on("data", err.take);
 
     let timedOut = false;
     let killing: Promise<void> | null = null;
@@ -204,7 +243,7 @@ export class Runc {
       if (timedOut) await (killing ?? Promise.resolve()).then(() => this.killExec(id, null, pidFile));
       const exitCode = timedOut ? -1 : end.code ?? 128 + (end.sig ? osConstants.signals[end.sig] : 0);
       this.log.trace({ tool: "runc", id, argv, ms: Math.round(performance.now() - t0), exitCode, timedOut }, "exec ran");
-      return { exitCode, output: Buffer.concat(chunks).toString("utf8"), timedOut };
+      return { exitCode, stdout: out.text(), stderr: err.text(), truncated: out.cut || err.cut, timedOut };
     } finally {
       clearTimeout(timer);
       opts.signal?.removeEventListener("abort", expire);
@@ -218,7 +257,7 @@ export class Runc {
    * The exec'd session first (runc only copies its output and reaps), then runc's own group. The
    * container's pid namespace tells the command's processes from anyone else's.
    */
-  private async killExec(id: string, runcPid: number | null | undefined, pidFile: string): Promise<void> {
+  async killExec(id: string, runcPid: number | null | undefined, pidFile: string): Promise<void> {
     const leader = Number.parseInt(await readFile(pidFile, "utf8").catch(() => ""), 10);
     if (Number.isInteger(leader)) {
       // The container's init names the namespace; without it, nothing of the container lives.

@@ -61,3 +61,22 @@ export interface LogLine {
   stream: "stdout" | "stderr";
   text: string;
 }
+
+/** What a command run in a container said and how it ended. */
+export interface ExecResult {
+  /** The process's exit code; -1 when it was killed for running past its timeout (or aborted). */
+  exitCode: number;
+  /** What it wrote to stdout and stderr, each cut after `maxOutput` bytes. */
+  stdout: string;
+  stderr: string;
+  /** Some output was cut. */
+  truncated: boolean;
+  timedOut: boolean;
+}
+
+/** Who the exec'd process runs as: runc's `--user uid:gid` and `--additional-gids`. */
+export interface ExecUser {
+  uid: number;
+  gid: number;
+  additionalGids?: number[];
+}

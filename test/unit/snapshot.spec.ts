@@ -79,6 +79,10 @@ function dataFor(type: EventType, s: Step, at: string, name: string, id: string)
       return { status: (["starting", "healthy", "unhealthy"] as const)[s.pick % 3], failingStreak: s.pick % 4 };
     case "ContainerRestoreFailed":
       return { reason: "image busybox:latest is gone" };
+    case "ContainerExecStarted":
+      return { execId: `x${s.pick}`, cmd: ["sh", "-c", "true"], user: s.flag ? "1000:1000" : "" };
+    case "ContainerExecExited":
+      return { execId: `x${s.pick}`, exitCode: s.pick % 3 };
     case "ContainerUpdated":
       return { resources: { pidsLimit: s.pick } };
     case "ContainerStopRequested":
@@ -107,11 +111,11 @@ const CONTAINER_TYPES = Object.keys({
   ContainerKillRequested: 1, ContainerSignaled: 1, ContainerRestartRequested: 1, ContainerExited: 1, ContainerPauseRequested: 1,
   ContainerPaused: 1, ContainerUnpauseRequested: 1, ContainerUnpaused: 1, ContainerUpdated: 1, ContainerRemoveRequested: 1,
   ContainerRemoved: 1, ContainerRestartScheduled: 1, ContainerRestartCancelled: 1, ContainerHealthChanged: 1,
-  ContainerRestoreFailed: 1, ContainerActionFailed: 1,
+  ContainerRestoreFailed: 1, ContainerActionFailed: 1, ContainerExecStarted: 1, ContainerExecExited: 1,
 } satisfies Record<Extract<EventType, `Container${string}`>, 1>) as Extract<EventType, `Container${string}`>[];
 const OTHER_TYPES: EventType[] = ["ImageImported", "ImageRemoved", "NodeStarted", "NodeRestored"];
 /** Facts the host may report at any time (the executor checks the table before appending them). */
-const FACTS: EventType[] = ["ContainerExited", "ContainerRestartScheduled", "ContainerHealthChanged", "ContainerRestoreFailed", "ContainerStarted", "ContainerSignaled"];
+const FACTS: EventType[] = ["ContainerExited", "ContainerRestartScheduled", "ContainerHealthChanged", "ContainerRestoreFailed", "ContainerStarted", "ContainerSignaled", "ContainerExecStarted", "ContainerExecExited"];
 
 class History {
   readonly events: StoredEvent[] = [];

@@ -166,6 +166,9 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     case "ContainerRestoreFailed":
       n.lastError = `restore: ${e.data.reason}`;
       break;
+    // Exec sessions are audit facts: the container's state stays as it is.
+    case "ContainerExecStarted":
+    case "ContainerExecExited":
     case "ContainerSignaled":
     case "ContainerPauseRequested":
     case "ContainerPaused":

@@ -12,6 +12,9 @@ export type Target = LifecycleState | "removed";
 type Row = Partial<Record<ContainerEvent["type"], Target>>;
 
 // Intents keep the state (the outcome moves it); `ContainerActionFailed` answers an intent.
+// An exec session starts only in a running container and changes no state; its end is recorded
+// whatever the container did meanwhile (the exec ends when the container does), except before
+// the container ever ran.
 export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
   created: {
     ContainerStartRequested: "created",
@@ -34,6 +37,8 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerPaused: "paused",
     ContainerExited: "exited",
     ContainerHealthChanged: "running",
+    ContainerExecStarted: "running",
+    ContainerExecExited: "running",
     ContainerRestoreFailed: "running",
     ContainerRemoveRequested: "removing",
   },
@@ -48,6 +53,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerUnpaused: "running",
     ContainerExited: "exited",
     ContainerHealthChanged: "paused",
+    ContainerExecExited: "paused",
     ContainerRestoreFailed: "paused",
     ContainerRemoveRequested: "removing",
   },
@@ -57,6 +63,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerStartFailed: "exited",
     ContainerRestartCancelled: "exited",
     ContainerUpdated: "restarting",
+    ContainerExecExited: "restarting",
     ContainerRestoreFailed: "restarting",
     ContainerActionFailed: "restarting",
     ContainerRemoveRequested: "removing",
@@ -70,17 +77,20 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerSignaled: "exited",
     ContainerActionFailed: "exited",
     ContainerRestartScheduled: "restarting",
+    ContainerExecExited: "exited",
     ContainerRestoreFailed: "exited",
     ContainerRemoveRequested: "removing",
   },
   removing: {
     ContainerExited: "removing",
     ContainerSignaled: "removing",
+    ContainerExecExited: "removing",
     ContainerRemoved: "removed",
     ContainerActionFailed: "dead",
   },
   dead: {
     ContainerRestoreFailed: "dead",
+    ContainerExecExited: "dead",
     ContainerRemoveRequested: "removing",
     ContainerRemoved: "removed",
   },
