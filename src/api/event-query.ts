@@ -117,10 +117,15 @@ export async function stateAt(store: EventStore, at: Point): Promise<{ seq: numb
   const last = await store.lastSeq();
   const end = "seq" in at ? Math.min(at.seq, last) : last;
   if (end >= 1) {
-    await store.read({ toSeq: end }, (e) => {
-      if ("time" in at && Date.parse(e.at) > at.time) return false;
-      model.apply(e);
-    });
+    // Quarantined messages are folded (skipped) exactly as the daemon's own model does.
+    await store.read(
+      { toSeq: end },
+      (e) => {
+        if ("time" in at && Date.parse(e.at) > at.time) return false;
+        model.apply(e);
+      },
+      (r) => model.apply(r),
+    );
   }
   const containers = [...model.containers.values()].map((c) => toContainerView(c, false)).sort(byCreated);
   return { seq: model.seq, containers };

@@ -1,6 +1,7 @@
 // The read model: containers, images and nodes folded from the log. Changes only through
 // apply(event); queries never touch the host.
 import type { ImageImportedData, StoredEvent } from "../events/types.js";
+import { isRejected, type RejectedEvent } from "../events/validate.js";
 import { evolve, isContainerEvent, type ContainerState } from "./container.js";
 import { nextState } from "./transitions.js";
 
@@ -17,10 +18,26 @@ export interface NodeView {
   lastSeenSeq: number;
 }
 
+/** An event of the log the model did not fold, and why (listed for auditors). */
+export interface QuarantinedEvent {
+  seq: number;
+  subject: string;
+  type: string | null;
+  reason: string;
+  /** "invalid": failed validation (validate.ts); "transition": the table forbids it from the state it met. */
+  kind: "invalid" | "transition";
+}
+
+/** Quarantined events the model lists (the latest); `quarantinedTotal` counts them all. */
+export const QUARANTINE_LIST_MAX = 1000;
+const CONTAINER_PREFIX = "berth.ev.container.";
+
 /** The read model as plain data: what a snapshot holds (the name index is rebuilt on load). */
 export interface ReadModelData {
   seq: number;
   anomalies: number;
+  quarantinedTotal: number;
+  quarantined: QuarantinedEvent[];
   containers: ContainerState[];
   images: ImageView[];
   nodes: NodeView[];
@@ -35,16 +52,33 @@ export class ReadModel {
   readonly nodes = new Map<string, NodeView>();
   /** Last stream sequence applied. */
   seq = 0;
-  /** Events the transition table forbids that were in the log anyway (should stay 0). */
+  /** Events the transition table forbids that were in the log anyway (quarantined; should stay 0). */
   anomalies = 0;
+  /** Every event quarantined so far, and the latest QUARANTINE_LIST_MAX of them. */
+  quarantinedTotal = 0;
+  quarantined: QuarantinedEvent[] = [];
+  /** Told of each event as it is quarantined (the projector logs it). Not part of the model. */
+  onQuarantine: ((q: QuarantinedEvent) => void) | null = null;
 
-  apply(e: StoredEvent): void {
+  /**
+   * Fold one event read back from the log, or quarantine it: a rejected message (validate.ts),
+   * or a container event the transition table forbids from the state it meets (the writers check
+   * the table before appending, so only a foreign writer puts one there). A quarantined event
+   * changes nothing but the bookkeeping: the model's seq, and the container's version (the
+   * subject's last sequence, which the next append must name).
+   */
+  apply(e: StoredEvent | RejectedEvent): void {
     if (e.seq <= this.seq) return;
     this.seq = e.seq;
+    if (isRejected(e)) return this.quarantine(e.seq, e.subject, e.type, e.reason, "invalid");
     if (isContainerEvent(e)) {
-      const id = e.type === "ContainerCreated" ? e.data.id : e.subject.slice(e.subject.lastIndexOf(".") + 1);
+      const id = e.subject.slice(CONTAINER_PREFIX.length);
       const prev = this.containers.get(id) ?? null;
-      if (prev && nextState(prev.state, e.type) === null) this.anomalies++;
+      const why = forbidden(prev, e.type);
+      if (why) {
+        this.anomalies++;
+        return this.quarantine(e.seq, e.subject, e.type, why, "transition");
+      }
       const next = evolve(prev, e);
       if (!next) return;
       if (next.removed) {
@@ -52,8 +86,6 @@ export class ReadModel {
         this.releaseName(next.name, id);
       } else {
         this.containers.set(id, next);
-        // A second ContainerCreated for a live id (only a hand-made log has one) may rename it.
-        if (prev && prev.name !== next.name) this.releaseName(prev.name, id);
         this.byName.set(next.name, id);
       }
       return;
@@ -78,6 +110,22 @@ export class ReadModel {
         });
         return;
     }
+  }
+
+  private quarantine(seq: number, subject: string, type: string | null, reason: string, kind: QuarantinedEvent["kind"]): void {
+    const q: QuarantinedEvent = { seq, subject, type, reason, kind };
+    this.quarantinedTotal++;
+    this.quarantined.push(q);
+    if (this.quarantined.length > QUARANTINE_LIST_MAX) this.quarantined.shift();
+    if (subject.startsWith(CONTAINER_PREFIX)) {
+      const c = this.containers.get(subject.slice(CONTAINER_PREFIX.length));
+      if (c) {
+        // As for any event of the container: the latest one holds its name (releaseName's rule).
+        this.containers.set(c.id, { ...c, version: seq });
+        this.byName.set(c.name, c.id);
+      }
+    }
+    this.onQuarantine?.(q);
   }
 
   /**
@@ -106,6 +154,8 @@ export class ReadModel {
     return {
       seq: this.seq,
       anomalies: this.anomalies,
+      quarantinedTotal: this.quarantinedTotal,
+      quarantined: [...this.quarantined],
       containers: [...this.containers.values()],
       images,
       nodes: [...this.nodes.values()],
@@ -128,6 +178,8 @@ export class ReadModel {
     for (const n of d.nodes) this.nodes.set(n.name, n);
     this.seq = d.seq;
     this.anomalies = d.anomalies;
+    this.quarantinedTotal = d.quarantinedTotal;
+    this.quarantined = [...d.quarantined];
   }
 
   byId(id: string): ContainerState | undefined {
@@ -172,4 +224,11 @@ export class ReadModel {
     for (const c of this.containers.values()) out[c.state] = (out[c.state] ?? 0) + 1;
     return out;
   }
+}
+
+/** Why the table forbids `type` for a container in state `prev` (null: not created), or null. */
+function forbidden(prev: ContainerState | null, type: StoredEvent["type"]): string | null {
+  if (type === "ContainerCreated") return prev ? `ContainerCreated for container ${prev.id}, which exists` : null;
+  if (!prev) return `${type} for a container that does not exist (never created, or removed)`;
+  return nextState(prev.state, type as Parameters<typeof nextState>[1]) === null ? `${type} is not allowed in state ${prev.state}` : null;
 }
