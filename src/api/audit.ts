@@ -53,7 +53,7 @@ export async function verifyLog(store: EventStore, opts: { containerId?: string 
   };
   const chains = new Map<string, ChainChecker>();
   const model = new ReadModel();
-  model.onQuarantine = (q) => report({ subject: q.subject, seq: q.seq, kind: q.kind, detail: q.type ? `${q.type}: ${q.reason}` : q.reason });
+  model.onQuarantine((q) => report({ subject: q.subject, seq: q.seq, kind: q.kind, detail: q.type ? `${q.type}: ${q.reason}` : q.reason }));
   const checked = await store.readRaw({ subject }, (m) => {
     let c = chains.get(m.subject);
     if (!c) chains.set(m.subject, (c = new ChainChecker(m.subject, gone)));

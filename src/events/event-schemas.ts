@@ -97,7 +97,8 @@ export function eventSchema(type: EventType): TSchema {
     correlationId: Type.String({ minLength: 1, maxLength: 256 }),
     causationId: Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()]),
     /** sha256 of the previous message of the subject; null for its first; absent on logs from before the chain. */
-    prevHash: Type.Optional(Type.Union([Type.String({ pattern: "^[0-9a-f]{64}$" }), Type.Null()])),
+    // Its value is checked by the audit, which compares it with the hash it computes.
+    prevHash: Type.Optional(Type.Union([Type.String({ minLength: 64, maxLength: 64 }), Type.Null()])),
     data: PAYLOADS[type],
   });
 }

@@ -76,14 +76,30 @@ export class EventStore {
    */
   async append(subject: string, event: BerthEvent, opts: AppendOptions = {}): Promise<number> {
     if (opts.expectedSeq !== undefined) return this.appendAt(subject, event, opts.expectedSeq, await this.hashAt(subject, opts.expectedSeq));
-    for (let attempt = 1; ; attempt++) {
-      const head = await this.head(subject);
-      try {
-        return await this.appendAt(subject, event, head.seq, head.hash);
-      } catch (err) {
-        if (!(err instanceof VersionConflict) || attempt >= 10) throw err;
+    // One at a time per subject, in call order (a pipelined writer's order is the log's order),
+    // each against the head the previous one left in the cache.
+    return this.inLane(subject, async () => {
+      for (let attempt = 1; ; attempt++) {
+        const head = this.heads.get(subject) ?? (await this.head(subject));
+        try {
+          return await this.appendAt(subject, event, head.seq, head.hash);
+        } catch (err) {
+          if (!(err instanceof VersionConflict) || attempt >= 10) throw err;
+        }
       }
-    }
+    });
+  }
+
+  private readonly lanes = new Map<string, Promise<unknown>>();
+
+  private inLane<T>(subject: string, f: () => Promise<T>): Promise<T> {
+    const run = (this.lanes.get(subject) ?? Promise.resolve()).then(f);
+    const settled = run.catch(() => undefined);
+    this.lanes.set(subject, settled);
+    void settled.then(() => {
+      if (this.lanes.get(subject) === settled) this.lanes.delete(subject);
+    });
+    return run;
   }
 
   private async appendAt(subject: string, event: BerthEvent, expectedSeq: number, prevHash: string | null): Promise<number> {

@@ -38,7 +38,7 @@ export class Projector {
   constructor(private readonly store: EventStore) {
     // Once per event and daemon: the catch-up and the tail meet each event once (time travel
     // folds models of its own, which do not log).
-    this.model.onQuarantine = (q) => this.log.warn({ seq: q.seq, subject: q.subject, type: q.type, kind: q.kind, reason: q.reason }, "event quarantined");
+    this.model.onQuarantine((q) => this.log.warn({ seq: q.seq, subject: q.subject, type: q.type, kind: q.kind, reason: q.reason }, "event quarantined"));
   }
 
   onEvent(l: Listener): void {

@@ -57,8 +57,12 @@ export class ReadModel {
   /** Every event quarantined so far, and the latest QUARANTINE_LIST_MAX of them. */
   quarantinedTotal = 0;
   quarantined: QuarantinedEvent[] = [];
-  /** Told of each event as it is quarantined (the projector logs it). Not part of the model. */
-  onQuarantine: ((q: QuarantinedEvent) => void) | null = null;
+  /** Told of each event as it is quarantined (the projector logs it). Private: not part of the model's data. */
+  #onQuarantine: ((q: QuarantinedEvent) => void) | null = null;
+
+  onQuarantine(listener: ((q: QuarantinedEvent) => void) | null): void {
+    this.#onQuarantine = listener;
+  }
 
   /**
    * Fold one event read back from the log, or quarantine it: a rejected message (validate.ts),
@@ -125,7 +129,7 @@ export class ReadModel {
         this.byName.set(c.name, c.id);
       }
     }
-    this.onQuarantine?.(q);
+    this.#onQuarantine?.(q);
   }
 
   /**

@@ -68,7 +68,7 @@ describe("admit: a message read back from the stream", () => {
     ["`at` that is not a time", containerSubject(ID), env("ContainerPaused", {}, { at: "yesterday" }), /at must match/],
     ["`at` on the 45th of a month", containerSubject(ID), env("ContainerPaused", {}, { at: "2026-01-45T00:00:00Z" }), /not a valid time/],
     ["a causationId that is a number", containerSubject(ID), env("ContainerPaused", {}, { causationId: 5 }), /causationId/],
-    ["a malformed prevHash", containerSubject(ID), env("ContainerPaused", {}, { prevHash: "xyz" }), /prevHash/],
+    ["a malformed prevHash", containerSubject(ID), env("ContainerPaused", {}, { prevHash: "xyz" }), /prevHash must NOT have fewer than 64 characters/],
     ["a ContainerCreated of another id than its subject's", containerSubject("f".repeat(64)), env("ContainerCreated", VALID.ContainerCreated), /ContainerCreated of c0ffee0+ on the subject of f+/],
     ["a container event on a subject that is no container id", "berth.ev.container.web", env("ContainerRemoved", {}), /does not name a container id/],
     ["a container event on an image's subject", imageSubject(DIGEST), env("ContainerRemoved", {}), /not a container's/],
