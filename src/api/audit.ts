@@ -35,7 +35,12 @@ export async function verifyLog(store: EventStore, opts: { containerId?: string 
   const subject = opts.containerId ? containerSubject(opts.containerId) : undefined;
   const deleted = await store.deletedSeqs();
   deleted.sort((a, b) => a - b);
+  // Sequences an unfiltered read skipped: messages the server lost or dropped (e.g. a block it
+  // found corrupt) without a delete record.
+  const unseen: [number, number][] = [];
+  let lastSeen = 0;
   const gone = (from: number, to: number): boolean => {
+    if (unseen.some(([a, b]) => a <= to && b >= from)) return true;
     // Any deleted sequence in [from, to]: the first one ≥ from, by binary search.
     let lo = 0;
     let hi = deleted.length;
@@ -55,6 +60,8 @@ export async function verifyLog(store: EventStore, opts: { containerId?: string 
   const model = new ReadModel();
   model.onQuarantine((q) => report({ subject: q.subject, seq: q.seq, kind: q.kind, detail: q.type ? `${q.type}: ${q.reason}` : q.reason }));
   const checked = await store.readRaw({ subject }, (m) => {
+    if (!subject && m.seq > lastSeen + 1) unseen.push([lastSeen + 1, m.seq - 1]);
+    lastSeen = m.seq;
     let c = chains.get(m.subject);
     if (!c) chains.set(m.subject, (c = new ChainChecker(m.subject, gone)));
     const p = c.push(m);

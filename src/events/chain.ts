@@ -84,7 +84,7 @@ export class ChainChecker {
       return at(prev.seq, "inserted", `seq ${m.seq} follows seq ${this.before.seq}: seq ${prev.seq} was put between them`);
     }
     if (this.deleted(prev.seq + 1, m.seq - 1)) {
-      return at(m.seq, "cut", `seq ${m.seq} does not follow seq ${prev.seq}, and messages between them were deleted`);
+      return at(m.seq, "cut", `seq ${m.seq} does not follow seq ${prev.seq}, and messages between them are missing from the stream (deleted, or dropped by the server)`);
     }
     return at(prev.seq, "edited", `seq ${m.seq}'s prevHash does not match the bytes of seq ${prev.seq}: it was edited (or events between them were cut)`);
   }

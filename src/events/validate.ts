@@ -17,9 +17,8 @@ export interface RejectedEvent {
 
 export const isRejected = (e: StoredEvent | RejectedEvent): e is RejectedEvent => (e as RejectedEvent).reason !== undefined;
 
-// Replay speed: the patterns are ASCII (RegExps without the u flag are faster), and lengths are
-// limits against abuse, for which UTF-16 units do as well as code points.
-const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDefaults: false, unicodeRegExp: false, unicode: false });
+// Replay speed: the patterns are ASCII, and RegExps without the u flag are faster.
+const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDefaults: false, unicodeRegExp: false });
 const compiled = new Map<string, ValidateFunction>();
 const dec = new TextDecoder();
 const CONTAINER = `${SUBJECT_ROOT}.container.`;
