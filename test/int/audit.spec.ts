@@ -3,12 +3,14 @@
 // restarts unaffected), and `audit verify` finds them, and finds a message edited in the
 // nats-server's own store files.
 import { randomBytes } from "node:crypto";
+import { execa } from "execa";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { connectAsDaemon } from "../support/creds.js";
+import { BIN, BUILT } from "../support/daemon-proc.js";
 import { missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
 
@@ -107,6 +109,21 @@ describe.skipIf(skip)("the log as a trust boundary", () => {
     expect(all.problems.filter((p) => p.subject !== `berth.ev.container.${id}` && !forgedSeqs.includes(p.seq))).toEqual([]);
     expect((await d.http("/v1/audit/verify?pod=p1")).status).toBe(400);
     expect((await d.http(`/v1/audit/verify?container=${"e".repeat(64)}`)).status).toBe(404);
+  });
+
+  it.skipIf(!BUILT)("berth audit verify exits 1 with the problems, and 0 for a clean history", async () => {
+    const berth = (...args: string[]) => execa(BIN, ["--data-root", d.dataRoot, "audit", "verify", ...args], { reject: false });
+    const bad = await berth("--container", name, "--json");
+    expect(bad.exitCode).toBe(1);
+    expect(JSON.parse(bad.stdout)).toMatchObject({ ok: false, problems: expect.arrayContaining([expect.objectContaining({ seq: forgedSeqs[0], kind: "inserted" })]) });
+    const table = await berth("--container", name);
+    expect(table.exitCode).toBe(1);
+    expect(table.stdout).toMatch(new RegExp(`^${forgedSeqs[0]}\\s+inserted\\s+berth\\.ev\\.container\\.${id}`, "m"));
+    const other = await d.cmd<{ id: string }>("container.create", { name: `${name}-ok`, image: "busybox:latest", cmd: ["true"] });
+    const good = await berth("--container", other.result!.id);
+    expect(good.exitCode).toBe(0);
+    expect(good.stdout).toMatch(/1 events in 1 histories checked: ok/);
+    await d.cmd("container.remove", { id: other.result!.id });
   });
 
   it("gives the same state and quarantine after a restart (snapshot + catch-up) and in a full replay", async () => {
