@@ -26,8 +26,11 @@ export interface Decider<S extends AggregateState, C, E extends AnyEvent> {
   decide(cmd: C, state: S | null): NewEventOf<E>[];
   /** Pure: the state after one event (null: the aggregate does not exist). */
   evolve(state: S | null, event: E & { seq: number; subject: string }): S | null;
-  /** Whether the aggregate's transition table lets `event` follow `state` (the log should hold no other). */
-  allows(state: S | null, event: E): boolean;
+  /**
+   * Why the aggregate's transition table does not let `event` follow `state`, or null when it
+   * does. The writers check it before appending; an event it refuses is quarantined, not folded.
+   */
+  refuses(state: S | null, event: E): string | null;
   /** A state that has left the read model (removed): the registry forgets it. */
   gone(state: S): boolean;
 }

@@ -103,9 +103,18 @@ export async function listEvents(store: EventStore, f: EventFilter, limit: numbe
   return out;
 }
 
-/** The history of one container, in order. */
+/**
+ * The history of one container, in order, as the read model folds it: without the events it
+ * quarantines, also those the transition table forbids (a container's fold needs only its own
+ * subject, so folding the history alone decides them exactly as the daemon did).
+ */
 export async function containerHistory(store: EventStore, id: string): Promise<StoredEvent[]> {
-  return listEvents(store, { fromSeq: 1, untilSeq: Number.MAX_SAFE_INTEGER, subject: containerSubject(id) }, Infinity);
+  const events = await listEvents(store, { fromSeq: 1, untilSeq: Number.MAX_SAFE_INTEGER, subject: containerSubject(id) }, Infinity);
+  const fold = new ReadModel();
+  const quarantined = new Set<number>();
+  fold.onQuarantine((q) => quarantined.add(q.seq));
+  for (const e of events) fold.apply(e);
+  return quarantined.size ? events.filter((e) => !quarantined.has(e.seq)) : events;
 }
 
 /** Replay the log into a fresh read model up to `at`: the node as it was then. */
@@ -114,10 +123,15 @@ export async function stateAt(store: EventStore, at: Point): Promise<{ seq: numb
   const last = await store.lastSeq();
   const end = "seq" in at ? Math.min(at.seq, last) : last;
   if (end >= 1) {
-    await store.read({ toSeq: end }, (e) => {
-      if ("time" in at && Date.parse(e.at) > at.time) return false;
-      model.apply(e);
-    });
+    // Quarantined messages are folded (skipped) exactly as the daemon's own model does.
+    await store.read(
+      { toSeq: end },
+      (e) => {
+        if ("time" in at && Date.parse(e.at) > at.time) return false;
+        model.apply(e);
+      },
+      (r) => model.apply(r),
+    );
   }
   const containers = [...model.containers.values()].map((c) => toContainerView(c, false)).sort(byCreated);
   return { seq: model.seq, containers };

@@ -121,6 +121,41 @@ export const CheckpointList = Type.Object({
   checkpoints: Type.Array(Type.Object({}, { additionalProperties: true })),
 });
 
+export const AuditQuery = Type.Object(
+  {
+    container: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: "container ref: verify only its history" })),
+    pod: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: "pod ref (pods do not exist yet: refused)" })),
+  },
+  Strict,
+);
+export type AuditQuery = Static<typeof AuditQuery>;
+const Quarantined = Type.Object({
+  seq: Type.Integer(),
+  subject: Type.String(),
+  type: Type.Union([Type.String(), Type.Null()]),
+  reason: Type.String(),
+  kind: Type.Union([Type.Literal("invalid"), Type.Literal("transition")]),
+});
+export const AuditReport = Type.Object({
+  checked: Type.Integer({ description: "messages read" }),
+  subjects: Type.Integer(),
+  unchained: Type.Integer({ description: "events of subjects' leading runs written before the hash chain: not checked, not problems" }),
+  ok: Type.Boolean(),
+  problems: Type.Array(
+    Type.Object({
+      subject: Type.String({ description: "the subject, or * for a message deleted from the stream" }),
+      seq: Type.Integer(),
+      kind: Type.Union(["edited", "inserted", "cut", "invalid", "transition"].map((k) => Type.Literal(k))),
+      detail: Type.String(),
+    }),
+  ),
+  truncated: Type.Boolean({ description: "more problems were found than listed (10,000)" }),
+});
+export const QuarantineList = Type.Object({
+  total: Type.Integer({ description: "events quarantined by this daemon's read model" }),
+  events: Type.Array(Quarantined, { description: "the latest 1,000 of them" }),
+});
+
 export const Phase = Type.Object({ phase: Type.String({ description: "ready, or recovery still running" }) });
 export const Health = Type.Object({ status: Type.Literal("ok") });
 

@@ -15,6 +15,7 @@ import * as S from "./http-schemas.js";
 import { logsRoute, type LogsSource } from "./logs-route.js";
 import type { ExecService } from "../handlers/exec-service.js";
 import { registerExecRoute } from "./exec-ws.js";
+import { verifyLog } from "./audit.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
 
 export interface HttpOptions {
@@ -215,11 +216,30 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       async () => ({ nodes: [...model.nodes.values()].sort((a, b) => a.name.localeCompare(b.name)) }),
     );
     api.get(
+      "/v1/audit/verify",
+      { schema: { ...v1, tags: ["audit"], querystring: S.AuditQuery, response: { 200: S.AuditReport, ...S.errors(400, 404) } } },
+      async (req) => auditRoute(req.query as S.AuditQuery),
+    );
+    api.get(
+      "/v1/audit/quarantine",
+      { schema: { ...v1, tags: ["audit"], response: { 200: S.QuarantineList, ...S.errors() } } },
+      async () => ({ total: model.quarantinedTotal, events: model.quarantined }),
+    );
+    api.get(
       "/v1/checkpoints",
       { schema: { ...v1, tags: ["checkpoints"], response: { 200: S.CheckpointList, ...S.errors() } } },
       async () => ({ checkpoints: [] }),
     );
   });
+
+  async function auditRoute(q: S.AuditQuery) {
+    if (q.pod !== undefined) throw new BerthError(ErrorCode.InvalidArgument, "pods do not exist yet: verify a container or the whole log");
+    if (q.container === undefined) return verifyLog(store);
+    const id = resolveId(model, q.container, true);
+    const r = await verifyLog(store, { containerId: id });
+    if (r.checked === 0) throw new BerthError(ErrorCode.NotFound, `no container '${q.container}'`);
+    return r;
+  }
 
   async function eventsRoute(req: FastifyRequest, reply: FastifyReply) {
     const q = req.query as S.EventsQuery;

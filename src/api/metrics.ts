@@ -44,6 +44,16 @@ export function createMetrics(model: ReadModel): Metrics {
       this.set(model.anomalies);
     },
   });
+  new Counter({
+    name: "berth_events_quarantined_total",
+    help: "Events of the log that failed validation or the transition table and were not folded",
+    registers: [registry],
+    collect() {
+      // The model's count only grows (and a restart folds the same log to the same count).
+      this.reset();
+      this.inc(model.quarantinedTotal);
+    },
+  });
   new Gauge({
     name: "berth_images",
     help: "Images known to the read model, all nodes",

@@ -172,7 +172,8 @@ export async function benchRecovery(opts: { containers?: number; perContainer?: 
     const saved = await snapshots.save(doc);
 
     // Events after the snapshot (what the writer's N = 1000 leaves at most), then restore.
-    const ids = [...model.containers.keys()];
+    // Health changes of running containers: on an exited one the table forbids them (quarantined).
+    const ids = [...model.containers.values()].filter((c) => c.state === "running").map((c) => c.id);
     const tail = Array.from({ length: 1000 }, (_, i) => ({
       subject: containerSubject(ids[i % ids.length]),
       event: ev("ContainerHealthChanged", { status: i % 2 ? "healthy" : "unhealthy", failingStreak: i % 3 }),

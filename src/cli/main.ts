@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import type { ContainerView } from "../contract/views.js";
 import { addRunOptions, parseBytes, specFromOptions, type RunOptions } from "./args.js";
+import { addAuditVerbs } from "./audit.js";
 import { CliError, Client, DEFAULT_DATA_ROOT, loadConfig } from "./client.js";
 import { addExecVerb } from "./exec.js";
 import { ago, bytes, containerTable, eventLine, shortId, table, type EventRow } from "./format.js";
@@ -243,6 +244,8 @@ export function buildProgram(ctx: Ctx): Command {
       const c = await client(cmd);
       await each(names, o, (name) => c.command("berth.cmd.image.remove", { name }));
     });
+
+  addAuditVerbs(program, { client, verb, setExitCode: (c) => void (ctx.exitCode = c) });
 
   program
     .command("daemon")

@@ -9,7 +9,6 @@ import {
   jetstreamManager,
   type JetStreamClient,
   type JetStreamManager,
-  type JsMsg,
   type ConsumerMessages,
   type StreamInfo,
   StorageType,
@@ -17,7 +16,9 @@ import {
 } from "@nats-io/jetstream";
 import { BerthError, ErrorCode, VersionConflict, unavailable } from "../shared/errors.js";
 import { SUBJECT_ROOT, STREAM, type BerthEvent, type StoredEvent } from "./types.js";
-import { decodeEvent, encodeEvent } from "./codec.js";
+import { encodeEvent } from "./codec.js";
+import { hashOf } from "./chain.js";
+import { admit, isRejected, type RejectedEvent } from "./validate.js";
 
 /** JetStream API error codes we act on. */
 export const JsErr = {
@@ -25,6 +26,9 @@ export const JsErr = {
   StreamWrongLastSequenceClustered: 10164,
   NoMessageFound: 10037,
 } as const;
+
+/** Subjects whose last appended message the store remembers, to chain the next without a read. */
+const HEADS_MAX = 10_000;
 
 export interface AppendOptions {
   /** Last sequence of the subject we decided on; 0 = the subject must be empty. */
@@ -74,24 +78,99 @@ export class EventStore {
     return new EventStore(nc, jetstream(nc), jsm, stream);
   }
 
-  /** Append one event; returns its stream sequence. Throws VersionConflict on a stale version. */
+  /**
+   * Append one event; returns its stream sequence. Throws VersionConflict on a stale version.
+   * The store sets the event's `prevHash` (the hash chain, chain.ts), so every writer chains.
+   * Without `expectedSeq` the append is still made against the subject's last message, the one
+   * it hashed, so that two writers cannot both link to it; it retries when another came first.
+   */
   async append(subject: string, event: BerthEvent, opts: AppendOptions = {}): Promise<number> {
+    if (opts.expectedSeq !== undefined) return this.appendAt(subject, event, opts.expectedSeq, await this.hashAt(subject, opts.expectedSeq));
+    // One at a time per subject, in call order (a pipelined writer's order is the log's order),
+    // each against the head the previous one left in the cache.
+    return this.inLane(subject, async () => {
+      for (let attempt = 1; ; attempt++) {
+        const head = this.heads.get(subject) ?? (await this.head(subject));
+        try {
+          return await this.appendAt(subject, event, head.seq, head.hash);
+        } catch (err) {
+          if (!(err instanceof VersionConflict) || attempt >= 10) throw err;
+        }
+      }
+    });
+  }
+
+  private readonly lanes = new Map<string, Promise<unknown>>();
+
+  private inLane<T>(subject: string, f: () => Promise<T>): Promise<T> {
+    const run = (this.lanes.get(subject) ?? Promise.resolve()).then(f);
+    const settled = run.catch(() => undefined);
+    this.lanes.set(subject, settled);
+    void settled.then(() => {
+      if (this.lanes.get(subject) === settled) this.lanes.delete(subject);
+    });
+    return run;
+  }
+
+  private async appendAt(subject: string, event: BerthEvent, expectedSeq: number, prevHash: string | null): Promise<number> {
+    const bytes = encodeEvent({ ...event, prevHash });
     try {
-      const ack = await this.js.publish(subject, encodeEvent(event), {
+      const ack = await this.js.publish(subject, bytes, {
         msgID: event.eventId,
         timeout: 5_000,
-        ...(opts.expectedSeq !== undefined ? { expect: { lastSubjectSequence: opts.expectedSeq } } : {}),
+        expect: { lastSubjectSequence: expectedSeq },
       });
+      // A duplicate's stored bytes are the first attempt's, not these.
+      if (ack.duplicate) this.heads.delete(subject);
+      else this.remember(subject, ack.seq, hashOf(bytes));
       return ack.seq;
     } catch (err) {
+      this.heads.delete(subject);
       if (
         err instanceof JetStreamApiError &&
         (err.code === JsErr.StreamWrongLastSequence || err.code === JsErr.StreamWrongLastSequenceClustered)
       ) {
-        throw new VersionConflict(subject, opts.expectedSeq ?? -1, { cause: err });
+        throw new VersionConflict(subject, expectedSeq, { cause: err });
       }
       throw storeError(err);
     }
+  }
+
+  /** The hash of the subject's message at `seq` (null for 0): from what we appended, else the stream. */
+  private async hashAt(subject: string, seq: number): Promise<string | null> {
+    if (seq === 0) return null;
+    const known = this.heads.get(subject);
+    if (known?.seq === seq) return known.hash;
+    let m;
+    try {
+      m = await this.jsm.direct.getMessage(this.stream, { seq });
+    } catch (err) {
+      throw storeError(err);
+    }
+    // Not the subject's (or gone): the append's expected sequence cannot hold either; let the
+    // server say so with a conflict.
+    if (!m || m.subject !== subject) return null;
+    return hashOf(m.data);
+  }
+
+  /** The subject's last message: its sequence (0 when none) and hash. */
+  private async head(subject: string): Promise<{ seq: number; hash: string | null }> {
+    try {
+      const m = await this.jsm.direct.getMessage(this.stream, { last_by_subj: subject });
+      return m ? { seq: m.seq, hash: hashOf(m.data) } : { seq: 0, hash: null };
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === JsErr.NoMessageFound) return { seq: 0, hash: null };
+      throw storeError(err);
+    }
+  }
+
+  /** Subject → the last message this store appended there, oldest dropped first past HEADS_MAX. */
+  private readonly heads = new Map<string, { seq: number; hash: string }>();
+
+  private remember(subject: string, seq: number, hash: string): void {
+    this.heads.delete(subject);
+    this.heads.set(subject, { seq, hash });
+    if (this.heads.size > HEADS_MAX) this.heads.delete(this.heads.keys().next().value!);
   }
 
   async lastSeq(): Promise<number> {
@@ -117,10 +196,24 @@ export class EventStore {
   /**
    * Read events in order from `fromSeq` up to `toSeq` (inclusive; default: the end as of now),
    * optionally one literal subject. Calls `onEvent` for each; return false from it to stop early.
+   * Messages that fail validation (validate.ts) go to `onRejected` instead, if given.
    */
   async read(
     opts: { fromSeq?: number; toSeq?: number; subject?: string },
     onEvent: (e: StoredEvent) => boolean | void,
+    onRejected?: (r: RejectedEvent) => void,
+  ): Promise<number> {
+    return this.readRaw(opts, (m) => {
+      const e = admit(m.subject, m.seq, m.data);
+      if (!isRejected(e)) return onEvent(e);
+      onRejected?.(e);
+    });
+  }
+
+  /** As read, but the stored messages as they are: for audits, which hash their bytes. */
+  async readRaw(
+    opts: { fromSeq?: number; toSeq?: number; subject?: string },
+    onMsg: (m: { seq: number; subject: string; data: Uint8Array }) => boolean | void,
   ): Promise<number> {
     // Reads end at a message that exists, or they would wait for one forever.
     const last = opts.subject ? await this.lastSeqOf(opts.subject) : await this.lastSeq();
@@ -138,7 +231,7 @@ export class EventStore {
       for await (const m of msgs) {
         if (m.seq > end) break;
         n++;
-        if (onEvent(toStored(m)) === false) break;
+        if (onMsg(m) === false) break;
         if (m.seq >= end || m.info.pending === 0) break;
       }
     } finally {
@@ -148,6 +241,16 @@ export class EventStore {
     return n;
   }
 
+  /** Sequences deleted from the stream (it denies deletes: any is a sign of tampering). */
+  async deletedSeqs(): Promise<number[]> {
+    try {
+      const si = await this.jsm.streams.info(this.stream, { deleted_details: true });
+      return si.state.deleted ?? [];
+    } catch (err) {
+      throw storeError(err);
+    }
+  }
+
   /** Every event of one subject (one container's history). */
   async readSubject(subject: string): Promise<StoredEvent[]> {
     const out: StoredEvent[] = [];
@@ -155,13 +258,16 @@ export class EventStore {
     return out;
   }
 
-  /** Tail the stream from `fromSeq` on, live, until the returned handle is stopped. */
   /**
    * Tail the stream from `fromSeq` on, live, until the returned handle is stopped. The server
    * may go away (restart, failover) and take the ephemeral consumer with it: the tail then starts
    * a new one after the last event it delivered, so no event is skipped or repeated.
    */
-  async tail(fromSeq: number, onEvent: (e: StoredEvent) => void): Promise<{ stop: () => Promise<void> }> {
+  async tail(
+    fromSeq: number,
+    onEvent: (e: StoredEvent) => void,
+    onRejected?: (r: RejectedEvent) => void,
+  ): Promise<{ stop: () => Promise<void> }> {
     let next = Math.max(1, fromSeq);
     let stopped = false;
     let current: ConsumerMessages | null = null;
@@ -187,7 +293,9 @@ export class EventStore {
           for await (const m of current!) {
             if (m.seq < next) continue;
             next = m.seq + 1;
-            onEvent(toStored(m));
+            const e = admit(m.subject, m.seq, m.data);
+            if (!isRejected(e)) onEvent(e);
+            else onRejected?.(e);
           }
         } catch {
           /* the round ended with an error: open a new one */
@@ -212,14 +320,6 @@ export class EventStore {
       },
     };
   }
-}
-
-function toStored(m: JsMsg): StoredEvent {
-  // The decoded object is ours alone: adding to it costs a third of copying it (replay speed).
-  const e = decodeEvent(m.data) as StoredEvent;
-  e.seq = m.seq;
-  e.subject = m.subject;
-  return e;
 }
 
 function storeError(err: unknown): BerthError {

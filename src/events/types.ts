@@ -25,6 +25,11 @@ export interface Envelope<T extends string, D> {
   readonly actor: string;
   readonly correlationId: string;
   readonly causationId: string | null;
+  /**
+   * sha256 (hex) of the stored bytes of the subject's previous message, null for its first. The
+   * store sets it on append (chain.ts); events written before the chain lack it.
+   */
+  readonly prevHash?: string | null;
   readonly data: D;
 }
 

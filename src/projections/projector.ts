@@ -3,6 +3,7 @@
 // writes reach its state only by being read back from the log.
 import type { EventStore } from "../events/store.js";
 import type { StoredEvent } from "../events/types.js";
+import { isRejected, type RejectedEvent } from "../events/validate.js";
 import { BerthError, ErrorCode } from "../shared/errors.js";
 import { logger } from "../log.js";
 import { ReadModel } from "./read-model.js";
@@ -34,7 +35,11 @@ export class Projector {
   private tailHandle: { stop: () => Promise<void> } | null = null;
   private readonly log = logger("projector");
 
-  constructor(private readonly store: EventStore) {}
+  constructor(private readonly store: EventStore) {
+    // Once per event and daemon: the catch-up and the tail meet each event once (time travel
+    // folds models of its own, which do not log).
+    this.model.onQuarantine((q) => this.log.warn({ seq: q.seq, subject: q.subject, type: q.type, kind: q.kind, reason: q.reason }, "event quarantined"));
+  }
 
   onEvent(l: Listener): void {
     this.listeners.push(l);
@@ -59,8 +64,9 @@ export class Projector {
     } else {
       snap = null;
     }
-    const n = await this.store.read({ fromSeq: this.model.seq + 1 }, (e) => this.model.apply(e));
-    this.tailHandle = await this.store.tail(this.model.seq + 1, (e) => this.applyLive(e));
+    const apply = (e: StoredEvent | RejectedEvent) => this.model.apply(e);
+    const n = await this.store.read({ fromSeq: this.model.seq + 1 }, apply, apply);
+    this.tailHandle = await this.store.tail(this.model.seq + 1, (e) => this.applyLive(e), (r) => this.applyLive(r));
     return { events: n, durationMs: performance.now() - t0, fromSnapshot: snap !== null, snapshotSeq: snap?.seq ?? null };
   }
 
@@ -74,9 +80,11 @@ export class Projector {
     this.waiters.clear();
   }
 
-  private applyLive(e: StoredEvent): void {
+  private applyLive(e: StoredEvent | RejectedEvent): void {
     if (e.seq <= this.model.seq) return;
     this.model.apply(e);
+    // A quarantined event concerns nobody but the auditor; it still moves the model's seq.
+    if (isRejected(e) || this.model.quarantined.at(-1)?.seq === e.seq) return this.releaseSeqWaiters(e.seq);
     for (const l of this.listeners) {
       try {
         l(e, this.model);
@@ -91,9 +99,13 @@ export class Projector {
         w.resolve(e);
       }
     }
+    this.releaseSeqWaiters(e.seq);
+  }
+
+  private releaseSeqWaiters(seq: number): void {
     if (this.seqWaiters.length) {
-      const ready = this.seqWaiters.filter((w) => w.seq <= e.seq);
-      this.seqWaiters = this.seqWaiters.filter((w) => w.seq > e.seq);
+      const ready = this.seqWaiters.filter((w) => w.seq <= seq);
+      this.seqWaiters = this.seqWaiters.filter((w) => w.seq > seq);
       for (const w of ready) w.resolve();
     }
   }

@@ -1,6 +1,7 @@
 // The read model: containers, images and nodes folded from the log. Changes only through
 // apply(event); queries never touch the host.
 import type { ImageImportedData, StoredEvent } from "../events/types.js";
+import { isRejected, type RejectedEvent } from "../events/validate.js";
 import type { AggregateState, Decider } from "../aggregates/decider.js";
 import { containerDecider } from "../aggregates/container/index.js";
 import type { ContainerState } from "../aggregates/container/state.js";
@@ -20,10 +21,25 @@ export interface NodeView {
   lastSeenSeq: number;
 }
 
+/** An event of the log the model did not fold, and why (listed for auditors). */
+export interface QuarantinedEvent {
+  seq: number;
+  subject: string;
+  type: string | null;
+  reason: string;
+  /** "invalid": failed validation (validate.ts); "transition": the aggregate's table forbids it from the state it met. */
+  kind: "invalid" | "transition";
+}
+
+/** Quarantined events the model lists (the latest); `quarantinedTotal` counts them all. */
+export const QUARANTINE_LIST_MAX = 1000;
+
 /** The read model as plain data: what a snapshot holds (the name index is rebuilt on load). */
 export interface ReadModelData {
   seq: number;
   anomalies: number;
+  quarantinedTotal: number;
+  quarantined: QuarantinedEvent[];
   containers: ContainerState[];
   images: ImageView[];
   nodes: NodeView[];
@@ -43,8 +59,17 @@ export class ReadModel {
   readonly nodes = new Map<string, NodeView>();
   /** Last stream sequence applied. */
   seq = 0;
-  /** Events the transition table forbids that were in the log anyway (should stay 0). */
+  /** Events an aggregate's transition table forbids that were in the log anyway (quarantined; should stay 0). */
   anomalies = 0;
+  /** Every event quarantined so far, and the latest QUARANTINE_LIST_MAX of them. */
+  quarantinedTotal = 0;
+  quarantined: QuarantinedEvent[] = [];
+  /** Told of each event as it is quarantined (the projector logs it). Private: not part of the model's data. */
+  #onQuarantine: ((q: QuarantinedEvent) => void) | null = null;
+
+  onQuarantine(listener: ((q: QuarantinedEvent) => void) | null): void {
+    this.#onQuarantine = listener;
+  }
 
   /** Fold another aggregate's events too (before the first event is applied). */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -60,15 +85,30 @@ export class ReadModel {
     return this.aggregates.get(kind)?.states.get(id) as S | undefined;
   }
 
-  apply(e: StoredEvent): void {
+  /**
+   * Fold one event read back from the log, or quarantine it: a rejected message (validate.ts),
+   * or an aggregate event its transition table refuses from the state it meets (the writers check
+   * the table before appending, so only a foreign writer puts one there). A quarantined event
+   * changes nothing but the bookkeeping: the model's seq, and the aggregate's version (the
+   * subject's last sequence, which the next append must name).
+   */
+  apply(e: StoredEvent | RejectedEvent): void {
     if (e.seq <= this.seq) return;
     this.seq = e.seq;
     const at = parseSubject(e.subject);
     const agg = at && this.aggregates.get(at.kind);
+    if (isRejected(e)) {
+      const touched = at && agg ? agg.touch(at.id, e.seq) : null;
+      if (touched && agg === this.containerStates) this.indexName(at!.id, touched as ContainerState, touched as ContainerState);
+      return this.quarantine(e.seq, e.subject, e.type, e.reason, "invalid");
+    }
     if (at && agg?.decider.owns(e.type)) {
       const f = agg.apply(at.id, e);
-      if (f.anomaly) this.anomalies++;
       if (agg === this.containerStates) this.indexName(at.id, f.prev as ContainerState | null, f.next as ContainerState | null);
+      if (f.refused) {
+        this.anomalies++;
+        this.quarantine(e.seq, e.subject, e.type, f.refused, "transition");
+      }
       return;
     }
     switch (e.type) {
@@ -91,6 +131,14 @@ export class ReadModel {
         });
         return;
     }
+  }
+
+  private quarantine(seq: number, subject: string, type: string | null, reason: string, kind: QuarantinedEvent["kind"]): void {
+    const q: QuarantinedEvent = { seq, subject, type, reason, kind };
+    this.quarantinedTotal++;
+    this.quarantined.push(q);
+    if (this.quarantined.length > QUARANTINE_LIST_MAX) this.quarantined.shift();
+    this.#onQuarantine?.(q);
   }
 
   /** Container names: a removed container frees its name, a (hand-made) rename moves it. */
@@ -130,6 +178,8 @@ export class ReadModel {
     return {
       seq: this.seq,
       anomalies: this.anomalies,
+      quarantinedTotal: this.quarantinedTotal,
+      quarantined: [...this.quarantined],
       containers: this.containerStates.capture(),
       images,
       nodes: [...this.nodes.values()],
@@ -153,6 +203,8 @@ export class ReadModel {
     for (const n of d.nodes) this.nodes.set(n.name, n);
     this.seq = d.seq;
     this.anomalies = d.anomalies;
+    this.quarantinedTotal = d.quarantinedTotal;
+    this.quarantined = [...d.quarantined];
   }
 
   private otherAggregates(): Record<string, AggregateState[]> {

@@ -17,8 +17,8 @@ export function parseSubject(subject: string): { kind: string; id: string } | nu
 export interface Folded<S> {
   prev: S | null;
   next: S | null;
-  /** The aggregate's transition table does not let this event follow the previous state. */
-  anomaly: boolean;
+  /** Why the aggregate's transition table refuses this event from the previous state (it was not folded). */
+  refused: string | null;
 }
 
 /** The live states of one aggregate kind. States are immutable values: evolve returns new ones. */
@@ -30,12 +30,23 @@ export class AggregateProjection<S extends AggregateState> {
 
   apply(id: string, e: StoredEvent): Folded<S> {
     const prev = this.states.get(id) ?? null;
-    const anomaly = prev !== null && !this.decider.allows(prev, e as BerthEvent);
+    const refused = this.decider.refuses(prev, e as BerthEvent);
+    // Not folded, but it is the subject's last event now: the next append must name its seq.
+    if (refused) return { prev, next: this.touch(id, e.seq), refused };
     const next = this.decider.evolve(prev, e as never);
-    if (next === null) return { prev, next, anomaly };
+    if (next === null) return { prev, next, refused };
     if (this.decider.gone(next)) this.states.delete(id);
     else this.states.set(id, next);
-    return { prev, next, anomaly };
+    return { prev, next, refused };
+  }
+
+  /** An event of this aggregate's subject that is not folded (quarantined): only its seq counts. */
+  touch(id: string, seq: number): S | null {
+    const prev = this.states.get(id);
+    if (!prev) return null;
+    const next = { ...prev, version: seq };
+    this.states.set(id, next);
+    return next;
   }
 
   capture(): S[] {

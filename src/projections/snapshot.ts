@@ -32,7 +32,7 @@ const gunzip = promisify(gunzipCb);
  * Bump whenever ContainerState, the read model's shape or evolve's meaning changes: a snapshot
  * folded by other code is not the fold of this code, and must be replayed instead.
  */
-export const SNAPSHOT_SCHEMA = 1;
+export const SNAPSHOT_SCHEMA = 2; // 2: the quarantine (quarantinedTotal, quarantined)
 
 /**
  * A digest of the code that folds events into the model (evolve, the read model, the tables), so
@@ -156,6 +156,10 @@ export function invalidDoc(doc: unknown): string | null {
   if (!isObj(m)) return "no model";
   if (m.seq !== doc.seq) return `model.seq ${JSON.stringify(m.seq)} differs from seq ${doc.seq}`;
   if (!isSeq(m.anomalies)) return "model.anomalies is not a count";
+  if (!isSeq(m.quarantinedTotal) || !Array.isArray(m.quarantined)) return "model lacks the quarantine";
+  for (const q of m.quarantined as unknown[]) {
+    if (!isObj(q) || !isSeq(q.seq) || q.seq > doc.seq || typeof q.subject !== "string" || typeof q.reason !== "string") return "a quarantined event is malformed";
+  }
   if (!Array.isArray(m.containers) || !Array.isArray(m.images) || !Array.isArray(m.nodes)) return "model lacks containers, images or nodes";
   for (const c of m.containers as unknown[]) {
     if (!isObj(c) || typeof c.id !== "string" || typeof c.name !== "string" || !states.has(c.state as string) || !isObj(c.spec)) {

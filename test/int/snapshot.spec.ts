@@ -70,7 +70,7 @@ describe.skipIf(skip)("snapshots on NATS", () => {
     store = await EventStore.open(nc);
     snapshots = await SnapshotStore.open(nc);
     await store.append(nodeSubject("n1"), ev("NodeStarted", { httpUrl: "http://127.0.0.1:1", version: "0.1.0", dataRoot: "/tmp/x" }));
-    await store.append(imageSubject("sha256:" + "a".repeat(64)), ev("ImageImported", { name: "busybox:latest", digest: "sha256:" + "a".repeat(64), sizeBytes: 1, config: {} }));
+    await store.append(imageSubject("sha256:" + "a".repeat(64)), ev("ImageImported", { name: "busybox:latest", digest: "sha256:" + "a".repeat(64), sizeBytes: 1, config: { entrypoint: null, cmd: ["sh"], env: [], workdir: "/", user: "", stopSignal: null, labels: {} } }));
     await writeLives(store, 40, "before");
   });
   afterAll(async () => {

@@ -3,6 +3,8 @@
 // src/ names it.
 import type { AggregateState, Decider } from "../../src/aggregates/decider.js";
 import type { Envelope } from "../../src/events/types.js";
+import { Type } from "@sinclair/typebox";
+import { registerEventTypes } from "../../src/events/validate.js";
 import { BerthError, ErrorCode } from "../../src/shared/errors.js";
 
 export interface TallyState extends AggregateState {
@@ -48,6 +50,13 @@ export const tallyDecider: Decider<TallyState, TallyCommand, TallyEvent> = {
         return s && { ...s, version: e.seq, closed: true };
     }
   },
-  allows: (s, e) => (e.type === "TallyOpened" ? s === null : s !== null),
+  refuses: (s, e) => (e.type === "TallyOpened" ? (s ? "the tally is open already" : null) : s ? null : "no such tally"),
   gone: (s) => s.closed,
 };
+
+// Its events pass the log's trust boundary like berth's own: strict payload schemas, its own subjects.
+registerEventTypes("tally", {
+  TallyOpened: Type.Object({ start: Type.Integer() }, { additionalProperties: false }),
+  TallyAdded: Type.Object({ n: Type.Integer({ minimum: 1 }) }, { additionalProperties: false }),
+  TallyClosed: Type.Object({}, { additionalProperties: false }),
+});

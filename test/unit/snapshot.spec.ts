@@ -1,14 +1,16 @@
 // Snapshot + catch-up equals a full replay, for random histories and random cut points. The
 // histories come from the real decider (commands), plausible outcomes of the pending intent and
 // facts the host reports, all checked against the transition table; raw histories (any event
-// anywhere, anomalies and unknown containers included) are mixed in.
+// anywhere, anomalies and unknown containers included) are mixed in, and both kinds carry
+// poison: messages that fail validation (validate.ts), which every replay quarantines alike.
 import { isDeepStrictEqual } from "node:util";
 import { gzipSync } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decide, type ContainerCommand, type NewEvent } from "../../src/aggregates/container/decider.js";
-import { decodeEvent, encodeEvent } from "../../src/events/codec.js";
-import { OUTCOMES, type BerthEvent, type EventType, type StoredEvent } from "../../src/events/types.js";
+import { encodeEvent } from "../../src/events/codec.js";
+import { OUTCOMES, imageSubject, type BerthEvent, type EventType, type StoredEvent } from "../../src/events/types.js";
+import { admit, isRejected, type RejectedEvent } from "../../src/events/validate.js";
 import { ReadModel } from "../../src/projections/read-model.js";
 import { nextState } from "../../src/aggregates/container/transitions.js";
 import {
@@ -34,11 +36,40 @@ interface Step {
 
 const step = fc.record({
   c: fc.nat({ max: IDS.length - 1 }),
-  kind: fc.nat({ max: 9 }),
+  kind: fc.nat({ max: 10 }), // 10: poison
   pick: fc.nat({ max: 1_000 }),
   flag: fc.boolean(),
   gap: fc.nat({ max: 4 }),
 });
+
+const imageDigest = (s: Step) => "sha256:" + String(s.pick % 7).padStart(64, "0");
+
+/** Messages no berth daemon writes: each must be quarantined, never folded. */
+function poisonFor(s: Step, id: string, at: string): { subject: string; bytes: Uint8Array } {
+  const subject = `berth.ev.container.${id}`;
+  const env = { v: 1, eventId: `p-${s.pick}`, at, node: "n1", actor: "forger", correlationId: "c", causationId: null };
+  const json = (o: unknown, subj = subject) => ({ subject: subj, bytes: new TextEncoder().encode(JSON.stringify(o)) });
+  switch (s.pick % 9) {
+    case 0:
+      return json({ ...env, type: "ContainerExited", data: { exitCode: "abc" } });
+    case 1:
+      return json({ ...env, type: "ContainerTeleported", data: {} });
+    case 2:
+      return json({ ...env, v: 2, type: "ContainerRemoved", data: {} });
+    case 3:
+      return json({ ...env, type: "ContainerRemoved", data: {} }, "berth.ev.container.web");
+    case 4:
+      return json({ ...env, type: "ContainerRemoved", data: {} }, "berth.ev.pod.p1");
+    case 5:
+      return json({ ...env, type: "ImageRemoved", data: { name: "img0:latest", digest: "sha256:" + "0".repeat(64) } }, `berth.ev.node.n1`);
+    case 6:
+      return { subject, bytes: new TextEncoder().encode("{not json") };
+    case 7:
+      return json({ ...env, at: "yesterday", type: "ContainerPaused", data: {} });
+    default:
+      return json({ ...env, type: "ContainerStarted", data: { pid: 1, startedAt: at, extra: true } });
+  }
+}
 
 /** Payloads that look like what the executor, the decider and the image service write. */
 function dataFor(type: EventType, s: Step, at: string, name: string, id: string): unknown {
@@ -94,9 +125,14 @@ function dataFor(type: EventType, s: Step, at: string, name: string, id: string)
     case "ContainerRemoveRequested":
       return { force: s.flag };
     case "ImageImported":
-      return { name: `img${s.pick % 3}:latest`, digest: "sha256:" + String(s.pick).padStart(64, "0"), sizeBytes: s.pick, config: {} };
+      return {
+        name: `img${s.pick % 3}:latest`,
+        digest: imageDigest(s),
+        sizeBytes: s.pick,
+        config: { entrypoint: null, cmd: ["sh"], env: [], workdir: "/", user: "", stopSignal: null, labels: {} },
+      };
     case "ImageRemoved":
-      return { name: `img${s.pick % 3}:latest`, digest: "sha256:x" };
+      return { name: `img${s.pick % 3}:latest`, digest: imageDigest(s) };
     case "NodeStarted":
       return { httpUrl: `http://127.0.0.1:${7000 + s.pick}`, version: "0.1.0", dataRoot: "/var/lib/berth" };
     case "NodeRestored":
@@ -117,32 +153,45 @@ const OTHER_TYPES: EventType[] = ["ImageImported", "ImageRemoved", "NodeStarted"
 /** Facts the host may report at any time (the executor checks the table before appending them). */
 const FACTS: EventType[] = ["ContainerExited", "ContainerRestartScheduled", "ContainerHealthChanged", "ContainerRestoreFailed", "ContainerStarted", "ContainerSignaled", "ContainerExecStarted", "ContainerExecExited"];
 
+type Read = StoredEvent | RejectedEvent;
+
 class History {
-  readonly events: StoredEvent[] = [];
+  readonly events: Read[] = [];
   readonly model = new ReadModel();
+  /** Poison messages pushed. */
+  poisoned = 0;
   private seq = 0;
   private generation = 0;
 
   push(type: EventType, data: unknown, s: Step, subject: string, node = "n1"): void {
-    this.seq += 1 + (s.gap === 4 ? 3 : 0); // gaps: other streams' messages, deleted ones
-    const e = {
+    const env = {
       type,
       v: 1,
-      eventId: `ev-${this.seq}`,
-      at: new Date(T0 + this.seq * 1_000).toISOString(),
+      eventId: `ev-${this.seq + 1}`,
+      at: new Date(T0 + (this.seq + 1) * 1_000).toISOString(),
       node,
       actor: "test",
       correlationId: "c",
       causationId: null,
       data,
-      seq: this.seq,
-      subject,
-    } as StoredEvent;
-    // Read back from the stream means: through the codec.
-    const { seq, subject: subj, ...env } = e;
-    const back = { ...decodeEvent(encodeEvent(env as BerthEvent)), seq, subject: subj } as StoredEvent;
+    } as BerthEvent;
+    this.pushBytes(subject, encodeEvent(env), s);
+  }
+
+  /** Read back from the stream means: through the one check every read goes through. */
+  private pushBytes(subject: string, bytes: Uint8Array, s: Step): Read {
+    this.seq += 1 + (s.gap === 4 ? 3 : 0); // gaps: other streams' messages, deleted ones
+    const back = admit(subject, this.seq, bytes);
     this.events.push(back);
     this.model.apply(back);
+    return back;
+  }
+
+  poison(s: Step): void {
+    const p = poisonFor(s, IDS[s.c], this.at());
+    const back = this.pushBytes(p.subject, p.bytes, s);
+    expect(isRejected(back), `poison ${s.pick % 9} was admitted`).toBe(true);
+    this.poisoned++;
   }
 
   at(): string {
@@ -153,9 +202,12 @@ class History {
   valid(s: Step): void {
     const id = IDS[s.c];
     const subject = `berth.ev.container.${id}`;
+    if (s.kind === 10) return this.poison(s);
     if (s.kind === 9) {
       const type = OTHER_TYPES[s.pick % OTHER_TYPES.length];
-      this.push(type, dataFor(type, s, this.at(), "", ""), s, `berth.ev.node.n${1 + (s.pick % 2)}`, `n${1 + (s.pick % 2)}`);
+      const node = `n${1 + (s.pick % 2)}`;
+      const subj = type.startsWith("Image") ? imageSubject(imageDigest(s)) : `berth.ev.node.${node}`;
+      this.push(type, dataFor(type, s, this.at(), "", ""), s, subj, node);
       return;
     }
     const st = this.model.byId(id) ?? null;
@@ -199,7 +251,7 @@ class History {
 
   /** One step of a raw history: any event on any container, names from a tiny pool. */
   raw(s: Step): void {
-    if (s.kind === 9) return this.valid(s);
+    if (s.kind >= 9) return this.valid(s);
     const id = IDS[s.c];
     const type = CONTAINER_TYPES[s.pick % CONTAINER_TYPES.length];
     const name = s.flag ? "web" : `n${s.gap}`;
@@ -207,7 +259,7 @@ class History {
   }
 }
 
-function replay(events: StoredEvent[]): ReadModel {
+function replay(events: Read[]): ReadModel {
   const m = new ReadModel();
   for (const e of events) m.apply(e);
   return m;
@@ -230,8 +282,18 @@ describe("snapshot + catch-up equals a full replay", () => {
         const h = new History();
         for (const s of steps) (raw ? h.raw(s) : h.valid(s));
         const events = h.events;
-        if (!raw) expect(h.model.anomalies).toBe(0); // valid histories keep the table
         const full = replay(events);
+        if (!raw) {
+          expect(h.model.anomalies).toBe(0); // valid histories keep the table
+          expect(h.model.quarantinedTotal).toBe(h.poisoned);
+          // Poison changes nothing but the versions (each container's last sequence).
+          const clean = replay(events.filter((e) => !isRejected(e)));
+          const strip = (m: ReadModel) => [...m.containers.values()].map((c) => ({ ...c, version: 0 }));
+          expect(strip(h.model)).toEqual(strip(clean));
+          expect(h.model.images).toEqual(clean.images);
+          expect(h.model.nodes).toEqual(clean.nodes);
+        }
+        expect(h.model.quarantined.map((q) => q.seq)).toEqual(full.quarantined.map((q) => q.seq));
         // Exact at every cut: the snapshot's data alone (name index rebuilt) is the model.
         const prefix = new ReadModel();
         for (let k = 0; k <= events.length; k++) {
@@ -310,6 +372,8 @@ describe("a snapshot that cannot be trusted is rejected", () => {
       return gz({ ...d, model: { ...d.model, containers: d.model.containers.map((c) => ({ ...c, version: 999 })) } });
     }, /beyond seq/],
     ["without images", () => gz({ ...good(), model: { ...good().model, images: null } }), /images/],
+    ["without the quarantine", () => gz({ ...good(), model: { ...good().model, quarantined: null } }), /quarantine/],
+    ["with a quarantined event beyond its seq", () => gz({ ...good(), model: { ...good().model, quarantinedTotal: 1, quarantined: [{ seq: 99, subject: "x", type: null, reason: "r", kind: "invalid" }] } }), /quarantined event/],
   ])("%s", async (_what, bytes, why) => {
     const p = decodeSnapshot(bytes());
     await expect(p).rejects.toBeInstanceOf(SnapshotRejected);

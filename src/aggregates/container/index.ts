@@ -11,8 +11,11 @@ export const containerDecider: Decider<ContainerState, ContainerCommand, Contain
   owns: (type): type is ContainerEvent["type"] => type.startsWith("Container"),
   decide,
   evolve,
-  // Only a live container has a state to leave; anything after its removal is ignored by evolve.
-  allows: (s, e) => s === null || nextState(s.state, e.type) !== null,
+  refuses: (s, e) => {
+    if (e.type === "ContainerCreated") return s ? `ContainerCreated for container ${s.id}, which exists` : null;
+    if (!s) return `${e.type} for a container that does not exist (never created, or removed)`;
+    return nextState(s.state, e.type) === null ? `${e.type} is not allowed in state ${s.state}` : null;
+  },
   gone: (s) => s.removed,
 };
 

@@ -1,0 +1,115 @@
+// One TypeBox schema per event payload (types.ts), so that whatever is read back from the stream
+// can be checked before it is folded (DESIGN.md "the log is a trust boundary"). Strict like the
+// command bodies: a payload that grows a field is a new `v`, not a silent extra. The table is
+// typed by EventType, so a new event type without a schema does not compile.
+import { Type, type TSchema } from "@sinclair/typebox";
+import { ContainerSpec, Healthcheck, NAME_PATTERN, Resources, RestartPolicy } from "../shared/spec.js";
+import type { EventType } from "./types.js";
+
+const Strict = { additionalProperties: false } as const;
+/** RFC 3339 as the daemon writes it (toISOString) and as other writers may; Date.parse checks the value. */
+export const RFC3339_PATTERN = "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$";
+const Time = Type.String({ pattern: RFC3339_PATTERN });
+const Id = Type.String({ pattern: "^[0-9a-f]{64}$" });
+const Digest = Type.String({ pattern: "^sha256:[0-9a-f]{64}$" });
+const Text = (maxLength = 65_536) => Type.String({ maxLength });
+// What the writers store: kill normalizes its signal, stop takes the spec's stopSignal as given.
+const Signal = Type.String({ maxLength: 16 });
+const Empty = Type.Object({}, Strict);
+const Obj = <P extends Record<string, TSchema>>(p: P) => Type.Object(p, Strict);
+
+const ImageConfig = Obj({
+  entrypoint: Type.Union([Type.Array(Type.String()), Type.Null()]),
+  cmd: Type.Union([Type.Array(Type.String()), Type.Null()]),
+  env: Type.Array(Type.String()),
+  workdir: Type.String(),
+  user: Type.String(),
+  stopSignal: Type.Union([Type.String(), Type.Null()]),
+  labels: Type.Record(Type.String(), Type.String()),
+});
+
+/** The payload schema of each event type, at its current version (EVENT_VERSION). */
+export const PAYLOADS = {
+  ContainerCreated: Obj({
+    id: Id,
+    name: Type.String({ pattern: NAME_PATTERN }),
+    image: Type.String({ minLength: 1, maxLength: 512 }),
+    imageDigest: Digest,
+    node: Type.String({ pattern: NAME_PATTERN }),
+    spec: ContainerSpec,
+  }),
+  ContainerStartRequested: Obj({ attempt: Type.Optional(Type.Integer({ minimum: 0 })) }),
+  ContainerStarted: Obj({ pid: Type.Integer({ minimum: 1 }), startedAt: Time }),
+  ContainerStartFailed: Obj({ error: Text() }),
+  ContainerStopRequested: Obj({ signal: Signal, timeoutSec: Type.Integer({ minimum: 0 }) }),
+  ContainerKillRequested: Obj({ signal: Signal }),
+  ContainerSignaled: Obj({ signal: Signal }),
+  ContainerRestartRequested: Obj({ timeoutSec: Type.Integer({ minimum: 0 }) }),
+  ContainerExited: Obj({ exitCode: Type.Integer(), oomKilled: Type.Boolean(), exitedAt: Time }),
+  ContainerPauseRequested: Empty,
+  ContainerPaused: Empty,
+  ContainerUnpauseRequested: Empty,
+  ContainerUnpaused: Empty,
+  ContainerUpdated: Obj({
+    restartPolicy: Type.Optional(RestartPolicy),
+    resources: Type.Optional(Resources),
+    healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
+  }),
+  ContainerRemoveRequested: Obj({ force: Type.Boolean() }),
+  ContainerRemoved: Empty,
+  ContainerRestartScheduled: Obj({ attempt: Type.Integer({ minimum: 1 }), delayMs: Type.Integer({ minimum: 0 }) }),
+  ContainerRestartCancelled: Empty,
+  ContainerHealthChanged: Obj({
+    status: Type.Union([Type.Literal("starting"), Type.Literal("healthy"), Type.Literal("unhealthy")]),
+    failingStreak: Type.Integer({ minimum: 0 }),
+    output: Type.Optional(Text()),
+  }),
+  ContainerRestoreFailed: Obj({ reason: Text() }),
+  ContainerActionFailed: Obj({ action: Type.String({ minLength: 1, maxLength: 64 }), error: Text() }),
+  ContainerExecStarted: Obj({
+    execId: Type.String({ minLength: 1, maxLength: 128 }),
+    cmd: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: 4096 }),
+    user: Type.String({ maxLength: 256 }),
+  }),
+  ContainerExecExited: Obj({ execId: Type.String({ minLength: 1, maxLength: 128 }), exitCode: Type.Integer() }),
+  ImageImported: Obj({
+    name: Type.String({ minLength: 1, maxLength: 256 }),
+    digest: Digest,
+    sizeBytes: Type.Integer({ minimum: 0 }),
+    config: ImageConfig,
+  }),
+  ImageRemoved: Obj({ name: Type.String({ minLength: 1, maxLength: 256 }), digest: Digest }),
+  NodeStarted: Obj({ httpUrl: Type.String({ maxLength: 1024 }), version: Type.String({ maxLength: 128 }), dataRoot: Type.String({ maxLength: 4096 }) }),
+  NodeRestored: Obj({
+    containers: Type.Integer({ minimum: 0 }),
+    durationMs: Type.Integer({ minimum: 0 }),
+    failed: Type.Integer({ minimum: 0 }),
+    orphans: Type.Array(Type.String()),
+  }),
+} satisfies Record<EventType, TSchema>;
+
+/** The schema version each type is read at; anything else is quarantined. */
+export const VERSIONS: Readonly<Record<EventType, number>> = Object.fromEntries(Object.keys(PAYLOADS).map((t) => [t, 1])) as Record<EventType, number>;
+
+/** The whole event as stored: the envelope (API.md) around one type's payload. */
+export function eventSchema(type: EventType): TSchema {
+  return envelopeSchema(type, PAYLOADS[type]);
+}
+
+/** The envelope around any payload schema (an aggregate's own types too). */
+export function envelopeSchema(type: string, payload: TSchema): TSchema {
+  return Obj({
+    type: Type.Literal(type),
+    v: Type.Integer(),
+    eventId: Type.String({ minLength: 1, maxLength: 256 }),
+    at: Time,
+    node: Type.String({ minLength: 1, maxLength: 256 }),
+    actor: Type.String({ minLength: 1, maxLength: 512 }),
+    correlationId: Type.String({ minLength: 1, maxLength: 256 }),
+    causationId: Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()]),
+    /** sha256 of the previous message of the subject; null for its first; absent on logs from before the chain. */
+    // Its value is checked by the audit, which compares it with the hash it computes.
+    prevHash: Type.Optional(Type.Union([Type.String({ minLength: 64, maxLength: 64 }), Type.Null()])),
+    data: payload,
+  });
+}
