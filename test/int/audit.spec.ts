@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
-import { connectAsDaemon } from "../support/creds.js";
+import { connectAs } from "../support/roles.js";
 import { BIN, BUILT } from "../support/daemon-proc.js";
 import { missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
@@ -38,7 +38,7 @@ describe.skipIf(skip)("the log as a trust boundary", () => {
 
   async function start(dataRoot?: string) {
     d = await startTestDaemon({ node, ...(dataRoot ? { dataRoot } : {}) });
-    nc = await connectAsDaemon(d.dataRoot, d.client.nats.servers);
+    nc = await connectAs(d.dataRoot, "daemon", { maxReconnectAttempts: -1 });
   }
   async function stop() {
     await nc.close();
