@@ -73,13 +73,14 @@ export class Executor {
   }
 
   /**
-   * Ask the restart policy again about an exited container: a crash may have come between its
-   * exit and the policy's decision. Keyed like the live path, so a decision is stored once.
+   * At daemon start, ask the restart policy again about an exited container, as a daemon start
+   * (trigger "boot": where `always` and `unless-stopped` differ, Docker's rule). Keyed by the run
+   * it ended, so the decision is stored once however often the daemon starts before it runs again.
    */
   reconsider(id: string): void {
     this.enqueue(id, async () => {
       const c = this.current(id);
-      if (c?.node === this.node && c.state === "exited" && !c.pending) await this.restarts.consider(id, `exited@${c.startedAt}`);
+      if (c?.node === this.node && c.state === "exited" && !c.pending) await this.restarts.consider(id, `boot@${c.startedAt}`, { trigger: "boot" });
     });
   }
 

@@ -38,9 +38,11 @@ export class RestartScheduler {
     o: { exitCode?: number; trigger?: RestartInput["trigger"] } = {},
   ): Promise<RestartDecision | null> {
     if (this.stopped) return null;
+    // The actor says why: the policy on an exit, or the policy at daemon start.
+    const actor = o.trigger === "boot" ? `berth/${this.d.node}/restart-policy/daemon-start` : `berth/${this.d.node}/restart-policy`;
     const ctx: Ctx = {
       node: this.d.node,
-      actor: `berth/${this.d.node}/restart-policy`,
+      actor,
       correlationId: id,
       causationId: null,
       requestId: factKey(id, "restart-policy", key),
@@ -71,7 +73,7 @@ export class RestartScheduler {
       else this.log.debug({ container: id, reason: d.reason }, "no restart");
     }
     const c = this.d.projector.model.byId(id);
-    if (c && awaitsRestart(c, this.d.node, c.restartDueAt)) this.arm(id, c.restartDueAt!, out[0]?.eventId ?? null);
+    if (c && awaitsRestart(c, this.d.node, c.restartDueAt)) this.arm(id, c.restartDueAt!, out[0]?.eventId ?? null, out[0]?.actor);
     return d;
   }
 
@@ -99,18 +101,18 @@ export class RestartScheduler {
     return this.d.commands.appendFact(id, decider, ctx, step, () => this.stopped);
   }
 
-  private arm(id: string, dueAt: string, causationId: string | null): void {
+  private arm(id: string, dueAt: string, causationId: string | null, actor = `berth/${this.d.node}/restart-policy`): void {
     if (this.stopped) return;
     const prev = this.timers.get(id);
     if (prev?.dueAt === dueAt) return;
     if (prev) clearTimeout(prev.timer);
     // Already due (e.g. the daemon was down when it fell due) → now.
     const delay = Math.max(0, Date.parse(dueAt) - Date.now());
-    const timer = setTimeout(() => this.fire(id, dueAt, causationId), delay);
+    const timer = setTimeout(() => this.fire(id, dueAt, causationId, actor), delay);
     this.timers.set(id, { dueAt, timer });
   }
 
-  private fire(id: string, dueAt: string, causationId: string | null): void {
+  private fire(id: string, dueAt: string, causationId: string | null, actor: string): void {
     if (this.timers.get(id)?.dueAt === dueAt) this.timers.delete(id);
     if (this.stopped) return;
     this.d.enqueue(id, async () => {
@@ -120,7 +122,7 @@ export class RestartScheduler {
       if (!c || !awaitsRestart(c, this.d.node, dueAt)) return;
       const ctx: Ctx = {
         node: this.d.node,
-        actor: `berth/${this.d.node}/restart-policy`,
+        actor,
         correlationId: causationId ?? id,
         causationId,
         requestId: factKey(id, "restart-start", dueAt),

@@ -9,7 +9,7 @@ import { alive, until } from "../support/proc.js";
 const skip = missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
 
 type C = { id: string; state: string; pid: number | null; exitCode: number | null; restartCount: number; pending: string | null; lastError: string | null };
-type Ev = { type: string; eventId: string; seq: number; at: string; causationId: string | null; data: Record<string, unknown> };
+type Ev = { type: string; eventId: string; actor: string; seq: number; at: string; causationId: string | null; data: Record<string, unknown> };
 
 const FAST = { initialMs: 100, maxMs: 400 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -210,4 +210,38 @@ describe.skipIf(skip)("restart policies on the real stack", () => {
     expect(Date.parse(starts[2].at) - Date.parse(ofType(evs, "ContainerRestartScheduled")[1].at)).toBeLessThan(delayMs + 3_000);
     await remove(id);
   });
+  it("at daemon start, a user-stopped 'always' container runs again, a user-stopped 'unless-stopped' one stays stopped (Docker)", async () => {
+    const made: Record<string, string> = {};
+    for (const name of ["always", "unless-stopped", "on-failure", "no"] as const) {
+      const { id } = await run(["sleep", "1000"], { restartPolicy: { name, backoff: FAST }, stopTimeoutSec: 1 });
+      expect((await d.cmd("container.stop", { id, timeoutSec: 1 })).ok).toBe(true);
+      made[name] = id;
+    }
+    const { dataRoot, node } = d;
+    const natsPort = Number(new URL(d.client.nats.servers[0]).port);
+    await d.stop();
+    d = await startTestDaemon({ dataRoot, node, natsPort });
+
+    const back = await until(async () => {
+      const c = await get(made.always);
+      return c.state === "running" && c;
+    }, 20_000);
+    expect(back.restartCount).toBe(1);
+    const evs = await events(made.always);
+    const start = ofType(evs, "ContainerStartRequested").at(-1)!;
+    // The reason is in the log: the policy, at daemon start.
+    expect(start.actor).toBe(`berth/${node}/restart-policy/daemon-start`);
+    expect(ofType(evs, "ContainerRestartScheduled").at(-1)!.actor).toBe(`berth/${node}/restart-policy/daemon-start`);
+    for (const name of ["unless-stopped", "on-failure", "no"]) {
+      const c = await settled(made[name], 800, 20_000);
+      expect(c, name).toMatchObject({ state: "exited", restartCount: 0 });
+      expect(ofType(await events(made[name]), "ContainerRestartScheduled"), name).toEqual([]);
+    }
+    // A second daemon start adds nothing: the always container runs, the others keep their stop.
+    await d.stop();
+    d = await startTestDaemon({ dataRoot, node, natsPort });
+    expect(await get(made.always)).toMatchObject({ state: "running", pid: back.pid, restartCount: 1 });
+    expect((await get(made["unless-stopped"])).state).toBe("exited");
+    for (const id of Object.values(made)) await remove(id);
+  }, 90_000);
 });
