@@ -19,7 +19,8 @@ import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = resolve(here, "../cli/main.js");
+// The daemon's own entry point, as deploy/ starts it.
+const daemonMain = resolve(here, "../daemon-main.js");
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -39,7 +40,7 @@ interface Bench {
 async function startDaemonProcess(): Promise<Bench> {
   const dataRoot = await mkdtemp(join(tmpdir(), "berth-bench-"));
   const node = `bench${randomBytes(3).toString("hex")}`;
-  const child = spawn(process.execPath, [cli, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
+  const child = spawn(process.execPath, [daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, BERTH_LOG_LEVEL: "warn" },
   });
