@@ -23,6 +23,7 @@ export interface RunOptions {
   stopSignal?: string;
   stopTimeout?: number;
   node?: string;
+  detach?: boolean;
   json?: boolean;
 }
 
@@ -113,6 +114,9 @@ export function addRunOptions(cmd: Command): Command {
       // Everything after IMAGE belongs to the container: `sh -c 'echo hi'` is not ours to parse.
       .passThroughOptions()
       .option("--name <name>", "container name")
+      // run always returns once the container has started, printing its id: -d is accepted so
+      // that docker's and podman's `run -d …` lines work as they are.
+      .option("-d, --detach", "run in the background (the default; accepted for docker compatibility)")
       .option("-e, --env <K=V>", "environment variable (repeatable); a bare K copies it from here", collectStr)
       .option("--entrypoint <path>", "replace the image's entrypoint (\"\" clears it)")
       .option("-w, --workdir <dir>", "working directory inside the container")
