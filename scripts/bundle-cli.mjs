@@ -5,25 +5,36 @@
 // The NATS client (two thirds of the code) is a second file, dist/cli/berth-nats.cjs, loaded only
 // by verbs that send a command: a query never compiles it. The daemon is in neither: the `daemon`
 // verb imports dist/daemon-main.js (tsc's output) through a computed URL esbuild leaves alone.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import Module from "node:module";
+import { fileURLToPath } from "node:url";
+import vm from "node:vm";
 import { build } from "esbuild";
 
 const root = new URL("..", import.meta.url);
 const pkg = JSON.parse(readFileSync(new URL("package.json", root), "utf8"));
 
 /**
- * commander requires node:child_process at load, for executable subcommands berth does not have;
- * loading it (and the dgram, socket and pipe modules it pulls in) costs every run a few ms. Hand
- * commander a stand-in that loads the real module on first use.
+ * Node modules that libraries require at load but berth's CLI rarely or never uses: commander's
+ * node:child_process (for executable subcommands, which berth has none of, and which brings
+ * dgram, sockets and pipes with it), and the NATS transport's node:dns (only for a host name).
+ * The library gets a stand-in that loads the real module on first use. (The transport's node:tls
+ * stays: it asks \`socket instanceof TLSSocket\` on every connection.)
  */
-const lazyChildProcess = {
-  name: "lazy-child-process",
+const LAZY = [
+  { module: "child_process", from: "/node_modules/commander/" },
+  { module: "dns", from: "/node_modules/@nats-io/transport-node/" },
+];
+const lazyBuiltins = {
+  name: "lazy-builtins",
   setup(b) {
-    b.onResolve({ filter: /^(node:)?child_process$/ }, (args) =>
-      args.importer.includes("/node_modules/commander/") ? { path: "child_process", namespace: "lazy" } : undefined,
-    );
-    b.onLoad({ filter: /.*/, namespace: "lazy" }, () => ({
-      contents: 'let m; module.exports = new Proxy({}, { get: (_, k) => (m ??= require("node:child_process"))[k] });',
+    b.onResolve({ filter: /^(node:)?(child_process|dns)$/ }, (args) => {
+      const name = args.path.replace(/^node:/, "");
+      return LAZY.some((l) => l.module === name && args.importer.includes(l.from)) ? { path: name, namespace: "lazy" } : undefined;
+    });
+    b.onLoad({ filter: /.*/, namespace: "lazy" }, (args) => ({
+      // __esModule is asked by TypeScript's interop helpers at load: answering it must not load.
+      contents: `let m; module.exports = new Proxy({}, { get: (_, k) => (k === "__esModule" ? undefined : (m ??= require("node:${args.path}"))[k]) });`,
       loader: "js",
     }));
   },
@@ -51,7 +62,7 @@ const r = await build({
   // The sources are ES modules: give them their import.meta.url in CommonJS.
   banner: { js: 'const __berthUrl = require("node:url").pathToFileURL(__filename).href;' },
   define: { "import.meta.url": "__berthUrl", BERTH_VERSION: JSON.stringify(pkg.version) },
-  plugins: [lazyChildProcess, natsApart],
+  plugins: [lazyBuiltins, natsApart],
   minify: process.env.BERTH_BUNDLE_MINIFY === "1",
   metafile: true,
   legalComments: "none",
@@ -59,12 +70,23 @@ const r = await build({
 });
 // import() of a CommonJS file goes through the ES module loader, which also scans the whole file
 // for its export names: ~70 ms more than require() for the NATS bundle. The source must say
-// import() (it is an ES module); in the CommonJS bundle it can be a require.
+// import() (it is an ES module); in the CommonJS bundle it becomes bin/berth's loader (which uses
+// the code cache), or require when the bundle runs without bin/berth.
 const main = new URL("dist/cli/berth.cjs", root);
 const text = readFileSync(main, "utf8");
 const lazy = 'import("./berth-nats.cjs")';
 if (text.split(lazy).length !== 2) throw new Error(`bundle-cli: expected one ${lazy} in dist/cli/berth.cjs`);
-writeFileSync(main, text.replace(lazy, 'Promise.resolve().then(() => require("./berth-nats.cjs"))'));
+writeFileSync(main, text.replace(lazy, 'Promise.resolve().then(() => (globalThis.__berthLoadBundle ?? require)("./berth-nats.cjs"))'));
+
+// V8 code caches for bin/berth: "<size> <mtimeMs>\n" of the bundle they belong to, then the data.
+// V8 checks its version and flags itself (a cache it rejects is only slower), not the source.
+for (const name of ["berth.cjs", "berth-nats.cjs"]) {
+  const file = new URL(`dist/cli/${name}`, root);
+  const path = fileURLToPath(file);
+  const script = new vm.Script(Module.wrap(readFileSync(file, "utf8")), { filename: path });
+  const st = statSync(file);
+  writeFileSync(new URL(`${name}.cache`, file), Buffer.concat([Buffer.from(`${st.size} ${st.mtimeMs}\n`, "latin1"), script.createCachedData()]));
+}
 
 if (process.env.BERTH_BUNDLE_VERBOSE) {
   for (const [f, o] of Object.entries(r.metafile.outputs)) console.log(`${f}: ${Math.round(o.bytes / 1024)} KiB`);

@@ -1,12 +1,11 @@
 // The CLI's side of the wire: client.json, commands as NATS requests, queries over HTTP.
 // One short-lived NATS connection per CLI run, opened on first use and always closed. The NATS
-// client is loaded only then (nats.ts): a query verb loads node:http and nothing else.
+// client is loaded only then (nats.ts), node:http only for a query (http.ts).
 import { readFileSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
 import { userInfo, hostname } from "node:os";
 import { join } from "node:path";
 import { CliError } from "./errors.js";
-import * as http from "./http.js";
 import type { NatsSession } from "./nats.js";
 
 export interface ClientConfig {
@@ -42,6 +41,9 @@ export async function loadConfig(dataRoot: string): Promise<ClientConfig> {
   }
 }
 
+/** node:http and its stream modules, loaded by the first query: a command verb never needs them. */
+const loadHttp = () => import("./http.js");
+
 function actor(): string {
   try {
     return `cli:${userInfo().username}@${hostname()}`;
@@ -73,7 +75,7 @@ export class Client {
 
   /** GET a JSON route of the query API. */
   async get<T = unknown>(route: string): Promise<T> {
-    const text = await http.readText(await this.open(route, "application/json"));
+    const text = await (await loadHttp()).readText(await this.open(route, "application/json"));
     try {
       return JSON.parse(text) as T;
     } catch {
@@ -82,15 +84,16 @@ export class Client {
   }
 
   async getText(route: string): Promise<string> {
-    return http.readText(await this.open(route, "text/plain"));
+    return (await loadHttp()).readText(await this.open(route, "text/plain"));
   }
 
   /**
    * GET a route of the query API with the client's token and return the response, its body
-   * unread, to stream (`http.lines(res)`, `for await (const chunk of res)`); a status other than
+   * unread, to stream (`for await (const chunk of res)`, or `lines` below); a status other than
    * 2xx is thrown as the daemon's error (`berth: <code>: <message>`). Aborting `signal` ends it.
    */
   async open(route: string, accept: string, signal?: AbortSignal): Promise<IncomingMessage> {
+    const http = await loadHttp();
     const url = this.cfg.http.url.replace(/\/$/, "") + route;
     let res: IncomingMessage;
     try {
@@ -109,13 +112,21 @@ export class Client {
     throw new CliError(error?.code ?? `HTTP${status}`, error?.message ?? `${status} ${res.statusMessage ?? ""} from ${route}`);
   }
 
+  /**
+   * The lines of a streamed route as they arrive (e.g. `logs -f`), without their "\n"; ends with
+   * the response. Aborting `signal` ends it early with an AbortError.
+   */
+  async *lines(route: string, accept: string, signal?: AbortSignal): AsyncGenerator<string> {
+    const res = await this.open(route, accept, signal);
+    yield* (await loadHttp()).lines(res);
+  }
+
   /** Follow a Server-Sent Events route; resolves when the server ends the stream. */
   async stream(route: string, onEvent: (data: string, id: string | undefined) => void, signal?: AbortSignal): Promise<void> {
-    const res = await this.open(route, "text/event-stream", signal);
     let id: string | undefined;
     let data: string[] = [];
     try {
-      for await (const line of http.lines(res)) {
+      for await (const line of this.lines(route, "text/event-stream", signal)) {
         if (line === "") {
           if (data.length) onEvent(data.join("\n"), id);
           id = undefined;

@@ -1,7 +1,7 @@
 // The CLI's NATS side: one short-lived connection per run for commands. Loaded (import()) only by
 // a verb that sends a command: queries never pay for the NATS client's start-up.
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { connect, credsAuthenticator, RequestError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
 import type { ClientConfig } from "./client.js";
 import { CliError } from "./errors.js";
@@ -16,7 +16,7 @@ export class NatsSession {
         await connect({
           servers,
           ...(user !== undefined ? { user, pass } : {}),
-          ...(creds ? { authenticator: credsAuthenticator(await readFile(creds)) } : {}),
+          ...(creds ? { authenticator: credsAuthenticator(readFileSync(creds)) } : {}),
           name: "berth-cli",
           timeout: 5_000,
           reconnect: false,

@@ -14,7 +14,8 @@ import { cliKit, printError, type Ctx, type VerbTable } from "./kit.js";
 //     cli.verb(program, name, "<description>")` (that gives --data-root and --json), then its
 //     options and an action that gets the connection from `await cli.client(cmd)`:
 //     `client.command(subject, body)` for a command (NATS), `client.get(route)` for a JSON query,
-//     `client.open(route, accept, signal)` for a streamed one (read it with `lines()` of http.ts);
+//     `for await (const line of client.lines(route, accept, signal))` for a streamed one (or
+//     `client.open(...)` for the raw response);
 //     a CliError thrown prints as `berth: <code>: <message>` and exits 1;
 //  2. import it above and add `<verb>,` below.
 // Only the named verb is built on a run, but every verb's file is loaded: import anything heavy
