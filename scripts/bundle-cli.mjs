@@ -60,7 +60,9 @@ const r = await build({
   target: "node20",
   format: "cjs",
   // The sources are ES modules: give them their import.meta.url in CommonJS.
-  banner: { js: 'const __berthUrl = require("node:url").pathToFileURL(__filename).href;' },
+  // (First the directive: the sources are ES modules, strict; a banner before esbuild's own
+  // "use strict" would make that one a plain string.)
+  banner: { js: '"use strict";\nconst __berthUrl = require("node:url").pathToFileURL(__filename).href;' },
   define: { "import.meta.url": "__berthUrl", BERTH_VERSION: JSON.stringify(pkg.version) },
   plugins: [lazyBuiltins, natsApart],
   minify: process.env.BERTH_BUNDLE_MINIFY === "1",
@@ -78,14 +80,15 @@ const lazy = 'import("./berth-nats.cjs")';
 if (text.split(lazy).length !== 2) throw new Error(`bundle-cli: expected one ${lazy} in dist/cli/berth.cjs`);
 writeFileSync(main, text.replace(lazy, 'Promise.resolve().then(() => (globalThis.__berthLoadBundle ?? require)("./berth-nats.cjs"))'));
 
-// V8 code caches for bin/berth: "<size> <mtimeMs>\n" of the bundle they belong to, then the data.
-// V8 checks its version and flags itself (a cache it rejects is only slower), not the source.
+// V8 code caches for bin/berth: "<size> <mtimeMs> cold\n" of the bundle they belong to, then the
+// data (the top level only; bin/berth's first run makes it "warm"). V8 checks its version and
+// flags itself (a cache it rejects is only slower), not the source: hence size and mtime.
 for (const name of ["berth.cjs", "berth-nats.cjs"]) {
   const file = new URL(`dist/cli/${name}`, root);
   const path = fileURLToPath(file);
   const script = new vm.Script(Module.wrap(readFileSync(file, "utf8")), { filename: path });
   const st = statSync(file);
-  writeFileSync(new URL(`${name}.cache`, file), Buffer.concat([Buffer.from(`${st.size} ${st.mtimeMs}\n`, "latin1"), script.createCachedData()]));
+  writeFileSync(new URL(`${name}.cache`, file), Buffer.concat([Buffer.from(`${st.size} ${st.mtimeMs} cold\n`, "latin1"), script.createCachedData()]));
 }
 
 if (process.env.BERTH_BUNDLE_VERBOSE) {

@@ -17,6 +17,7 @@ import { benchCrashloop } from "./crashloop.js";
 import { benchNatsSync } from "./nats-sync.js";
 import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
+import { benchCli } from "./cli.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The daemon's own entry point, as deploy/ starts it.
@@ -114,8 +115,10 @@ async function main(): Promise<void> {
   // BENCH_SECTIONS=crashloop only the crash-loop figures; BENCH_SECTIONS=restart the real restore
   // phase (a daemon process with 200 containers, kill -9, time to /readyz 200; needs runc and root).
   // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
+  // BENCH_SECTIONS=cli: `berth ps` and the shell run -d + rm -f cycle against `node -e ''` (and
+  // podman when on PATH); BENCH_CLI_RUNS rounds (default 30).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,restart,crashloop,natssync").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,restore,restart,crashloop,natssync,cli").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -183,6 +186,7 @@ async function main(): Promise<void> {
   if (sections.has("restart")) out.restart = await benchRestart();
   if (sections.has("crashloop")) out.crashloop = await benchCrashloop();
   if (sections.has("natssync")) out.natsSyncCost = await benchNatsSync();
+  if (sections.has("cli")) out.cli = await benchCli();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });
