@@ -80,6 +80,13 @@ const lazy = 'import("./berth-nats.cjs")';
 if (text.split(lazy).length !== 2) throw new Error(`bundle-cli: expected one ${lazy} in dist/cli/berth.cjs`);
 writeFileSync(main, text.replace(lazy, 'Promise.resolve().then(() => (globalThis.__berthLoadBundle ?? require)("./berth-nats.cjs"))'));
 
+// Under bin/berth an import() left in a bundle fails (Node 20 loses it in code from a cache): the
+// only one allowed is src/cli/load.ts's fallback.
+for (const name of ["berth.cjs", "berth-nats.cjs"]) {
+  const n = readFileSync(new URL(`dist/cli/${name}`, root), "utf8").split(/\bimport\(/).length - 1;
+  if (n !== (name === "berth.cjs" ? 1 : 0)) throw new Error(`bundle-cli: dist/cli/${name} has ${n} import() calls: import modules outside the bundle through importModule() of src/cli/load.ts`);
+}
+
 // V8 code caches for bin/berth: "<size> <mtimeMs> cold\n" of the bundle they belong to, then the
 // data (the top level only; bin/berth's first run makes it "warm"). V8 checks its version and
 // flags itself (a cache it rejects is only slower), not the source: hence size and mtime.

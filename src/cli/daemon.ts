@@ -3,6 +3,7 @@
 // (and --help) are parsed there, the same for `node dist/daemon-main.js [flags]`.
 import type { Command } from "commander";
 import type { Register } from "./kit.js";
+import { importModule } from "./load.js";
 
 export const daemon: Register = (program, cli, name) => {
   program
@@ -19,7 +20,7 @@ export const daemon: Register = (program, cli, name) => {
       // Through import.meta.url, not a literal: the CLI bundle must load dist/daemon-main.js, not
       // swallow the daemon into itself.
       const entry = new URL("../daemon-main.js", import.meta.url).href;
-      const { daemonMain } = (await import(entry)) as typeof import("../daemon-main.js");
+      const { daemonMain } = await importModule<typeof import("../daemon-main.js")>(entry);
       cli.ctx.exitCode = await daemonMain([...root, ...cmd.args]);
     });
 };

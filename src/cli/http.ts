@@ -4,6 +4,7 @@
 // Verbs reach it through Client (get, getText, open, lines), which loads this file on first use:
 // importing it at the top of a verb's file would load node:http for every verb.
 import { request, type IncomingMessage } from "node:http";
+import { importModule } from "./load.js";
 
 export interface GetOptions {
   headers?: Record<string, string>;
@@ -15,7 +16,7 @@ export interface GetOptions {
 export async function get(url: string, o: GetOptions = {}): Promise<IncomingMessage> {
   const u = new URL(url);
   // https only for a query API behind a TLS proxy; node:https loads TLS, so only then.
-  const req = u.protocol === "https:" ? (await import("node:https")).request : request;
+  const req = u.protocol === "https:" ? (await importModule<typeof import("node:https")>("node:https")).request : request;
   return new Promise((resolve, reject) => {
     // agent: false, one connection per request: the CLI makes one or two, and an idle pooled
     // socket must not keep the process alive.
