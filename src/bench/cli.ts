@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { pct, r1, removeAll, startBenchDaemon, stopBenchDaemon } from "./proc.js";
+import { cmd as natsCmd, pct, r1, removeAll, startBenchDaemon, stopBenchDaemon } from "./proc.js";
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), "../../bin/berth");
 const SEED = process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.oci.tar";
@@ -67,7 +67,7 @@ export async function benchCli(): Promise<Record<string, unknown>> {
       podmanLoaded = true;
     }
 
-    const s = { floor: series(), ps: series(), podmanPs: series(), floor2: series(), cycle: series(), podmanCycle: series() };
+    const s = { floor: series(), ps: series(), podmanPs: series(), floor2: series(), cycle: series(), podmanCycle: series(), api: series() };
     // One warm-up of each: the first run of anything pays for the page cache.
     wall(floor);
     wall(berth("ps"));
@@ -85,6 +85,11 @@ export async function benchCli(): Promise<Record<string, unknown>> {
         podmanNames.push(name);
         s.podmanCycle.wall.push(wall(["sh", "-c", `${cmd(podmanRun(name))} >/dev/null && ${cmd(podmanRm(name))}`]));
       }
+      // The same cycle through the API from a connected client: what the daemon itself takes.
+      const t0 = performance.now();
+      const r = await natsCmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "100"] });
+      await natsCmd(d.nc, "container.remove", { id: r.id, force: true });
+      s.api.wall.push(performance.now() - t0);
       // Peak memory in runs of their own: GNU time in between would add its own start-up to wall.
       if (i < Math.min(N, 10)) {
         const r = (argv: string[]) => peakRss(argv, dir);
@@ -100,7 +105,7 @@ export async function benchCli(): Promise<Record<string, unknown>> {
         }
       }
     }
-    const ratio = (a: Series, b: Series) => r1((pct(a.wall, 50) / pct(b.wall, 50)) * 100) / 100;
+    const ratio = (a: Series, b: Series) => Math.round((pct(a.wall, 50) / pct(b.wall, 50)) * 100) / 100;
     return {
       rounds: N,
       loadAverage1m: r1(loadavg()[0]),
@@ -116,6 +121,9 @@ export async function benchCli(): Promise<Record<string, unknown>> {
         ...(podman ? { xPodman: ratio(s.cycle, s.podmanCycle) } : {}),
         target: "faster than podman's same cycle",
       },
+      // What the shell cycle costs beyond the daemon's own work and Node's start-ups.
+      apiCycle: { command: "container.run + container.remove {force} over NATS, one connected client", medianMs: r1(pct(s.api.wall, 50)), p90Ms: r1(pct(s.api.wall, 90)) },
+      cliOwnPerCommandMs: r1((pct(s.cycle.wall, 50) - pct(s.floor2.wall, 50) - pct(s.api.wall, 50)) / 2),
       podmanCycle: podman
         ? { command: "podman run -d --network none --ulimit … --name X busybox:latest sleep 100 && podman rm -f -t 0 X", ...sum(s.podmanCycle) }
         : "podman not on PATH",
