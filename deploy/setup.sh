@@ -12,7 +12,8 @@
 #      service is disabled: the daemon runs its own nats-server
 #   4. CRIU 4.1 from trixie unpacked into a private prefix (see deploy/README.md), checked with
 #      `criu check`
-#   5. node_modules (npm ci) and dist/ (tsc), each only when its inputs changed
+#   5. node_modules (npm ci) and dist/ (tsc, and the CLI bundle by esbuild), each only when its
+#      inputs changed
 #   6. the busybox:latest demo image archive (deploy/build-busybox-image.sh), once
 #   7. /usr/local/bin/berth -> <project>/bin/berth
 #
@@ -313,18 +314,20 @@ else
   printf '%s\n' "$lock_hash" >node_modules/.berth-lock-hash
 fi
 
-# Rebuild when a source file is newer than the last build, or one was added or removed.
-build_key=$( { printf '%s\n' "$lock_hash"; find src -type f | LC_ALL=C sort; } | sha256sum | cut -d' ' -f1)
+# Rebuild when a source file (src/, or scripts/ with the CLI bundler) is newer than the last
+# build, or one was added or removed.
+build_key=$( { printf '%s\n' "$lock_hash"; find src scripts -type f | LC_ALL=C sort; } | sha256sum | cut -d' ' -f1)
 build_stamp=dist/.berth-build-stamp
 if [[ -f $build_stamp && "$(cat "$build_stamp")" == "$build_key" ]] \
-  && [[ -z $(find src tsconfig.json package.json -newer "$build_stamp" -print -quit) ]]; then
+  && [[ -f dist/cli/berth.cjs && -f dist/daemon-main.js ]] \
+  && [[ -z $(find src scripts tsconfig.json package.json -newer "$build_stamp" -print -quit) ]]; then
   say "dist: up to date"
 else
   say "npm run build"
   # Start clean when files were added or removed (tsc leaves outputs of deleted sources behind).
   [[ -f $build_stamp && "$(cat "$build_stamp")" == "$build_key" ]] || rm -rf dist
   rm -f "$build_stamp"
-  npm run build --silent || die "npm run build (tsc) failed: see the TypeScript errors above"
+  npm run build --silent || die "npm run build (tsc, esbuild) failed: see the errors above"
   printf '%s\n' "$build_key" >"$build_stamp"
 fi
 

@@ -7,6 +7,9 @@ import { join } from "node:path";
 import { NAME_RE } from "./shared/spec.js";
 import type { ClientConfig } from "./contract/client.js";
 import writeFileAtomic from "write-file-atomic";
+import { parseSize } from "./shared/sizes.js";
+
+export { parseSize };
 import { DEFAULT_USERS } from "./runtime/nats-roles.js";
 
 export type { ClientConfig };
@@ -37,12 +40,6 @@ export const LOG_SIZE_MIN = 16 * 1024;
 export const LOG_SIZE_MAX = 2 ** 40;
 export const LOG_FILES_MAX = 100;
 
-/** `20m`, `64k`, `1g`, `1048576`, `64MiB` → bytes (powers of 1024, as docker's max-size); NaN otherwise. */
-export function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(s.trim());
-  if (!m) return NaN;
-  return Math.round(Number(m[1]) * 1024 ** "bkmgt".indexOf(m[2].toLowerCase() || "b"));
-}
 
 export const DEFAULT_SEED_IMAGE = "/opt/berth/images/busybox-latest.oci.tar";
 

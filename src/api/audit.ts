@@ -1,7 +1,7 @@
 // `GET /v1/audit/verify` and `berth audit verify`: read the stored messages as they are, check
 // each subject's hash chain (chain.ts), fold them into a fresh read model to check the transition
 // table, and list what that fold quarantines. Nothing here trusts the daemon's own model.
-import { ChainChecker, type ChainBreak } from "../events/chain.js";
+import { ChainChecker } from "../events/chain.js";
 import type { EventStore } from "../events/store.js";
 import { containerSubject } from "../events/types.js";
 import { admit } from "../events/validate.js";

@@ -19,9 +19,11 @@ import { benchLogs } from "./logs.js";
 import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
 import { benchExec } from "./exec.js";
+import { benchCli } from "./cli.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = resolve(here, "../cli/main.js");
+// The daemon's own entry point, as deploy/ starts it.
+const daemonMain = resolve(here, "../daemon-main.js");
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -41,7 +43,7 @@ interface Bench {
 async function startDaemonProcess(): Promise<Bench> {
   const dataRoot = await mkdtemp(join(tmpdir(), "berth-bench-"));
   const node = `bench${randomBytes(3).toString("hex")}`;
-  const child = spawn(process.execPath, [cli, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
+  const child = spawn(process.execPath, [daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, BERTH_LOG_LEVEL: "warn" },
   });
@@ -117,8 +119,10 @@ async function main(): Promise<void> {
   // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
   // BENCH_SECTIONS=logs: tail=100 and a full read of a 1 GiB log (time, daemon RSS), follow latency.
   // BENCH_SECTIONS=exec: container.exec of `true` against raw `runc exec` (BENCH_EXEC_RUNS).
+  // BENCH_SECTIONS=cli: `berth ps` and the shell run -d + rm -f cycle against `node -e ''` (and
+  // podman when on PATH); BENCH_CLI_RUNS rounds (default 30).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -188,6 +192,7 @@ async function main(): Promise<void> {
   if (sections.has("natssync")) out.natsSyncCost = await benchNatsSync();
   if (sections.has("logs")) out.logs = await benchLogs();
   if (sections.has("exec")) out.exec = await benchExec();
+  if (sections.has("cli")) out.cli = await benchCli();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

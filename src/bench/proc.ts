@@ -12,7 +12,8 @@ import type { ClientConfig } from "../config.js";
 import { Paths } from "../runtime/paths.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = resolve(here, "../cli/main.js");
+// The daemon's own entry point, as deploy/ starts it.
+const daemonMain = resolve(here, "../daemon-main.js");
 
 export const r1 = (x: number) => Math.round(x * 10) / 10;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -48,7 +49,7 @@ export async function startBenchDaemon(prefix: string, extraArgs: string[] = [])
   const node = `bench${prefix.replace(/[^a-z0-9]/g, "").slice(0, 8)}${randomBytes(3).toString("hex")}`;
   const child = spawn(
     process.execPath,
-    [cli, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0", ...extraArgs],
+    [daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0", ...extraArgs],
     { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, BERTH_LOG_LEVEL: "warn" } },
   );
   const end = Date.now() + 60_000;

@@ -30,7 +30,8 @@ import { Paths } from "../runtime/paths.js";
 import { freePort, pool } from "./proc.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = resolve(here, "../cli/main.js");
+// The daemon's own entry point, as deploy/ starts it.
+const daemonMain = resolve(here, "../daemon-main.js");
 
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -70,7 +71,7 @@ function spawnDaemon(s: Setup): Proc {
   const spawnedAt = Date.now();
   const child = spawn(
     process.execPath,
-    [cli, "daemon", "--data-root", s.dataRoot, "--node", s.node, "--nats-port", String(s.natsPort), "--http-listen", `127.0.0.1:${s.httpPort}`],
+    [daemonMain, "--data-root", s.dataRoot, "--node", s.node, "--nats-port", String(s.natsPort), "--http-listen", `127.0.0.1:${s.httpPort}`],
     // info: the daemon logs its phases with their timings. The daemon inherits BERTH_NATS_SYNC.
     { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BERTH_LOG_LEVEL: process.env.BENCH_RESTART_LOG_LEVEL ?? "info" } },
   );
@@ -473,7 +474,7 @@ export async function benchRestart(): Promise<Record<string, unknown>> {
       withoutSnapshot: { readyMs: full.readyMs, events: full.eventsInStream },
       rawOrderedConsumerRead: { events: raw.n, ms: Math.round(raw.ms), perSec: Math.round(raw.n / (raw.ms / 1000)) },
       pollEveryMs: POLL_MS,
-      measured: "spawn of `node dist/cli/main.js daemon …` (after kill -9 of the previous one; containers and embedded nats-server still up) to the first 200 of GET /readyz",
+      measured: "spawn of `node dist/daemon-main.js …` (after kill -9 of the previous one; containers and embedded nats-server still up) to the first 200 of GET /readyz",
       perRound: [...rounds, full],
     };
 

@@ -2,6 +2,7 @@
 // commander, so the whole path from argv to spec is unit-tested as the CLI runs it.
 import { Command, InvalidArgumentError } from "commander";
 import type { ContainerSpec, Mount, RestartPolicy } from "../shared/spec.js";
+import { parseSize } from "../shared/sizes.js";
 
 export interface RunOptions {
   name?: string;
@@ -23,17 +24,15 @@ export interface RunOptions {
   stopSignal?: string;
   stopTimeout?: number;
   node?: string;
+  detach?: boolean;
   json?: boolean;
 }
 
-const UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
 
 /** `1048576`, `512k`, `64m`, `1g`, `1.5g`, `64MiB`, `64mb` → bytes (powers of 1024, as docker). */
 export function parseBytes(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(s.trim());
-  if (!m) throw new InvalidArgumentError(`'${s}' is not a size: use bytes or a number with k, m, g or t`);
-  const n = Math.round(Number(m[1]) * UNITS[m[2].toLowerCase()]);
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`'${s}' is too large`);
+  const n = parseSize(s);
+  if (Number.isNaN(n)) throw new InvalidArgumentError(`'${s}' is not a size: use bytes or a number with k, m, g or t`);
   return n;
 }
 
@@ -113,6 +112,9 @@ export function addRunOptions(cmd: Command): Command {
       // Everything after IMAGE belongs to the container: `sh -c 'echo hi'` is not ours to parse.
       .passThroughOptions()
       .option("--name <name>", "container name")
+      // run always returns once the container has started, printing its id: -d is accepted so
+      // that docker's and podman's `run -d …` lines work as they are.
+      .option("-d, --detach", "run in the background (the default; accepted for docker compatibility)")
       .option("-e, --env <K=V>", "environment variable (repeatable); a bare K copies it from here", collectStr)
       .option("--entrypoint <path>", "replace the image's entrypoint (\"\" clears it)")
       .option("-w, --workdir <dir>", "working directory inside the container")

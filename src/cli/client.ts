@@ -1,24 +1,17 @@
 // The CLI's side of the wire: client.json, commands as NATS requests, queries over HTTP.
-// One short-lived NATS connection per CLI run, opened on first use and always closed.
-import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
+// One short-lived NATS connection per CLI run, opened on first use and always closed. The NATS
+// client is loaded only then (nats.ts), node:http only for a query (http.ts).
+import { readFileSync } from "node:fs";
+import type { IncomingMessage } from "node:http";
 import { userInfo, hostname } from "node:os";
 import { join } from "node:path";
 import type { ClientConfig } from "../contract/client.js";
-import { connect, credsAuthenticator, RequestError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
+import { CliError } from "./errors.js";
+import type { NatsSession } from "./nats.js";
 
 export type { ClientConfig };
 
-/** An error as the daemon (or the wire) reports it: printed as `berth: <code>: <message>`. */
-export class CliError extends Error {
-  override name = "CliError";
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { CliError };
 
 export const DEFAULT_DATA_ROOT = "/var/lib/berth";
 export const COMMAND_TIMEOUT_MS = 35_000;
@@ -27,7 +20,8 @@ export async function loadConfig(dataRoot: string): Promise<ClientConfig> {
   const path = join(dataRoot, "client.json");
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    // Sync: node:fs is loaded with Node itself, node:fs/promises is not.
+    text = readFileSync(path, "utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new CliError("Unavailable", `is the daemon running? no ${path}`);
@@ -43,6 +37,9 @@ export async function loadConfig(dataRoot: string): Promise<ClientConfig> {
   }
 }
 
+/** node:http and its stream modules, loaded by the first query: a command verb never needs them. */
+const loadHttp = () => import("./http.js");
+
 /** Who the daemon records as the actor of this CLI's commands. */
 export function actor(): string {
   try {
@@ -53,26 +50,16 @@ export function actor(): string {
 }
 
 export class Client {
-  private nc: NatsConnection | null = null;
-  private readonly actor = actor();
+  private nats: Promise<NatsSession> | null = null;
+  private actor?: string;
 
   constructor(readonly cfg: ClientConfig) {}
 
   /** Send `berth.cmd.<noun>.<verb>` and return its result, or throw the daemon's error. */
   async command<T = Record<string, unknown>>(subject: string, body: Record<string, unknown>, timeoutMs = COMMAND_TIMEOUT_MS): Promise<T> {
     const nc = await this.connection();
-    const payload = { ...body, meta: { actor: this.actor, requestId: randomUUID() } };
-    let text: string;
-    try {
-      const m = await nc.request(subject, JSON.stringify(payload), { timeout: timeoutMs });
-      text = m.string();
-    } catch (err) {
-      if (err instanceof RequestError && err.isNoResponders()) throw new CliError("Unavailable", `no daemon answers on ${subject}`);
-      if (err instanceof TimeoutError || (err as Error).cause instanceof TimeoutError) {
-        throw new CliError("Timeout", `no reply to ${subject} within ${Math.round(timeoutMs / 1000)} s`);
-      }
-      throw new CliError("Unavailable", `${subject}: ${(err as Error).message}`);
-    }
+    const payload = { ...body, meta: { actor: (this.actor ??= actor()), requestId: nc.requestId() } };
+    const text = await nc.request(subject, JSON.stringify(payload), timeoutMs);
     let reply: { ok?: boolean; result?: T; error?: { code?: string; message?: string } };
     try {
       reply = JSON.parse(text);
@@ -85,36 +72,65 @@ export class Client {
 
   /** GET a JSON route of the query API. */
   async get<T = unknown>(route: string): Promise<T> {
-    const res = await this.fetch(route, "application/json");
-    return (await res.json()) as T;
+    const text = await (await loadHttp()).readText(await this.open(route, "application/json"));
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new CliError("Internal", `${route}: the answer is not JSON`);
+    }
   }
 
   async getText(route: string): Promise<string> {
-    return (await this.fetch(route, "text/plain")).text();
+    return (await loadHttp()).readText(await this.open(route, "text/plain"));
+  }
+
+  /**
+   * GET a route of the query API with the client's token and return the response, its body
+   * unread, to stream (`for await (const chunk of res)`, or `lines` below); a status other than
+   * 2xx is thrown as the daemon's error (`berth: <code>: <message>`). Aborting `signal` ends it.
+   */
+  async open(route: string, accept: string, signal?: AbortSignal): Promise<IncomingMessage> {
+    const http = await loadHttp();
+    const url = this.cfg.http.url.replace(/\/$/, "") + route;
+    let res: IncomingMessage;
+    try {
+      res = await http.get(url, { headers: { authorization: `Bearer ${this.cfg.http.token}`, accept }, signal });
+    } catch (err) {
+      throw new CliError("Unavailable", `cannot reach ${this.cfg.http.url}: ${(err as Error).message} (is the daemon running?)`);
+    }
+    const status = res.statusCode ?? 0;
+    if (status >= 200 && status < 300) return res;
+    let error: { code?: string; message?: string } | undefined;
+    try {
+      error = (JSON.parse(await http.readText(res)) as { error?: typeof error }).error;
+    } catch {
+      /* not our error body */
+    }
+    throw new CliError(error?.code ?? `HTTP${status}`, error?.message ?? `${status} ${res.statusMessage ?? ""} from ${route}`);
+  }
+
+  /**
+   * The lines of a streamed route as they arrive (e.g. `logs -f`), without their "\n"; ends with
+   * the response. Aborting `signal` ends it early with an AbortError.
+   */
+  async *lines(route: string, accept: string, signal?: AbortSignal): AsyncGenerator<string> {
+    const res = await this.open(route, accept, signal);
+    yield* (await loadHttp()).lines(res);
   }
 
   /** Follow a Server-Sent Events route; resolves when the server ends the stream. */
   async stream(route: string, onEvent: (data: string, id: string | undefined) => void, signal?: AbortSignal): Promise<void> {
-    const res = await this.fetch(route, "text/event-stream", signal);
-    if (!res.body) return;
-    const dec = new TextDecoder();
-    let buf = "";
+    let id: string | undefined;
+    let data: string[] = [];
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        buf += dec.decode(chunk, { stream: true });
-        let i: number;
-        while ((i = buf.indexOf("\n\n")) >= 0) {
-          const frame = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          let id: string | undefined;
-          const data: string[] = [];
-          for (const line of frame.split("\n")) {
-            if (line.startsWith("id:")) id = line.slice(3).trim();
-            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-            else if (line.startsWith("event: error")) throw new CliError("Unavailable", "the event stream broke off");
-          }
+      for await (const line of this.lines(route, "text/event-stream", signal)) {
+        if (line === "") {
           if (data.length) onEvent(data.join("\n"), id);
-        }
+          id = undefined;
+          data = [];
+        } else if (line.startsWith("id:")) id = line.slice(3).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        else if (line.startsWith("event: error")) throw new CliError("Unavailable", "the event stream broke off");
       }
     } catch (err) {
       if (signal?.aborted) return;
@@ -123,45 +139,12 @@ export class Client {
   }
 
   async close(): Promise<void> {
-    const nc = this.nc;
-    this.nc = null;
-    await nc?.close().catch(() => undefined);
+    const nats = this.nats;
+    this.nats = null;
+    await (await nats?.catch(() => null))?.close();
   }
 
-  private async connection(): Promise<NatsConnection> {
-    if (this.nc) return this.nc;
-    const { servers, user, pass, creds } = this.cfg.nats;
-    try {
-      this.nc = await connect({
-        servers,
-        ...(user !== undefined ? { user, pass } : {}),
-        ...(creds ? { authenticator: credsAuthenticator(await readFile(creds)) } : {}),
-        name: "berth-cli",
-        timeout: 5_000,
-        reconnect: false,
-      });
-    } catch (err) {
-      throw new CliError("Unavailable", `cannot reach NATS at ${servers.join(", ")}: ${(err as Error).message} (is the daemon running?)`);
-    }
-    return this.nc;
-  }
-
-  private async fetch(route: string, accept: string, signal?: AbortSignal): Promise<Response> {
-    const url = this.cfg.http.url.replace(/\/$/, "") + route;
-    let res: Response;
-    try {
-      res = await fetch(url, { headers: { authorization: `Bearer ${this.cfg.http.token}`, accept }, signal });
-    } catch (err) {
-      const cause = (err as { cause?: Error }).cause;
-      throw new CliError("Unavailable", `cannot reach ${this.cfg.http.url}: ${cause?.message ?? (err as Error).message} (is the daemon running?)`);
-    }
-    if (res.ok) return res;
-    let error: { code?: string; message?: string } | undefined;
-    try {
-      error = ((await res.json()) as { error?: typeof error }).error;
-    } catch {
-      /* not our error body */
-    }
-    throw new CliError(error?.code ?? `HTTP${res.status}`, error?.message ?? `${res.status} ${res.statusText} from ${route}`);
+  private connection(): Promise<NatsSession> {
+    return (this.nats ??= import("./nats.js").then(({ NatsSession }) => NatsSession.open(this.cfg.nats)));
   }
 }

@@ -8,7 +8,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { ClientConfig } from "../../src/config.js";
 
 export const BIN = resolve(__dirname, "../../bin/berth");
-export const BUILT = existsSync(resolve(__dirname, "../../dist/cli/main.js"));
+// bin/berth runs the CLI bundle, and `berth daemon` loads dist/daemon-main.js: both come from npm run build.
+export const BUILT = existsSync(resolve(__dirname, "../../dist/cli/berth.cjs")) && existsSync(resolve(__dirname, "../../dist/daemon-main.js"));
 
 export interface DaemonProc {
   dataRoot: string;
