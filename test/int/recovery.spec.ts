@@ -100,13 +100,15 @@ describe.skipIf(skip)("recovery", () => {
     expect(nr.data.durationMs as number).toBeGreaterThan(0);
   });
 
-  it("after a host reboot starts always and unless-stopped containers again, and records -1 for the rest", async () => {
+  it("after a host reboot starts always and unless-stopped containers again (and a user-stopped always one: Docker), and records -1 for the rest", async () => {
     const policy = (name: string) => ({ restartPolicy: { name, backoff: { initialMs: 100, maxMs: 200 } } });
     await run("b-always", ["sleep", "1000"], policy("always"));
     await run("b-unless", ["sleep", "1000"], policy("unless-stopped"));
     await run("b-no", ["sleep", "1000"], policy("no"));
     await run("b-stopped", ["sleep", "1000"], { ...policy("always"), stopTimeoutSec: 1 });
     expect((await d.cmd("container.stop", { id: "b-stopped", timeoutSec: 1 })).ok).toBe(true);
+    await run("b-unless-stopped", ["sleep", "1000"], { ...policy("unless-stopped"), stopTimeoutSec: 1 });
+    expect((await d.cmd("container.stop", { id: "b-unless-stopped", timeoutSec: 1 })).ok).toBe(true);
     const root = d.dataRoot;
     await d.stop();
 
@@ -117,14 +119,15 @@ describe.skipIf(skip)("recovery", () => {
       process.kill(pids[n], "SIGKILL");
     }
     for (const n of ["b-always", "b-unless", "b-no"]) await until(async () => !alive(pids[n]));
-    for (const n of ["b-always", "b-unless", "b-no", "b-stopped"]) {
+    for (const n of ["b-always", "b-unless", "b-no", "b-stopped", "b-unless-stopped"]) {
       const rootfs = join(root, "containers", ids[n], "rootfs");
       if (readFileSync("/proc/self/mountinfo", "utf8").includes(rootfs)) execFileSync("umount", [rootfs]);
     }
 
     d = await startTestDaemon({ dataRoot: root, node: d.node, natsPort });
     const get = (name: string) => d.get<C & { restartCount: number }>(`/v1/containers/${ids[name]}`);
-    for (const n of ["b-always", "b-unless"]) {
+    // b-stopped: `always` after a user's stop runs again when the daemon starts (Docker's rule).
+    for (const n of ["b-always", "b-unless", "b-stopped"]) {
       const c = await until(async () => {
         const c = await get(n);
         return c.state === "running" && c;
@@ -134,11 +137,11 @@ describe.skipIf(skip)("recovery", () => {
       expect(c.restartCount).toBe(1);
     }
     expect(await get("b-no")).toMatchObject({ state: "exited", exitCode: -1 });
-    expect(await get("b-stopped")).toMatchObject({ state: "exited", exitCode: 137 });
+    expect(await get("b-unless-stopped")).toMatchObject({ state: "exited", exitCode: 137 });
     // Nothing more happens to them.
     await new Promise((r) => setTimeout(r, 500));
     expect((await get("b-no")).state).toBe("exited");
-    expect((await get("b-stopped")).state).toBe("exited");
+    expect((await get("b-unless-stopped")).state).toBe("exited");
   });
 
   it("does not say the same restore failure twice across restarts", async () => {
