@@ -43,7 +43,7 @@ interface Bench {
 async function startDaemonProcess(): Promise<Bench> {
   const dataRoot = await mkdtemp(join(tmpdir(), "berth-bench-"));
   const node = `bench${randomBytes(3).toString("hex")}`;
-  const child = spawn(process.execPath, [daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
+  const child = spawn(process.execPath, [...(process.env.BENCH_DAEMON_NODE_ARGS?.split(" ").filter(Boolean) ?? []), daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0"], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, BERTH_LOG_LEVEL: "warn" },
   });
