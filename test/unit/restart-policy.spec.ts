@@ -38,6 +38,35 @@ const table: Row[] = [
   ["own backoff", { name: "always", backoff: { initialMs: 250, maxMs: 1000 } }, { attempt: 2 }, { attempt: 3, delayMs: 1000 }],
 ];
 
+/**
+ * Issue 12's table, one row per cell: policy × stopped by the user × trigger. A daemon start and
+ * a host reboot are both trigger "boot" (after a reboot the run that was cut records exit -1
+ * first); what differs is only the exit code the policy sees.
+ */
+const TRIGGERS = {
+  exit: { trigger: "exit", exitCode: 1 },
+  "daemon start": { trigger: "boot", exitCode: 143 },
+  "host reboot": { trigger: "boot", exitCode: -1 },
+} as const;
+const EXPECT: Record<RestartPolicy["name"], Record<"running" | "stopped by the user", Record<keyof typeof TRIGGERS, boolean>>> = {
+  no: { running: { exit: false, "daemon start": false, "host reboot": false }, "stopped by the user": { exit: false, "daemon start": false, "host reboot": false } },
+  "on-failure": { running: { exit: true, "daemon start": true, "host reboot": true }, "stopped by the user": { exit: false, "daemon start": false, "host reboot": false } },
+  always: { running: { exit: true, "daemon start": true, "host reboot": true }, "stopped by the user": { exit: false, "daemon start": true, "host reboot": true } },
+  "unless-stopped": { running: { exit: true, "daemon start": true, "host reboot": true }, "stopped by the user": { exit: false, "daemon start": false, "host reboot": false } },
+};
+const matrix = Object.entries(EXPECT).flatMap(([policy, byStop]) =>
+  Object.entries(byStop).flatMap(([stop, byTrigger]) =>
+    Object.entries(byTrigger).map(([trigger, restart]) => [policy, stop, trigger, restart] as const),
+  ),
+);
+
+describe("decideRestart, the policy × user stop × trigger table (docs/API.md)", () => {
+  it.each(matrix)("%s, %s, on %s → restart %s", (policy, stop, trigger, restart) => {
+    const got = given({ name: policy as RestartPolicy["name"] }, { ...TRIGGERS[trigger as keyof typeof TRIGGERS], stoppedByUser: stop !== "running" });
+    expect(got.restart).toBe(restart);
+  });
+});
+
 describe("decideRestart", () => {
   it.each(table)("%s", (_name, policy, input, want) => {
     const got = given(policy, input);
