@@ -105,29 +105,33 @@ describe.skipIf(skip)("recovery", () => {
     await run("b-always", ["sleep", "1000"], policy("always"));
     await run("b-unless", ["sleep", "1000"], policy("unless-stopped"));
     await run("b-no", ["sleep", "1000"], policy("no"));
+    await run("b-onfail", ["sleep", "1000"], policy("on-failure"));
     await run("b-stopped", ["sleep", "1000"], { ...policy("always"), stopTimeoutSec: 1 });
     expect((await d.cmd("container.stop", { id: "b-stopped", timeoutSec: 1 })).ok).toBe(true);
     await run("b-unless-stopped", ["sleep", "1000"], { ...policy("unless-stopped"), stopTimeoutSec: 1 });
     expect((await d.cmd("container.stop", { id: "b-unless-stopped", timeoutSec: 1 })).ok).toBe(true);
+    await run("b-onfail-stopped", ["sleep", "1000"], { ...policy("on-failure"), stopTimeoutSec: 1 });
+    expect((await d.cmd("container.stop", { id: "b-onfail-stopped", timeoutSec: 1 })).ok).toBe(true);
     const root = d.dataRoot;
     await d.stop();
 
     // The reboot: every conmon and container process of ours gone, overlays unmounted.
-    for (const n of ["b-always", "b-unless", "b-no"]) {
+    for (const n of ["b-always", "b-unless", "b-no", "b-onfail"]) {
       const dir = join(root, "containers", ids[n]);
       process.kill(Number(readFileSync(join(dir, "conmon.pid"), "utf8")), "SIGKILL");
       process.kill(pids[n], "SIGKILL");
     }
-    for (const n of ["b-always", "b-unless", "b-no"]) await until(async () => !alive(pids[n]));
-    for (const n of ["b-always", "b-unless", "b-no", "b-stopped", "b-unless-stopped"]) {
+    for (const n of ["b-always", "b-unless", "b-no", "b-onfail"]) await until(async () => !alive(pids[n]));
+    for (const n of ["b-always", "b-unless", "b-no", "b-onfail", "b-stopped", "b-unless-stopped", "b-onfail-stopped"]) {
       const rootfs = join(root, "containers", ids[n], "rootfs");
       if (readFileSync("/proc/self/mountinfo", "utf8").includes(rootfs)) execFileSync("umount", [rootfs]);
     }
 
     d = await startTestDaemon({ dataRoot: root, node: d.node, natsPort });
     const get = (name: string) => d.get<C & { restartCount: number }>(`/v1/containers/${ids[name]}`);
-    // b-stopped: `always` after a user's stop runs again when the daemon starts (Docker's rule).
-    for (const n of ["b-always", "b-unless", "b-stopped"]) {
+    // b-stopped: `always` after a user's stop runs again when the daemon starts (Docker's rule);
+    // b-onfail: the reboot cut its run (exit -1, a failure), so on-failure restarts it.
+    for (const n of ["b-always", "b-unless", "b-stopped", "b-onfail"]) {
       const c = await until(async () => {
         const c = await get(n);
         return c.state === "running" && c;
@@ -138,10 +142,10 @@ describe.skipIf(skip)("recovery", () => {
     }
     expect(await get("b-no")).toMatchObject({ state: "exited", exitCode: -1 });
     expect(await get("b-unless-stopped")).toMatchObject({ state: "exited", exitCode: 137 });
+    expect((await get("b-onfail-stopped")).state).toBe("exited");
     // Nothing more happens to them.
     await new Promise((r) => setTimeout(r, 500));
-    expect((await get("b-no")).state).toBe("exited");
-    expect((await get("b-unless-stopped")).state).toBe("exited");
+    for (const n of ["b-no", "b-unless-stopped", "b-onfail-stopped"]) expect((await get(n)).state, n).toBe("exited");
   });
 
   it("does not say the same restore failure twice across restarts", async () => {
