@@ -3,7 +3,7 @@
 // (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
-import type { ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState } from "../shared/host-facts.js";
+import type { ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
@@ -58,16 +58,4 @@ export interface ExecProcessOptions {
   cwd?: string;
 }
 
-/** A process on a terminal: bytes out, bytes in, window size, and how it ended. */
-export interface TtyProcess {
-  onData(cb: (data: Buffer) => void): void;
-  write(data: Buffer | string): void;
-  resize(cols: number, rows: number): void;
-  /** Stop reading its output for a while (the client is slow), and go on. */
-  pause(): void;
-  resume(): void;
-  /** End it and everything it started. */
-  kill(): Promise<void>;
-  /** Its exit code (128 + n for a signal). */
-  readonly exited: Promise<number>;
-}
+export type { TtyProcess };

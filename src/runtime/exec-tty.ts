@@ -7,6 +7,7 @@ import { rm } from "node:fs/promises";
 import type { IPty } from "node-pty";
 import { toolEnv } from "./exec.js";
 import { Runc, type ExecUser } from "./runc.js";
+import type { TtyProcess } from "../shared/host-facts.js";
 
 export interface TtyExecOptions {
   env?: readonly string[];
@@ -16,15 +17,8 @@ export interface TtyExecOptions {
   rows: number;
 }
 
-export interface TtyExec {
-  onData(cb: (data: Buffer) => void): void;
-  write(data: Buffer | string): void;
-  resize(cols: number, rows: number): void;
-  pause(): void;
-  resume(): void;
-  kill(): Promise<void>;
-  readonly exited: Promise<number>;
-}
+/** The terminal session runc runs under node-pty (the handlers' TtyProcess port). */
+export type TtyExec = TtyProcess;
 
 type NodePty = typeof import("node-pty");
 let loaded: Promise<NodePty> | null = null;

@@ -80,3 +80,17 @@ export interface ExecUser {
   gid: number;
   additionalGids?: number[];
 }
+
+/** A process on a terminal: bytes out, bytes in, window size, and how it ended. */
+export interface TtyProcess {
+  onData(cb: (data: Buffer) => void): void;
+  write(data: Buffer | string): void;
+  resize(cols: number, rows: number): void;
+  /** Stop reading its output for a while (the client is slow), and go on. */
+  pause(): void;
+  resume(): void;
+  /** End it and everything it started. */
+  kill(): Promise<void>;
+  /** Its exit code (128 + n for a signal). */
+  readonly exited: Promise<number>;
+}
