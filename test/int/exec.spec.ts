@@ -241,7 +241,8 @@ describe.skipIf(skip)("exec on two nodes sharing one NATS", () => {
       ds.push(a);
       const b = await startTestDaemon({ natsUrl: nats.url });
       ds.push(b);
-      const r = await a.cmd<{ id: string }>("container.run", { image: "busybox", cmd: ["sleep", "1000"], stopTimeoutSec: 0 });
+      // Either daemon may take the request (one queue group): the spec names the owner.
+      const r = await a.cmd<{ id: string }>("container.run", { image: "busybox", cmd: ["sleep", "1000"], stopTimeoutSec: 0, node: a.node });
       const id = r.result!.id;
       // With a's daemon stopped (its container runs on), only b answers commands.
       await a.stop();
