@@ -115,7 +115,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const images = new ImageService(o.node, store, projector, imageStore);
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
   const metrics = createMetrics(projector.model);
-  const exec = new ExecService({ node: o.node, projector, commands, host: runtime });
+  const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.

@@ -83,7 +83,7 @@ export class NatsCommandService {
       "container.unpause": async (b, r) => { const { rest, o } = split(ref(b), r); return c.unpause(rest.id, o); },
       "container.update": async (b, r) => { const { rest, o } = split(update(b), r); const { id, ...patch } = rest; return c.update(id, patch, o); },
       "container.remove": async (b, r) => { const { rest, o } = split(remove(b), r); return c.remove(rest.id, rest.force, o); },
-      ...(d.exec ? { "container.exec": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(exec(b), r); return d.exec!.exec(rest, o.meta); } } : {}),
+      ...(d.exec ? { "container.exec": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(exec(b), r); return d.exec!.exec(rest, o.meta, o.request); } } : {}),
       "image.import": async (b, r) => { const { rest, o } = split(imp(b), r); return d.images.import(rest.source, rest.name, o); },
       "image.remove": async (b, r) => { const { rest, o } = split(irm(b), r); return d.images.remove(rest.name, o); },
     };

@@ -3,7 +3,7 @@
 // same way: ContainerExecStarted before the process runs, ContainerExecExited when it has ended,
 // with the actor who asked. Neither changes the container's state.
 import { randomUUID } from "node:crypto";
-import type { Meta } from "../events/types.js";
+import type { Meta, StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, conflict, invalid, notFound } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
@@ -11,7 +11,7 @@ import type { Projector } from "../projections/projector.js";
 import { nextState } from "../aggregates/container/transitions.js";
 import type { ExecHost, ExecProcessOptions, TtyProcess } from "./ports.js";
 import type { ExecResult } from "../shared/host-facts.js";
-import { ctxFromMeta, eventIdFor, type Ctx } from "./command-service.js";
+import { ctxFromMeta, eventIdFor, type Ctx, type RequestJournal } from "./command-service.js";
 import type { ContainerCommands } from "../aggregates/container/index.js";
 
 /** Each stream's output kept by the daemon. */
@@ -56,6 +56,8 @@ export interface ExecServiceDeps {
   projector: Projector;
   commands: ContainerCommands;
   host: ExecHost;
+  /** One container's whole history (a retried request looks for its own exec there). */
+  history: (id: string) => Promise<StoredEvent[]>;
 }
 
 const ENV_RE = /^[^=\0]+=[^\0]*$/;
@@ -68,8 +70,12 @@ export class ExecService {
   constructor(private readonly d: ExecServiceDeps) {}
 
   /** Run `cmd` to its end; the reply carries its exit code and bounded output. */
-  async exec(req: ExecRequest, meta?: Meta): Promise<ExecReply> {
+  async exec(req: ExecRequest, meta?: Meta, request?: RequestJournal): Promise<ExecReply> {
     const timeoutMs = (req.timeoutSec ?? EXEC_DEFAULT_TIMEOUT_SEC) * 1000;
+    if (request?.retry && meta?.requestId) {
+      const earlier = await this.earlierAttempt(req, meta);
+      if (earlier) return earlier;
+    }
     const { c, ctx, execId, opts } = await this.begin(req, meta);
     const ac = new AbortController();
     let result: ExecResult | null = null;
@@ -90,6 +96,25 @@ export class ExecService {
     const r = result as unknown as ExecResult;
     const fit = fitOutput(r.stdout, r.stderr, EXEC_REPLY_BUDGET);
     return { execId, exitCode: exitOf(r), stdout: fit.stdout, stderr: fit.stderr, truncated: r.truncated || fit.cut, timedOut: r.timedOut };
+  }
+
+  /**
+   * A retry of a request whose first attempt began (the daemon died, the reply was lost): a
+   * command is never run twice for one requestId. When the first run's end is in the log, the
+   * answer is its exit code (its output was not kept: `truncated`); when it started and its end
+   * is not there, Conflict. Null: the first attempt never started the command.
+   */
+  private async earlierAttempt(req: ExecRequest, meta: Meta): Promise<ExecReply | null> {
+    const id = this.d.projector.model.idOf(req.id, { historic: true });
+    const execId = eventIdFor(ctxFromMeta(this.d.node, meta, "anonymous"), "exec");
+    const history = await this.d.history(id);
+    if (!history.some((e) => e.type === "ContainerExecStarted" && e.data.execId === execId)) return null;
+    const end = history.find((e) => e.type === "ContainerExecExited" && e.data.execId === execId);
+    if (!end || end.type !== "ContainerExecExited") {
+      throw conflict(`this request's exec ${execId} started before and its end is not in the log; it is not run again`);
+    }
+    const exitCode = end.data.exitCode;
+    return { execId, exitCode, stdout: "", stderr: "", truncated: true, timedOut: exitCode === EXEC_KILLED_EXIT };
   }
 
   /** Start `cmd` on a terminal of `cols`×`rows`; the caller streams it and kills it when its client goes. */
@@ -131,7 +156,7 @@ export class ExecService {
   private async begin(req: ExecRequest, meta?: Meta): Promise<{ c: ContainerState; ctx: Ctx; execId: string; opts: ExecProcessOptions }> {
     if (this.stopping) throw new BerthError(ErrorCode.Unavailable, "the daemon is stopping");
     checkRequest(req);
-    const c = this.resolve(req.id);
+    const c = this.d.projector.model.byId(this.d.projector.model.idOf(req.id))!;
     if (c.node !== this.d.node) {
       // Forwarding to the owning node comes with multi-node support.
       throw conflict(`container ${c.name} runs on node ${c.node}; exec reaches only this node's (${this.d.node}) containers for now`);
@@ -173,12 +198,6 @@ export class ExecService {
     }
   }
 
-  private resolve(ref: string): ContainerState {
-    const r = this.d.projector.model.resolve(ref);
-    if (r.ok) return r.c;
-    if (r.why === "ambiguous") throw invalid(`container ref '${ref}' is ambiguous: give more of the id`);
-    throw notFound(`no container '${ref}'`);
-  }
 }
 
 function checkRunning(c: ContainerState): void {

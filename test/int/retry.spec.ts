@@ -2,6 +2,7 @@
 // died after recording the intent, or after acting) sends the same request again, and gets the
 // answer its first attempt would have had: the same container, one of everything in the log.
 import { randomBytes, randomUUID } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -126,4 +127,19 @@ describe.skipIf(skip)("retries with the same requestId", () => {
     expect(await send("run", { image: "busybox", cmd: ["false"], ...meta(requestId) })).toMatchObject({ ok: false, error: { code: "InvalidArgument" } });
     expect((await history(id)).length).toBe(before);
   });
+  it("exec: a repeat after the daemon died mid-run does not run the command again", async () => {
+    const id = await runSleep();
+    const runs = join(dataRoot, "containers", id, "rootfs", "tmp", "runs");
+    const body = { id, cmd: ["sh", "-c", "echo run >> /tmp/runs; sleep 3"], ...meta(randomUUID()) };
+    const first = session.nc!.request("berth.cmd.container.exec", JSON.stringify(body), { timeout: 20_000 }).catch(() => null);
+    await until(async () => existsSync(runs));
+    await session.down("SIGKILL");
+    await first;
+    await up();
+    const again = await (await session.nc!.request("berth.cmd.container.exec", JSON.stringify(body), { timeout: 20_000 })).json<Reply>();
+    expect(again).toMatchObject({ ok: false, error: { code: "Conflict", message: expect.stringMatching(/not run again/) } });
+    expect(readFileSync(runs, "utf8")).toBe("run\n");
+    expect((await history(id)).filter((e) => e.type === "ContainerExecStarted")).toHaveLength(1);
+    await send("remove", { id, force: true });
+  }, 120_000);
 });
