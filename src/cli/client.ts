@@ -80,10 +80,6 @@ export class Client {
     }
   }
 
-  async getText(route: string): Promise<string> {
-    return (await loadHttp()).readText(await this.open(route, "text/plain"));
-  }
-
   /**
    * GET a route of the query API with the client's token and return the response, its body
    * unread, to stream (`for await (const chunk of res)`, or `lines` below); a status other than

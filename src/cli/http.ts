@@ -1,7 +1,7 @@
 // Queries over node:http. A plain request costs the CLI far less start-up than fetch(), whose
 // undici is a large module compiled on first use. Responses stream: nothing here reads a body
 // into memory unless asked to (readText), so `logs -f` and event streams can use `get` as is.
-// Verbs reach it through Client (get, getText, open, lines), which loads this file on first use:
+// Verbs reach it through Client (get, open, lines), which loads this file on first use:
 // importing it at the top of a verb's file would load node:http for every verb.
 import { request, type IncomingMessage } from "node:http";
 import { importModule } from "./load.js";

@@ -3,8 +3,7 @@
 import { InvalidArgumentError, type Command } from "commander";
 import { addAuditVerbs } from "./audit.js";
 import { addExecVerb } from "./exec.js";
-import { dataRootOf, type Json, type Register } from "./kit.js";
-import { loadConfig } from "./client.js";
+import type { Json, Register } from "./kit.js";
 
 const tailLines = (s: string) => {
   if (s !== "all" && !/^\d+$/.test(s)) throw new InvalidArgumentError("must be a number of lines or all");
@@ -21,7 +20,7 @@ export const logs: Register = (program, cli, name) =>
     .argument("<ref>", "container name or id")
     .action(async (ref: string, o: Json & { follow?: boolean; since?: string; timestamps?: boolean; tail?: string }, cmd: Command) => {
       const { runLogs } = await import("./logs.js");
-      await runLogs(await loadConfig(dataRootOf(cmd)), ref, o, (s) => void process.stdout.write(s));
+      await runLogs(await cli.client(cmd), ref, o, (s) => void process.stdout.write(s));
     });
 
 export const exec: Register = (program, cli) => addExecVerb(program, { client: cli.client, setExit: (code) => (cli.ctx.exitCode = code) });
