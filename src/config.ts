@@ -33,6 +33,8 @@ export interface DaemonOptions {
   /** Containers' log cap where their spec sets none: bytes per file, and files (current + rotated). */
   logMaxSize?: number;
   logMaxFiles?: number;
+  /** The bridge network (`--subnet`): unset, a /24 of 10.89.0.0/16 chosen once and kept. */
+  subnet?: string;
 }
 
 /** The bounds the spec's `log` field has too (src/events/spec.ts LogOptions). */
@@ -69,6 +71,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     natsSync: env.BERTH_NATS_SYNC || undefined,
     logMaxSize: env.BERTH_LOG_MAX_SIZE ? parseSize(env.BERTH_LOG_MAX_SIZE) : undefined,
     logMaxFiles: env.BERTH_LOG_MAX_FILES ? (/^\d+$/.test(env.BERTH_LOG_MAX_FILES) ? Number(env.BERTH_LOG_MAX_FILES) : NaN) : undefined,
+    subnet: env.BERTH_SUBNET || undefined,
   };
 }
 

@@ -34,6 +34,7 @@ interface Flags {
   natsSync?: string;
   logMaxSize?: number;
   logMaxFiles?: number;
+  subnet?: string;
 }
 
 /** The daemon's flags (API.md "berth daemon"); `name` is what usage and help call it. */
@@ -51,7 +52,8 @@ export function daemonCommand(name = "berth daemon"): Command {
     .option("--gc-orphans", "remove containers in this node's runc root that the log does not know (env BERTH_GC_ORPHANS=1)")
     .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default always)")
     .option("--log-max-size <bytes>", "a container log file's size before it rotates, e.g. 20m (env BERTH_LOG_MAX_SIZE, default 20m)", size)
-    .option("--log-max-files <n>", "log files kept per container, the current one included (env BERTH_LOG_MAX_FILES, default 5)", count);
+    .option("--log-max-files <n>", "log files kept per container, the current one included (env BERTH_LOG_MAX_FILES, default 5)", count)
+    .option("--subnet <cidr>", "the bridge network's subnet (env BERTH_SUBNET, default a /24 of 10.89.0.0/16 chosen once and kept)");
 }
 
 /**
@@ -84,6 +86,7 @@ export async function daemonMain(args: readonly string[], name?: string): Promis
       natsSync: flags.natsSync ?? d.natsSync,
       logMaxSize: flags.logMaxSize ?? d.logMaxSize,
       logMaxFiles: flags.logMaxFiles ?? d.logMaxFiles,
+      subnet: flags.subnet ?? d.subnet,
     });
     return 0;
   } catch (err) {

@@ -27,7 +27,7 @@ import { DAEMON_INBOX_PREFIX } from "./runtime/nats-roles.js";
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
-import { hostOps, recoveryHost } from "./wiring/host-adapter.js";
+import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
 
@@ -92,6 +92,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     node: o.node,
     log: logger("runtime", { node: o.node }),
     logPolicy: { maxSizeBytes: o.logMaxSize, maxFiles: o.logMaxFiles },
+    subnet: o.subnet,
   });
   await runtime.init();
   // Slow reads recovery needs, started now so they overlap the doors' opening (schema
@@ -111,6 +112,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     commands,
     validateMounts: (spec) => validateMountSources(spec.mounts, o.dataRoot),
     history: (id) => store.readSubject(containerSubject(id)),
+    network: networkPort(runtime),
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
@@ -223,6 +225,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       // Containers keep running under their conmons; only our own nats-server stops.
       await embedded?.stop();
       await runtime.releaseCgroups();
+      // The bridge (and portmap's shared chains) go with the last attachment, at a clean stop.
+      await runtime.network.releaseIfUnused().catch((err) => log.warn({ err }, "could not remove the bridge"));
       await rm(join(o.dataRoot, "berth.pid"), { force: true });
       log.info("berth daemon stopped");
     })());

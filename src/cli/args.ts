@@ -1,7 +1,7 @@
 // `berth run|create` arguments → a container spec (API.md), docker-style. Pure apart from
 // commander, so the whole path from argv to spec is unit-tested as the CLI runs it.
 import { Command, InvalidArgumentError } from "commander";
-import type { ContainerSpec, Mount, RestartPolicy } from "../shared/spec.js";
+import type { ContainerSpec, Mount, PortMapping, RestartPolicy } from "../shared/spec.js";
 import { parseSize } from "../shared/sizes.js";
 
 export interface RunOptions {
@@ -21,6 +21,9 @@ export interface RunOptions {
   tmpfs?: Mount[];
   network?: "none" | "host" | "bridge";
   ip?: string;
+  publish?: PortMapping[];
+  hostname?: string;
+  pod?: string;
   stopSignal?: string;
   stopTimeout?: number;
   node?: string;
@@ -67,6 +70,21 @@ export function parseVolume(s: string): Mount {
   const [source, target] = parts;
   if (!target.startsWith("/")) throw new InvalidArgumentError(`'${s}': the target must be an absolute path`);
   return { type: source.startsWith("/") ? "bind" : "volume", source, target, readOnly };
+}
+
+/** docker's `-p [hostIp:]hostPort:containerPort[/tcp|udp]` (a host port is required: berth picks none). */
+export function parsePublish(s: string): PortMapping {
+  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(s);
+  if (!m) throw new InvalidArgumentError(`'${s}' is not [hostIp:]hostPort:containerPort[/tcp|udp]`);
+  const port = (v: string, what: string) => {
+    const n = Number(v);
+    if (!(n >= 1 && n <= 65535)) throw new InvalidArgumentError(`'${s}': the ${what} port must be 1-65535`);
+    return n;
+  };
+  const p: PortMapping = { hostPort: port(m[2], "host"), containerPort: port(m[3], "container") };
+  if (m[4]) p.protocol = m[4] as "tcp" | "udp";
+  if (m[1]) p.hostIp = m[1];
+  return p;
 }
 
 export function parseTmpfs(s: string): Mount {
@@ -130,6 +148,9 @@ export function addRunOptions(cmd: Command): Command {
       .option("--tmpfs <path>", "tmpfs mount (repeatable)", collect(parseTmpfs))
       .option("--network <mode>", "none, host or bridge", oneOf("none", "host", "bridge"))
       .option("--ip <addr>", "IP address on the bridge network")
+      .option("-p, --publish <[ip:]hostPort:port[/proto]>", "publish a port on the host (repeatable)", collect(parsePublish))
+      .option("--hostname <name>", "the container's hostname (default: its name)")
+      .option("--pod <pod>", "run in this pod (its network, IPC and UTS namespaces)")
       .option("--stop-signal <signal>", "signal that stops the container")
       .option("--stop-timeout <seconds>", "seconds between the stop signal and SIGKILL", int("--stop-timeout", 0))
       .option("--node <node>", "the node to run on")
@@ -162,9 +183,11 @@ export function specFromOptions(
   if (Object.keys(resources).length) spec.resources = resources;
   const mounts = [...(o.volume ?? []), ...(o.tmpfs ?? [])];
   if (mounts.length) spec.mounts = mounts;
-  if (o.network !== undefined || o.ip !== undefined) {
-    spec.network = { mode: o.network ?? "bridge", ...(o.ip !== undefined ? { ip: o.ip } : {}) };
+  if (o.network !== undefined || o.ip !== undefined || o.publish?.length) {
+    spec.network = { mode: o.network ?? "bridge", ...(o.ip !== undefined ? { ip: o.ip } : {}), ...(o.publish?.length ? { ports: o.publish } : {}) };
   }
+  if (o.hostname !== undefined) spec.hostname = o.hostname;
+  if (o.pod !== undefined) spec.pod = o.pod;
   if (o.stopSignal !== undefined) spec.stopSignal = o.stopSignal;
   if (o.stopTimeout !== undefined) spec.stopTimeoutSec = o.stopTimeout;
   if (o.node !== undefined) spec.node = o.node;

@@ -1,7 +1,7 @@
 // What clients see of a container (API.md `Container`). The TypeBox schema is both the HTTP
 // response serializer and the OpenAPI component; the CLI reads the same type.
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
-import { ContainerSpec, RestartPolicy } from "../shared/spec.js";
+import { ContainerSpec, PortMapping, RestartPolicy } from "../shared/spec.js";
 import { LIFECYCLE_STATES } from "../shared/container-states.js";
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
@@ -36,6 +36,10 @@ export const ContainerView = Type.Object(
     version: Type.Integer({ description: "stream sequence of the container's last event" }),
     pending: Nullable(Type.String({ description: "the intent event waiting for its outcome" })),
     lastError: Nullable(Type.String()),
+    networkMode: Type.Union([Type.Literal("none"), Type.Literal("host"), Type.Literal("bridge")]),
+    ip: Nullable(Type.String({ description: "its address on the node's bridge (kept while stopped)" })),
+    ports: Type.Array(PortMapping),
+    pod: Nullable(Type.String({ description: "the pod's id" })),
     spec: Type.Optional(ContainerSpec),
   },
   { additionalProperties: false },

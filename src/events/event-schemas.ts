@@ -16,6 +16,7 @@ const Text = (maxLength = 65_536) => Type.String({ maxLength });
 // What the writers store: kill normalizes its signal, stop takes the spec's stopSignal as given.
 const Signal = Type.String({ maxLength: 16 });
 const Empty = Type.Object({}, Strict);
+const IPv4 = Type.String({ pattern: "^\\d{1,3}(\\.\\d{1,3}){3}$" });
 const Obj = <P extends Record<string, TSchema>>(p: P) => Type.Object(p, Strict);
 
 const ImageConfig = Obj({
@@ -39,7 +40,7 @@ export const PAYLOADS = {
     spec: ContainerSpec,
   }),
   ContainerStartRequested: Obj({ attempt: Type.Optional(Type.Integer({ minimum: 0 })) }),
-  ContainerStarted: Obj({ pid: Type.Integer({ minimum: 1 }), startedAt: Time }),
+  ContainerStarted: Obj({ pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
   ContainerStartFailed: Obj({ error: Text() }),
   ContainerStopRequested: Obj({ signal: Signal, timeoutSec: Type.Integer({ minimum: 0 }) }),
   ContainerKillRequested: Obj({ signal: Signal }),
@@ -56,6 +57,7 @@ export const PAYLOADS = {
     healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
   }),
   ContainerRemoveRequested: Obj({ force: Type.Boolean() }),
+  ContainerNetworkDetached: Obj({ ip: IPv4 }),
   ContainerRemoved: Empty,
   ContainerRestartScheduled: Obj({ attempt: Type.Integer({ minimum: 1 }), delayMs: Type.Integer({ minimum: 0 }) }),
   ContainerRestartCancelled: Empty,

@@ -47,6 +47,8 @@ export interface ContainerCreatedData {
 export interface ContainerStartedData {
   pid: number;
   startedAt: string;
+  /** Its address on the node's bridge network (bridge mode, or a pod member: the pod's). */
+  ip?: string;
 }
 export interface ContainerExitedData {
   exitCode: number;
@@ -76,6 +78,8 @@ export type ContainerEvent =
   | Envelope<"ContainerUnpaused", Record<string, never>>
   | Envelope<"ContainerUpdated", ContainerUpdatedData>
   | Envelope<"ContainerRemoveRequested", { force: boolean }>
+  /** Its bridge attachment was released (CNI DEL: lease, veth, NAT and port rules) on its removal. */
+  | Envelope<"ContainerNetworkDetached", { ip: string }>
   | Envelope<"ContainerRemoved", Record<string, never>>
   /** The restart policy decided to start it again after `delayMs` (backoff); `attempt` counts from 1. */
   | Envelope<"ContainerRestartScheduled", { attempt: number; delayMs: number }>

@@ -10,6 +10,8 @@ import { ctxFromMeta, eventIdFor, type Ctx, type RequestJournal } from "./comman
 import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { ContainerCommand } from "../aggregates/container/decider.js";
 import { normalizeSignal } from "../shared/signals.js";
+import { checkNetworkRequest } from "./network-checks.js";
+import type { NetworkPort } from "./ports.js";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -21,6 +23,8 @@ export interface ServiceDeps {
   validateMounts: (spec: ContainerSpec) => Promise<void>;
   /** One container's whole history (a retried request looks for its own events there). */
   history: (id: string) => Promise<StoredEvent[]>;
+  /** This node's bridge network, to check IPs and host ports against. */
+  network: NetworkPort;
 }
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
@@ -73,19 +77,23 @@ export class ContainerService {
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
     spec = withAnonymousVolumes(spec, id);
+    // Bridge is the default (docker's); the accepted spec says so, whatever the default becomes.
+    spec = { ...spec, node, network: { ...spec.network, mode: spec.network?.mode ?? "bridge" } };
     await this.d.validateMounts(spec);
     const name = spec.name ?? `berth-${id.slice(0, 12)}`;
     if (this.model.idOfName(name) || this.reserving.has(name)) throw alreadyExists(`the name '${name}' is already in use`);
-    this.reserving.add(name);
+    // Another node's subnet and ports are that node's to check (it refuses the start).
+    const held = node === this.d.node ? await checkNetworkRequest(spec, this.model.containers.values(), this.d.network, this.reserving) : [];
+    for (const k of [name, ...held]) this.reserving.add(k);
     try {
-      const accepted: ContainerSpec = { ...spec, name, node };
+      const accepted: ContainerSpec = { ...spec, name };
       await this.d.commands.handle(
         id,
         { type: "Create", data: { id, name, image: image.name, imageDigest: image.digest, node, spec: accepted } },
         ctx,
       );
     } finally {
-      this.reserving.delete(name);
+      for (const k of [name, ...held]) this.reserving.delete(k);
     }
     return { id, name };
   }

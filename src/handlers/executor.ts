@@ -13,7 +13,8 @@ import { factKey, type Ctx } from "./command-service.js";
 import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
-import type { HostOps } from "./ports.js";
+import type { HostOps, NetPlan } from "./ports.js";
+import { networkMode } from "../shared/spec.js";
 
 const KILL_GRACE_MS = 10_000;
 
@@ -168,6 +169,11 @@ export class Executor {
             const info = await this.host.waitExit(id, KILL_GRACE_MS);
             if (info) await this.recordExit(id, info, ctx);
           }
+          {
+            // The attachment goes first, while its netns is there: DEL then removes every rule.
+            const ip = await this.host.detachNetwork(id);
+            if (ip) await this.outcome(id, { type: "ContainerNetworkDetached", data: { ip } }, ctx, intentKey(ctx));
+          }
           await this.host.cleanup(id);
           await this.outcome(id, { type: "ContainerRemoved", data: {} }, ctx, intentKey(ctx));
           break;
@@ -194,8 +200,21 @@ export class Executor {
   }
 
   private async startLeg(c: ContainerState, ctx: Ctx): Promise<void> {
-    const r = await this.host.prepareAndStart(c);
-    await this.outcome(c.id, { type: "ContainerStarted", data: { pid: r.pid, startedAt: r.startedAt } }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
+    const r = await this.host.prepareAndStart(c, this.netPlan(c));
+    const data = r.ip ? { pid: r.pid, startedAt: r.startedAt, ip: r.ip } : { pid: r.pid, startedAt: r.startedAt };
+    await this.outcome(c.id, { type: "ContainerStarted", data }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
+  }
+
+  /** A bridge container keeps its IP: the static one, else the one it had, else the next free. */
+  private netPlan(c: ContainerState): NetPlan {
+    if (networkMode(c.spec) !== "bridge") return { kind: "plain" };
+    const exclude = new Set<string>();
+    for (const o of this.projector.model.containers.values()) {
+      if (o.id === c.id || o.node !== this.node || o.removed) continue;
+      const ip = o.spec.network?.ip ?? o.ip;
+      if (ip) exclude.add(ip);
+    }
+    return { kind: "bridge", ip: c.spec.network?.ip ?? c.ip, exclude };
   }
 
   /** Stop signal, wait up to the timeout, then SIGKILL; the exit is recorded here. */

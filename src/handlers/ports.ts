@@ -7,7 +7,9 @@ import type { ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
-  prepareAndStart(c: ContainerState): Promise<{ pid: number; startedAt: string }>;
+  prepareAndStart(c: ContainerState, net: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }>;
+  /** Releases the container's bridge attachment (before its removal); the IP it had, or null. */
+  detachNetwork(id: string): Promise<string | null>;
   signal(id: string, signal: string): Promise<void>;
   pause(id: string): Promise<void>;
   resume(id: string): Promise<void>;
@@ -19,6 +21,25 @@ export interface HostOps {
   cleanup(id: string): Promise<void>;
 }
 
+/**
+ * What the network of a start is: none/host need nothing; a bridge container gets its own sandbox
+ * with the IP asked for (its static one, or the one it had) or the next free one not in `exclude`
+ * (IPs the log gives to other containers of this node).
+ */
+export type NetPlan =
+  | { kind: "plain" }
+  | { kind: "bridge"; ip: string | null; exclude: ReadonlySet<string> };
+
+/** The node's network as the command handlers check requests against it. */
+export interface NetworkPort {
+  /** InvalidArgument when the IP is not a host address of the node's subnet (or its gateway). */
+  checkIp(ip: string): void;
+  /** IPs with a lease on this node (taken, whatever the log says). */
+  leased(): Promise<ReadonlySet<string>>;
+  /** Whether a process of the host listens on (or holds) this address and port. */
+  hostPortFree(p: { hostPort: number; protocol?: "tcp" | "udp"; hostIp?: string }): Promise<boolean>;
+}
+
 /** The host as recovery (the start-up pass) needs it. */
 export interface RecoveryHost {
   list(): Promise<RuncState[]>;
@@ -26,6 +47,11 @@ export interface RecoveryHost {
   conmonAlive(id: string): Promise<boolean>;
   imagePresent(digest: string): Promise<boolean>;
   cleanup(id: string): Promise<void>;
+  /** Keys of the sandboxes on this node (pinned namespaces or bridge attachments). */
+  sandboxKeys(): Promise<string[]>;
+  /** Its netns is pinned and attached in this boot. */
+  sandboxAttached(key: string): Promise<boolean>;
+  releaseSandbox(key: string): Promise<void>;
 }
 
 /** What a command run in a container said and how it ended (runc exec): a probe's or an exec's. */

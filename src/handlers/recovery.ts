@@ -10,6 +10,7 @@ import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { Executor } from "./executor.js";
 import type { ExitInfo, RuncState } from "../shared/host-facts.js";
 import type { RecoveryHost } from "./ports.js";
+import { networkMode } from "../shared/spec.js";
 
 export interface HostFacts {
   /** runc's view of the containers in this node's runc root, by id. */
@@ -20,6 +21,10 @@ export interface HostFacts {
   conmonAlive: Set<string>;
   /** Containers whose image (record or unpacked rootfs) is gone from this node. */
   imageMissing: Set<string>;
+  /** Sandboxes (pinned namespaces, bridge attachments) on this node, by key (a container's or pod's id). */
+  sandboxes: Set<string>;
+  /** Sandboxes whose netns is pinned and attached in this boot. */
+  attached: Set<string>;
 }
 
 export type RecoveryAction =
@@ -32,12 +37,19 @@ export type RecoveryAction =
   /** Its image is gone: it cannot be started again. */
   | { kind: "recoveryFailed"; id: string; reason: string }
   /** In runc's root but unknown to the log. */
-  | { kind: "orphan"; id: string };
+  | { kind: "orphan"; id: string }
+  /** A sandbox whose owner the log says is gone (a crash between its release and the record): release it. */
+  | { kind: "releaseSandbox"; key: string }
+  /** A running bridge container whose attachment is gone (reported; its next start makes it again). */
+  | { kind: "networkMissing"; id: string };
 
-export function planRecovery(containers: Iterable<ContainerState>, node: string, facts: HostFacts): RecoveryAction[] {
+/** `extraOwners`: keys of sandboxes that belong to other aggregates (pods). */
+export function planRecovery(containers: Iterable<ContainerState>, node: string, facts: HostFacts, extraOwners?: Iterable<string>): RecoveryAction[] {
   const out: RecoveryAction[] = [];
   const known = new Set<string>();
+  const mine: ContainerState[] = [];
   for (const c of containers) {
+    if (c.node === node) mine.push(c);
     known.add(c.id);
     if (c.node !== node) continue;
     const r = facts.runc.get(c.id);
@@ -63,6 +75,13 @@ export function planRecovery(containers: Iterable<ContainerState>, node: string,
     }
   }
   for (const id of facts.runc.keys()) if (!known.has(id)) out.push({ kind: "orphan", id });
+  const owners = new Set([...known, ...(extraOwners ?? [])]);
+  for (const key of facts.sandboxes) if (!owners.has(key)) out.push({ kind: "releaseSandbox", key });
+  for (const c of mine) {
+    if ((c.state === "running" || c.state === "paused") && networkMode(c.spec) === "bridge" && !facts.attached.has(c.id)) {
+      out.push({ kind: "networkMissing", id: c.id });
+    }
+  }
   return out;
 }
 
@@ -93,7 +112,14 @@ export async function gatherFacts(host: RecoveryHost, own: ContainerState[]): Pr
     }),
   );
   const runc = new Map((await listed).map((s) => [s.id, s] as const));
-  return { runc, exits, conmonAlive, imageMissing };
+  const sandboxes = new Set(await host.sandboxKeys());
+  const attached = new Set<string>();
+  await Promise.all(
+    own.filter((c) => sandboxes.has(c.id) && (c.state === "running" || c.state === "paused")).map(async (c) => {
+      if (await host.sandboxAttached(c.id)) attached.add(c.id);
+    }),
+  );
+  return { runc, exits, conmonAlive, imageMissing, sandboxes, attached };
 }
 
 /** How long a vanished container may still produce an exit file (conmon writes it last). */
@@ -153,6 +179,13 @@ export async function runRecovery(d: RecoveryDeps, model: ReadModel): Promise<Re
         orphans.push(a.id);
         d.log.warn({ container: a.id, gc: d.gcOrphans }, "container in runc's root is unknown to the log");
         if (d.gcOrphans) await d.host.cleanup(a.id);
+        break;
+      case "releaseSandbox":
+        d.log.warn({ sandbox: a.key }, "releasing the sandbox of a container or pod the log says is gone");
+        await d.host.releaseSandbox(a.key).catch((err) => d.log.error({ err, sandbox: a.key }, "could not release the sandbox"));
+        break;
+      case "networkMissing":
+        d.log.warn({ container: a.id }, "running container's network attachment is gone; it is made again at its next start");
         break;
     }
   }

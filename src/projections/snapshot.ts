@@ -32,7 +32,7 @@ const gunzip = promisify(gunzipCb);
  * Bump whenever ContainerState, the read model's shape or evolve's meaning changes: a snapshot
  * folded by other code is not the fold of this code, and must be replayed instead.
  */
-export const SNAPSHOT_SCHEMA = 2; // 2: the quarantine (quarantinedTotal, quarantined)
+export const SNAPSHOT_SCHEMA = 3; // 2: the quarantine (quarantinedTotal, quarantined); 3: containers' ip
 
 /**
  * A digest of the code that folds events into the model (evolve, the read model, the tables), so

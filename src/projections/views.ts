@@ -2,6 +2,7 @@
 // bookkeeping (stoppedByUser, removed, the pending intent's payload).
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { ContainerView } from "../contract/views.js";
+import { networkMode } from "../shared/spec.js";
 
 export { ContainerView, byCreated } from "../contract/views.js";
 
@@ -27,6 +28,10 @@ export function toContainerView(c: ContainerState, withSpec: boolean): Container
     version: c.version,
     pending: c.pending?.type ?? null,
     lastError: c.lastError,
+    networkMode: networkMode(c.spec),
+    ip: c.ip,
+    ports: c.spec.network?.ports ?? [],
+    pod: c.spec.pod ?? null,
   };
   if (withSpec) v.spec = c.spec;
   return v;

@@ -15,6 +15,7 @@ export const toolPaths = {
   mount: process.env.BERTH_MOUNT_PATH ?? "mount",
   umount: process.env.BERTH_UMOUNT_PATH ?? "umount",
   tar: process.env.BERTH_TAR_PATH ?? "tar",
+  unshare: process.env.BERTH_UNSHARE_PATH ?? "unshare",
 };
 
 export interface RunOptions {
@@ -24,6 +25,8 @@ export interface RunOptions {
   cwd?: string;
   /** The name put into RuntimeFailure when `tool` is a path (e.g. "runc" for /usr/sbin/runc). */
   toolName?: string;
+  /** Added to the tool's own environment (CNI plugins take their arguments there). */
+  env?: Record<string, string>;
 }
 
 export interface RunResult {
@@ -42,7 +45,7 @@ export function toolEnv(extra: Record<string, string> = {}): Record<string, stri
 
 export async function run(tool: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
   if (spawnerEnabled()) {
-    const res = await spawnViaHelper({ file: tool, args, env: toolEnv(), cwd: opts.cwd, input: opts.input, timeoutMs: opts.timeoutMs }).catch(
+    const res = await spawnViaHelper({ file: tool, args, env: toolEnv(opts.env), cwd: opts.cwd, input: opts.input, timeoutMs: opts.timeoutMs }).catch(
       () => null, // the helper is gone: run the tool directly this once
     );
     if (res) return fromHelper(tool, args, opts, res);
@@ -59,7 +62,7 @@ function fromHelper(tool: string, args: readonly string[], opts: RunOptions, res
   if (res.error || res.timedOut || res.exitCode !== 0) {
     const why = res.timedOut
       ? `timed out after ${opts.timeoutMs} ms${stderr ? `: ${stderr}` : ""}`
-      : stderr || (res.error === "ENOENT" ? `${tool}: not found` : res.error ?? `killed by ${res.signal ?? "a signal"}`);
+      : stderr || stdout || (res.error === "ENOENT" ? `${tool}: not found` : res.error ?? `killed by ${res.signal ?? "a signal"}`);
     opts.log?.debug({ tool: name, args, exitCode: res.exitCode, stderr: why }, "tool failed");
     throw new RuntimeFailure(name, args, why, res.exitCode ?? undefined);
   }
@@ -75,7 +78,7 @@ async function runDirect(tool: string, args: readonly string[], opts: RunOptions
     input: opts.input,
     stdin: opts.input === undefined ? "ignore" : undefined,
     cwd: opts.cwd,
-    env: toolEnv(),
+    env: toolEnv(opts.env),
     extendEnv: false,
     reject: false,
     stripFinalNewline: true,
@@ -87,7 +90,7 @@ async function runDirect(tool: string, args: readonly string[], opts: RunOptions
   if (res.failed) {
     const why = res.timedOut
       ? `timed out after ${opts.timeoutMs} ms${stderr ? `: ${stderr}` : ""}`
-      : stderr || (res.code === "ENOENT" ? `${tool}: not found` : res.shortMessage ?? "failed");
+      : stderr || stdout || (res.code === "ENOENT" ? `${tool}: not found` : res.shortMessage ?? "failed");
     opts.log?.debug({ tool: name, args, ms, exitCode: res.exitCode, stderr: why }, "tool failed");
     throw new RuntimeFailure(name, args, why, res.exitCode, { cause: res.cause ?? undefined });
   }

@@ -5,7 +5,10 @@ import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { access, mkdir, readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
 import { invalid, notFound } from "../shared/errors.js";
-import { NAME_RE, isAnonVolumeOf } from "../shared/spec.js";
+import { NAME_RE, hostnameFor, isAnonVolumeOf, networkMode } from "../shared/spec.js";
+import { BridgeNetwork } from "./bridge-network.js";
+import { Sandboxes, type SandboxInfo, type SandboxRequest } from "./sandbox.js";
+import { writeEtcFiles } from "./etc-files.js";
 import type { Logger } from "../log.js";
 import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
 import { resolveTool, toolPaths } from "./exec.js";
@@ -33,6 +36,8 @@ export interface HostRuntimeOptions {
   startTimeoutMs?: number;
   /** The log cap of containers whose spec has none; unset fields: DEFAULT_LOG_POLICY's. */
   logPolicy?: Partial<LogPolicy>;
+  /** The bridge network's subnet (`--subnet`); default: a /24 of 10.89.0.0/16 chosen once. */
+  subnet?: string;
 }
 
 const exists = (p: string) => access(p).then(() => true, () => false);
@@ -50,6 +55,8 @@ export class HostRuntime {
   private readonly conmonPath: string;
   private readonly startTimeoutMs: number;
   private readonly logPolicy: LogPolicy;
+  private readonly subnet?: string;
+  private sandboxSet?: Sandboxes;
 
   constructor(opts: HostRuntimeOptions) {
     if (!NAME_RE.test(opts.node)) throw invalid(`invalid node name '${opts.node}'`);
@@ -63,6 +70,17 @@ export class HostRuntime {
       maxSizeBytes: opts.logPolicy?.maxSizeBytes ?? DEFAULT_LOG_POLICY.maxSizeBytes,
       maxFiles: opts.logPolicy?.maxFiles ?? DEFAULT_LOG_POLICY.maxFiles,
     };
+    this.subnet = opts.subnet;
+  }
+
+  /** Pinned namespaces and bridge attachments (after init). */
+  get sandboxes(): Sandboxes {
+    if (!this.sandboxSet) throw new Error("HostRuntime.init() first");
+    return this.sandboxSet;
+  }
+
+  get network(): BridgeNetwork {
+    return this.sandboxes.network;
   }
 
   async init(): Promise<void> {
@@ -71,6 +89,9 @@ export class HostRuntime {
       await mkdir(d, { recursive: true, mode: 0o700 });
     }
     await mkdir(p.socketDir, { recursive: true, mode: 0o700 });
+    await mkdir(p.sandboxesDir, { recursive: true, mode: 0o700 });
+    const network = await BridgeNetwork.open({ dataRoot: p.dataRoot, subnet: this.subnet, log: this.log });
+    this.sandboxSet = new Sandboxes(p.sandboxesDir, network, this.log);
   }
 
   cgroupsPath(id: string): string {
@@ -102,16 +123,19 @@ export class HostRuntime {
   }
 
   /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
-  async prepare({ id, name, spec, image }: PrepareInput): Promise<{ bundle: string }> {
+  async prepare({ id, name, spec, image, net }: PrepareInput): Promise<{ bundle: string }> {
     const cp = this.paths.container(id);
     const hostNetworkFiles: string[] = [];
-    if (spec.network?.mode === "host") {
+    const host = networkMode(spec) === "host";
+    if (host) {
       for (const f of ["/etc/resolv.conf", "/etc/hosts"]) if (await exists(f)) hostNetworkFiles.push(f);
     }
-    const oci = buildOciSpec({
+    const hostname = net?.hostname ?? hostnameFor(spec, name);
+    const input = {
       name, spec, image: image.config, rootfs: cp.rootfs, volumesDir: this.paths.volumesDir,
-      cgroupsPath: this.cgroupsPath(id), hostNetworkFiles,
-    });
+      cgroupsPath: this.cgroupsPath(id), hostNetworkFiles, namespacePaths: net?.namespacePaths, hostname,
+    };
+    buildOciSpec(input); // every rule checked before the host is touched
     await validateMountSources(spec.mounts, this.paths.dataRoot);
     if (!(await exists(image.rootfs))) throw notFound(`image rootfs ${image.rootfs} is missing; import ${image.name} again`);
 
@@ -125,7 +149,8 @@ export class HostRuntime {
     await writeAtomic(`${cp.dir}/lower`, image.rootfs);
     if (spec.log) await writeAtomic(cp.logPolicy, JSON.stringify(spec.log));
     await mountOverlay({ lower: image.rootfs, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
-    await writeAtomic(cp.config, JSON.stringify(oci, null, 2));
+    const etcFiles = host ? undefined : await writeEtcFiles(cp.dir, { hostname, ip: net?.ip ?? null, aliases: name !== hostname && NAME_RE.test(name) ? [name] : [] });
+    await writeAtomic(cp.config, JSON.stringify(buildOciSpec({ ...input, etcFiles }), null, 2));
     return { bundle: cp.bundle };
   }
 
@@ -288,6 +313,16 @@ export class HostRuntime {
     }
   }
 
+  /** A lone bridge container's sandbox (keyed by its id), or a pod's (keyed by the pod's id). */
+  ensureSandbox(key: string, req: SandboxRequest): Promise<SandboxInfo> {
+    return this.sandboxes.ensure(key, req);
+  }
+
+  /** Releases a sandbox's bridge attachment; the IP it had, or null when it had none. */
+  detachNetwork(key: string): Promise<string | null> {
+    return this.sandboxes.detach(key);
+  }
+
   /** Removes everything the container left on the host. Idempotent. */
   async cleanup(id: string): Promise<void> {
     const cp = this.paths.container(id);
@@ -299,6 +334,7 @@ export class HostRuntime {
     await rm(this.paths.exitFile(id), { force: true });
     await rm(this.paths.socketLink(id), { recursive: true, force: true });
     await this.releaseContainerCgroups(id);
+    await this.sandboxes.remove(id);
     // Anonymous volumes belong to the container and go with it; named ones stay.
     for (const name of await readdir(this.paths.volumesDir).catch(() => [] as string[])) {
       if (isAnonVolumeOf(name, id)) await rm(join(this.paths.volumesDir, name), { recursive: true, force: true });

@@ -2,7 +2,7 @@
 // rule below is table-tested. Defaults follow `runc spec` (mounts, masked paths) and Docker
 // (capabilities, entrypoint/cmd precedence, env merge, default PATH).
 import { invalid } from "../shared/errors.js";
-import type { ContainerSpec, Mount } from "../shared/spec.js";
+import { hostnameFor, networkMode, type ContainerSpec, type Mount } from "../shared/spec.js";
 import type { ImageConfig } from "../shared/host-facts.js";
 import { checkMountShape, normTarget } from "../shared/spec-rules.js";
 
@@ -18,6 +18,12 @@ export interface OciSpecInput {
   cgroupsPath: string;
   /** Host files bound read-only in host network mode (only those that exist; the caller checks). */
   hostNetworkFiles?: string[];
+  /** Pinned namespaces to join by path (a lone container's netns, a pod's net/ipc/uts). */
+  namespacePaths?: Partial<Record<"network" | "ipc" | "uts", string>>;
+  /** Files made for this container, bound at /etc/hosts, /etc/hostname, /etc/resolv.conf. */
+  etcFiles?: Partial<Record<"hosts" | "hostname" | "resolv.conf", string>>;
+  /** Default: the spec's hostname, else the name as a DNS label (a pod's members: the pod's). */
+  hostname?: string;
 }
 
 export interface OciMount {
@@ -51,7 +57,7 @@ export interface OciSpec {
       cpu?: { quota: number; period: number };
       pids?: { limit: number };
     };
-    namespaces: { type: string }[];
+    namespaces: { type: string; path?: string }[];
     maskedPaths: string[];
     readonlyPaths: string[];
   };
@@ -154,10 +160,11 @@ export function resolveArgs(spec: Pick<ContainerSpec, "entrypoint" | "cmd">, ima
 
 export function buildOciSpec(input: OciSpecInput): OciSpec {
   const { spec, image } = input;
-  const mode = spec.network?.mode ?? "none";
-  if (mode === "bridge") throw invalid("network mode bridge is not supported yet");
-  if (mode !== "none" && mode !== "host") throw invalid(`unknown network mode '${String(mode)}'`);
+  const mode = networkMode(spec);
+  if (mode !== "none" && mode !== "host" && mode !== "bridge") throw invalid(`unknown network mode '${String(mode)}'`);
   const hostNetwork = mode === "host";
+  const nsPaths = input.namespacePaths ?? {};
+  if (mode === "bridge" && !nsPaths.network) throw invalid("a bridge container joins its pinned network namespace: no path given");
 
   const args = resolveArgs(spec, image);
   const user = parseUser(spec.user || image.user || undefined);
@@ -166,7 +173,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
     throw invalid(`workdir '${cwd}' must be an absolute path without '..'`);
   }
 
-  const hostname = input.name.slice(0, 63);
+  const hostname = input.hostname ?? hostnameFor(spec, input.name);
   let env = mergeEnv(image.env ?? [], spec.env);
   const has = (k: string) => env.some((e) => e.startsWith(`${k}=`));
   if (!has("PATH")) env = [DEFAULT_PATH, ...env];
@@ -189,7 +196,9 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
     ? (input.hostNetworkFiles ?? []).map((f): OciMount => ({
         destination: f, type: "bind", source: f, options: ["rbind", "rprivate", "ro"],
       }))
-    : [];
+    : Object.entries(input.etcFiles ?? {}).map(([f, source]): OciMount => ({
+        destination: `/etc/${f}`, type: "bind", source, options: ["rbind", "rprivate"],
+      }));
   const mounts = [
     ...defaultMounts(hostNetwork).filter((m) => !seen.has(m.destination)),
     ...extra.filter((m) => !seen.has(m.destination)),
@@ -202,7 +211,10 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
   if (r.cpus) resources.cpu = { quota: Math.max(1000, Math.round(r.cpus * CPU_PERIOD)), period: CPU_PERIOD };
   if (r.pidsLimit) resources.pids = { limit: r.pidsLimit };
 
-  const namespaces = ["pid", "ipc", "uts", "mount", ...(hostNetwork ? [] : ["network"])].map((type) => ({ type }));
+  const namespaces = ["pid", "ipc", "uts", "mount", ...(hostNetwork ? [] : ["network"])].map((type) => {
+    const path = nsPaths[type as keyof typeof nsPaths];
+    return path ? { type, path } : { type };
+  });
 
   return {
     ociVersion: "1.0.2-dev",

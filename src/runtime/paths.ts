@@ -38,6 +38,8 @@ export class Paths {
   get containersDir(): string { return join(this.dataRoot, "containers"); }
   get volumesDir(): string { return join(this.dataRoot, "volumes"); }
   get imagesDir(): string { return join(this.dataRoot, "images"); }
+  /** Pinned namespaces of lone bridge containers and pods, one dir per sandbox key. */
+  get sandboxesDir(): string { return join(this.dataRoot, "sandboxes"); }
   /** Shared OCI layout every import is copied into (blobs dedupe across images). */
   get imageLayout(): string { return join(this.imagesDir, "oci"); }
   /** Unpacked image rootfs dirs, one per manifest digest: `<rootfsDir>/<hex>/rootfs`. */

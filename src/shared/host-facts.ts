@@ -54,6 +54,15 @@ export interface PrepareInput {
   name: string;
   spec: ContainerSpec;
   image: ImageRecord;
+  /** Bridge or pod: the pinned namespaces it joins and its IP there. */
+  net?: NetSetup;
+}
+
+export interface NetSetup {
+  namespacePaths: Partial<Record<"network" | "ipc" | "uts", string>>;
+  ip: string | null;
+  /** A pod member's hostname is the pod's. */
+  hostname?: string;
 }
 
 export interface LogLine {

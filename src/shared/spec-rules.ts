@@ -3,7 +3,8 @@
 // last guard before anything reaches the host.
 import { invalid } from "./errors.js";
 import { normalizeSignal } from "./signals.js";
-import type { ContainerSpec, Mount } from "./spec.js";
+import type { ContainerSpec, Mount, Network } from "./spec.js";
+import { isIPv4 } from "./ip.js";
 
 /** Volume names: same rule as container names (API.md), so never "." or ".." or a slash. */
 export const VOLUME_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
@@ -21,10 +22,7 @@ export function validateSpecRules(spec: ContainerSpec): void {
   if (spec.autoRemove && policy !== "no") {
     throw invalid(`autoRemove cannot be combined with restart policy '${policy}'`);
   }
-  if (spec.network?.mode === "bridge") {
-    throw invalid("network mode 'bridge' is not supported yet; use 'none' or 'host'");
-  }
-  if (spec.network?.ip !== undefined) throw invalid("network.ip needs bridge networking, which is not supported yet");
+  checkNetwork(spec.network);
   const b = spec.restartPolicy?.backoff;
   if (b?.initialMs !== undefined && b.maxMs !== undefined && b.initialMs > b.maxMs) {
     throw invalid("restartPolicy.backoff.initialMs must not exceed maxMs");
@@ -77,3 +75,30 @@ export function checkMountShape(m: Mount): void {
 
 export const normTarget = (t: string) => ("/" + t.split("/").filter((s) => s && s !== ".").join("/"));
 
+
+/** The network's own rules; whether an IP is in the node's subnet and free is the node's to say. */
+export function checkNetwork(n: Network | undefined): void {
+  const mode = n?.mode ?? "bridge";
+  if (n?.ip !== undefined) {
+    if (mode !== "bridge") throw invalid(`network.ip needs network mode 'bridge', not '${mode}'`);
+    if (!isIPv4(n.ip)) throw invalid(`network.ip '${n.ip}' is not an IPv4 address`);
+  }
+  const ports = n?.ports ?? [];
+  if (ports.length && mode !== "bridge") throw invalid(`published ports need network mode 'bridge', not '${mode}'`);
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i];
+    if (p.hostIp !== undefined && !isIPv4(p.hostIp)) throw invalid(`port ${p.hostPort}: hostIp '${p.hostIp}' is not an IPv4 address`);
+    for (let j = 0; j < i; j++) {
+      if (portsOverlap(p, ports[j])) throw invalid(`host port ${p.hostPort}/${p.protocol ?? "tcp"} is published twice`);
+    }
+  }
+}
+
+/** Two publications collide on the host: same port and protocol, and addresses that overlap. */
+export function portsOverlap(a: PortLike, b: PortLike): boolean {
+  if (a.hostPort !== b.hostPort || (a.protocol ?? "tcp") !== (b.protocol ?? "tcp")) return false;
+  const any = (ip?: string) => !ip || ip === "0.0.0.0";
+  return any(a.hostIp) || any(b.hostIp) || a.hostIp === b.hostIp;
+}
+
+type PortLike = { hostPort: number; protocol?: string; hostIp?: string };

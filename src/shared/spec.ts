@@ -4,6 +4,15 @@ import { Type, type Static } from "@sinclair/typebox";
 
 export const NAME_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$";
 export const NAME_RE = new RegExp(NAME_PATTERN);
+/** One DNS label (RFC 1123), as sethostname and /etc/hosts take it. */
+export const HOSTNAME_PATTERN = "^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$";
+
+/** A container's network mode: what its spec says, `none` for specs written before bridge existed. */
+export const networkMode = (spec: { network?: { mode?: "none" | "host" | "bridge" } }) => spec.network?.mode ?? "none";
+
+/** The hostname a container gets: its spec's, else its name cut to one DNS label. */
+export const hostnameFor = (spec: { hostname?: string }, name: string) =>
+  spec.hostname ?? (name.replace(/[^a-zA-Z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63).replace(/-+$/, "") || "berth");
 
 const Strict = { additionalProperties: false } as const;
 
@@ -74,10 +83,24 @@ export const Mount = Type.Object(
 );
 export type Mount = Static<typeof Mount>;
 
+export const PortMapping = Type.Object(
+  {
+    hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+    containerPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+    protocol: Type.Optional(Type.Union([Type.Literal("tcp"), Type.Literal("udp")])),
+    /** The host address the port is published on; absent: every address of the host. */
+    hostIp: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  Strict,
+);
+export type PortMapping = Static<typeof PortMapping>;
+
+/** `bridge` (the default, as docker's): the node's bridge network; `none`: loopback only; `host`: the host's. */
 export const Network = Type.Object(
   {
-    mode: Type.Union([Type.Literal("none"), Type.Literal("host"), Type.Literal("bridge")]),
+    mode: Type.Optional(Type.Union([Type.Literal("none"), Type.Literal("host"), Type.Literal("bridge")])),
     ip: Type.Optional(Type.String({ maxLength: 64 })),
+    ports: Type.Optional(Type.Array(PortMapping, { maxItems: 256 })),
   },
   Strict,
 );
@@ -111,6 +134,7 @@ export const ContainerSpec = Type.Object(
     resources: Type.Optional(Resources),
     mounts: Type.Optional(Type.Array(Mount, { maxItems: 128 })),
     network: Type.Optional(Network),
+    hostname: Type.Optional(Type.String({ pattern: HOSTNAME_PATTERN })),
     stopSignal: Type.Optional(Type.String({ maxLength: 16 })),
     stopTimeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600 })),
     node: Type.Optional(Type.String({ pattern: NAME_PATTERN })),

@@ -1,20 +1,31 @@
 // Adapts the runtime to what the executor asks of the host.
 import { BerthError, ErrorCode } from "../shared/errors.js";
 import { existsSync } from "node:fs";
-import type { HostOps, RecoveryHost } from "../handlers/ports.js";
+import type { HostOps, NetPlan, NetworkPort, RecoveryHost } from "../handlers/ports.js";
+import type { NetSetup } from "../shared/host-facts.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { HostRuntime } from "../runtime/host.js";
+import { hostPortFree } from "../runtime/bridge-network.js";
 import type { ImageStore } from "../runtime/images.js";
 
 export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
   return {
-    async prepareAndStart(c: ContainerState) {
+    async prepareAndStart(c: ContainerState, plan: NetPlan) {
       const image = await images.resolve(c.imageDigest);
       if (!image) throw new BerthError(ErrorCode.RuntimeError, `image ${c.image} (${c.imageDigest}) is not in this node's image store`);
-      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image });
+      let net: NetSetup | undefined;
+      if (plan.kind === "bridge") {
+        const sb = await rt.ensureSandbox(c.id, {
+          kinds: ["net"],
+          bridge: { ip: plan.ip, exclude: plan.exclude, ports: c.spec.network?.ports ?? [] },
+        });
+        net = { namespacePaths: sb.paths, ip: sb.ip };
+      }
+      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net });
       const r = await rt.start(c.id);
-      return { pid: r.pid, startedAt: r.startedAt };
+      return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
     },
+    detachNetwork: (id) => rt.detachNetwork(id),
     signal: (id, signal) => rt.signal(id, signal),
     pause: (id) => rt.pause(id),
     resume: (id) => rt.resume(id),
@@ -39,5 +50,16 @@ export function recoveryHost(rt: HostRuntime, images: ImageStore): RecoveryHost 
       return img !== null && existsSync(img.rootfs);
     },
     cleanup: (id) => rt.cleanup(id),
+    sandboxKeys: () => rt.sandboxes.keys(),
+    sandboxAttached: (key) => rt.sandboxes.attached(key),
+    releaseSandbox: (key) => rt.sandboxes.remove(key),
+  };
+}
+
+export function networkPort(rt: HostRuntime): NetworkPort {
+  return {
+    checkIp: (ip) => rt.network.checkIp(ip),
+    leased: () => rt.network.leased(),
+    hostPortFree,
   };
 }

@@ -18,7 +18,7 @@ const env = (type: string, data: unknown, extra: Record<string, unknown> = {}) =
 const VALID: Record<EventType, unknown> = {
   ContainerCreated: { id: ID, name: "web", image: "busybox:latest", imageDigest: DIGEST, node: "n1", spec: { image: "busybox:latest", name: "web", cmd: ["sleep", "1"], node: "n1" } },
   ContainerStartRequested: { attempt: 2 },
-  ContainerStarted: { pid: 4242, startedAt: AT },
+  ContainerStarted: { pid: 4242, startedAt: AT, ip: "10.89.3.7" },
   ContainerStartFailed: { error: "runc create: boom" },
   ContainerStopRequested: { signal: "SIGTERM", timeoutSec: 10 },
   ContainerKillRequested: { signal: "SIGKILL" },
@@ -31,6 +31,7 @@ const VALID: Record<EventType, unknown> = {
   ContainerUnpaused: {},
   ContainerUpdated: { restartPolicy: { name: "always" }, healthcheck: null },
   ContainerRemoveRequested: { force: true },
+  ContainerNetworkDetached: { ip: "10.89.3.7" },
   ContainerRemoved: {},
   ContainerRestartScheduled: { attempt: 1, delayMs: 100 },
   ContainerRestartCancelled: {},

@@ -198,8 +198,23 @@ describe("network modes and security defaults", () => {
     expect(s.mounts).toContainEqual({ destination: "/etc/hosts", type: "bind", source: "/etc/hosts", options: ["rbind", "rprivate", "ro"] });
   });
 
-  it("given mode bridge, when built, then InvalidArgument", () => {
-    invalidError(() => build({ network: { mode: "bridge" } }), /network mode bridge is not supported yet/);
+  it("given mode bridge without its pinned netns, when built, then InvalidArgument", () => {
+    invalidError(() => build({ network: { mode: "bridge" } }), /joins its pinned network namespace/);
+  });
+
+  it("given mode bridge with its pinned netns and etc files, when built, then it joins the netns by path and binds the files", () => {
+    const s = build({ network: { mode: "bridge" } }, {}, {
+      namespacePaths: { network: "/d/sandboxes/x/net" }, etcFiles: { hosts: "/d/c/hosts", hostname: "/d/c/hostname", "resolv.conf": "/d/c/resolv.conf" },
+    });
+    expect(s.linux.namespaces).toContainEqual({ type: "network", path: "/d/sandboxes/x/net" });
+    expect(s.linux.namespaces).toContainEqual({ type: "uts" });
+    expect(s.mounts).toContainEqual({ destination: "/etc/hosts", type: "bind", source: "/d/c/hosts", options: ["rbind", "rprivate"] });
+    expect(s.mounts.map((m) => m.destination)).toEqual(expect.arrayContaining(["/etc/hostname", "/etc/resolv.conf"]));
+    expect(s.hostname).toBe("web");
+  });
+
+  it("given a name that is no DNS label, when built, then the hostname is made one", () => {
+    expect(build({}, {}, { name: "my_app.v2" }).hostname).toBe("my-app-v2");
   });
 
   it("given any spec, when built, then Docker's capabilities, no new privileges, masked paths, no terminal", () => {

@@ -5,9 +5,9 @@ import type { ContainerState } from "../../src/aggregates/container/state.js";
 import type { RuncState } from "../../src/shared/host-facts.js";
 
 const c = (id: string, state: ContainerState["state"], node = "n1"): ContainerState =>
-  ({ id, name: id, image: "busybox:latest", imageDigest: "sha256:d", state, node } as ContainerState);
+  ({ id, name: id, image: "busybox:latest", imageDigest: "sha256:d", state, node, spec: { image: "busybox:latest", network: { mode: "none" } } } as ContainerState);
 const runc = (id: string, status: RuncState["status"]): [string, RuncState] => [id, { id, status, pid: 1, bundle: "/b", created: "" }];
-const facts = (f: Partial<HostFacts>): HostFacts => ({ runc: new Map(), exits: new Map(), conmonAlive: new Set(), imageMissing: new Set(), ...f });
+const facts = (f: Partial<HostFacts>): HostFacts => ({ runc: new Map(), exits: new Map(), conmonAlive: new Set(), imageMissing: new Set(), sandboxes: new Set(), attached: new Set(), ...f });
 const exit = { exitCode: 3, oomKilled: false, exitedAt: "2026-11-22T00:00:00.000Z" };
 
 describe("planRecovery", () => {

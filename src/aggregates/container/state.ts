@@ -48,6 +48,11 @@ export interface ContainerState {
   restartDueAt: string | null;
   /** Set when the container has left the read model. */
   removed: boolean;
+  /**
+   * Its bridge IP, from the last start; kept while it is stopped (the attachment lives until the
+   * container is removed), so the next start asks for the same one.
+   */
+  ip: string | null;
 }
 
 /**
@@ -83,6 +88,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       restartAttempt: 0,
       restartDueAt: null,
       removed: false,
+      ip: null,
     };
   }
   if (!s) return null;
@@ -109,6 +115,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       n.restartDueAt = null;
       n.pid = e.data.pid;
       n.startedAt = e.data.startedAt;
+      if (e.data.ip) n.ip = e.data.ip;
       n.exitCode = null;
       n.oomKilled = false;
       n.lastError = null;
@@ -147,6 +154,9 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     }
     case "ContainerActionFailed":
       n.lastError = `${e.data.action}: ${e.data.error}`;
+      break;
+    case "ContainerNetworkDetached":
+      n.ip = null;
       break;
     case "ContainerRemoved":
       n.removed = true;

@@ -85,6 +85,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerExited: "removing",
     ContainerSignaled: "removing",
     ContainerExecExited: "removing",
+    ContainerNetworkDetached: "removing",
     ContainerRemoved: "removed",
     ContainerActionFailed: "dead",
   },
