@@ -24,11 +24,12 @@ export function hostsFile(e: EtcInput): string {
  */
 export function resolvConf(host: string): string {
   const keep = host.split("\n").filter((l) => {
+    if (!l.trim()) return false;
     const m = /^\s*nameserver\s+(\S+)/.exec(l);
     return !m || !(/^127\./.test(m[1]) || m[1] === "::1");
   });
   if (!keep.some((l) => /^\s*nameserver\s/.test(l))) keep.push("nameserver 8.8.8.8", "nameserver 8.8.4.4");
-  return keep.filter((l, i, a) => l.trim() || i < a.length - 1).join("\n").trimEnd() + "\n";
+  return keep.join("\n") + "\n";
 }
 
 /** Writes the three files into `dir`; returns them by their name under /etc. */

@@ -84,7 +84,7 @@ describe.skipIf(skip)("bad input", () => {
     ["autoRemove with a restart policy", spec({ autoRemove: true, restartPolicy: { name: "always" } })],
     ["an unknown restart policy", spec({ restartPolicy: { name: "sometimes" } })],
     ["an unknown network mode", spec({ network: { mode: "overlay" } })],
-    ["bridge networking (not built yet)", spec({ network: { mode: "bridge" } })],
+    ["an IP with network none", spec({ network: { mode: "none", ip: "10.89.0.5" } })],
     ["a 100 KiB env entry", spec({ env: ["X=" + "y".repeat(100_000)] })],
     ["an unknown stop signal", spec({ stopSignal: "SIGNOPE" })],
     ["a stop signal number out of range", spec({ stopSignal: "99" })],

@@ -81,6 +81,8 @@ describe.skipIf(skip)("container lifecycle on the real stack", () => {
       "ContainerStarted",
       "ContainerRemoveRequested",
       "ContainerExited",
+      // Bridge is the default: its IP is released before it goes.
+      "ContainerNetworkDetached",
       "ContainerRemoved",
     ]);
     // Each outcome names the intent that caused it.
@@ -197,6 +199,6 @@ describe.skipIf(skip)("container lifecycle on the real stack", () => {
     const id = run.result!.id;
     await until(async () => (await d.http(`/v1/containers/${id}`)).status === 404);
     const { events } = await d.get<{ events: Ev[] }>(`/v1/events?container=${id}`);
-    expect(events.map((e) => e.type).slice(-3)).toEqual(["ContainerExited", "ContainerRemoveRequested", "ContainerRemoved"]);
+    expect(events.map((e) => e.type).slice(-4)).toEqual(["ContainerExited", "ContainerRemoveRequested", "ContainerNetworkDetached", "ContainerRemoved"]);
   });
 });

@@ -18,6 +18,7 @@ const checks: Record<string, () => boolean> = {
   runc: () => onPath("runc"),
   conmon: () => onPath("conmon"),
   root: () => process.getuid?.() === 0,
+  cni: () => ["bridge", "host-local", "portmap", "loopback"].every((p) => existsSync(`${process.env.BERTH_CNI_PATH ?? "/usr/lib/cni"}/${p}`)) && onPath("iptables"),
   "busybox image": () => existsSync(process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.oci.tar"),
 };
 
