@@ -124,6 +124,8 @@ function dataFor(type: EventType, s: Step, at: string, name: string, id: string)
       return { timeoutSec: 10 };
     case "ContainerRemoveRequested":
       return { force: s.flag };
+    case "ContainerNetworkDetached":
+      return { ip: `10.89.3.${2 + (s.pick % 200)}` };
     case "ImageImported":
       return {
         name: `img${s.pick % 3}:latest`,
@@ -146,7 +148,7 @@ const CONTAINER_TYPES = Object.keys({
   ContainerCreated: 1, ContainerStartRequested: 1, ContainerStarted: 1, ContainerStartFailed: 1, ContainerStopRequested: 1,
   ContainerKillRequested: 1, ContainerSignaled: 1, ContainerRestartRequested: 1, ContainerExited: 1, ContainerPauseRequested: 1,
   ContainerPaused: 1, ContainerUnpauseRequested: 1, ContainerUnpaused: 1, ContainerUpdated: 1, ContainerRemoveRequested: 1,
-  ContainerRemoved: 1, ContainerRestartScheduled: 1, ContainerRestartCancelled: 1, ContainerHealthChanged: 1,
+  ContainerRemoved: 1, ContainerNetworkDetached: 1, ContainerRestartScheduled: 1, ContainerRestartCancelled: 1, ContainerHealthChanged: 1,
   ContainerRestoreFailed: 1, ContainerActionFailed: 1, ContainerExecStarted: 1, ContainerExecExited: 1,
 } satisfies Record<Extract<EventType, `Container${string}`>, 1>) as Extract<EventType, `Container${string}`>[];
 const OTHER_TYPES: EventType[] = ["ImageImported", "ImageRemoved", "NodeStarted", "NodeRestored"];
