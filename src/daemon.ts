@@ -27,6 +27,8 @@ import { DAEMON_INBOX_PREFIX } from "./runtime/nats-roles.js";
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
+import { PodService } from "./handlers/pod-service.js";
+import { podDecider } from "./aggregates/pod/index.js";
 import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
@@ -114,6 +116,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     history: (id) => store.readSubject(containerSubject(id)),
     network: networkPort(runtime),
   });
+  const pods = new PodService({
+    node: o.node,
+    projector,
+    pods: new CommandService(store, projector).for(podDecider),
+    containers,
+    network: networkPort(runtime),
+    host: { removePod: (id) => runtime.removePod(id) },
+  });
   const images = new ImageService(o.node, store, projector, imageStore);
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
   const metrics = createMetrics(projector.model);
@@ -121,7 +131,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ nc, containers, images, exec, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ nc, containers, images, exec, pods, metrics, ready: () => phase === "ready" });
   await nats.start();
   mark("commandDoorOpen");
 

@@ -9,7 +9,8 @@ import type { EventStore } from "../events/store.js";
 import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { ReadModel } from "../projections/read-model.js";
-import { byCreated, toContainerView, ContainerView } from "../projections/views.js";
+import { byCreated, toContainerView, toPodView, ContainerView, PodView } from "../projections/views.js";
+import { Type } from "@sinclair/typebox";
 import type { Metrics } from "./metrics.js";
 import * as S from "./http-schemas.js";
 import { logsRoute, type LogsSource } from "./logs-route.js";
@@ -156,6 +157,20 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       "/v1/containers/:ref",
       { schema: { ...v1, tags: ["containers"], params: S.RefParams, response: { 200: ContainerView, ...S.errors(400, 404) } } },
       async (req) => toContainerView(model.byId(resolveId(model, (req.params as S.RefParams).ref, false))!, true),
+    );
+    const podView = (id: string) => {
+      const members = model.membersOf(id).sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+      return toPodView(model.pods.get(id)!, members);
+    };
+    api.get(
+      "/v1/pods",
+      { schema: { ...v1, tags: ["pods"], response: { 200: Type.Object({ pods: Type.Array(PodView) }) } } },
+      async () => ({ pods: [...model.pods.keys()].map(podView).sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0)) }),
+    );
+    api.get(
+      "/v1/pods/:ref",
+      { schema: { ...v1, tags: ["pods"], params: S.RefParams, response: { 200: PodView, ...S.errors(400, 404) } } },
+      async (req) => podView(model.podIdOf((req.params as S.RefParams).ref)),
     );
     api.get(
       "/v1/containers/:ref/events",

@@ -13,12 +13,14 @@ export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
 import type { ImageService } from "../handlers/image-service.js";
 import type { ExecService } from "../handlers/exec-service.js";
+import type { PodService } from "../handlers/pod-service.js";
 import {
   CreateBody,
   ExecBody,
   ImageImportBody,
   ImageRemoveBody,
   KillBody,
+  PodCreateBody,
   RefBody,
   RemoveBody,
   StopBody,
@@ -40,6 +42,8 @@ export interface NatsServiceDeps {
   images: ImageService;
   /** `container.exec`; without it the verb is unknown. */
   exec?: ExecService;
+  /** `pod.*`; without it those verbs are unknown. */
+  pods?: PodService;
   metrics?: Metrics;
   /** Commands wait (or fail Unavailable) until recovery is over. */
   ready: () => boolean;
@@ -63,6 +67,8 @@ export class NatsCommandService {
     const imp = validator(ImageImportBody);
     const irm = validator(ImageRemoveBody);
     const exec = validator(ExecBody);
+    const podCreate = validator(PodCreateBody);
+    const p = d.pods;
     // The body's own fields, and the options every use case takes (the request journal comes
     // from `once` when the body has a requestId).
     const split = <T extends { meta?: unknown; timeoutMs?: number }>(b: T, request?: RequestJournal) => {
@@ -84,6 +90,18 @@ export class NatsCommandService {
       "container.update": async (b, r) => { const { rest, o } = split(update(b), r); const { id, ...patch } = rest; return c.update(id, patch, o); },
       "container.remove": async (b, r) => { const { rest, o } = split(remove(b), r); return c.remove(rest.id, rest.force, o); },
       ...(d.exec ? { "container.exec": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(exec(b), r); return d.exec!.exec(rest, o.meta, o.request); } } : {}),
+      ...(p
+        ? {
+            "pod.create": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(podCreate(b), r); return p.create(rest, o); },
+            "pod.start": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(ref(b), r); return p.start(rest.id, o); },
+            "pod.stop": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(stop(b), r); return p.stop(rest.id, rest.timeoutSec, o); },
+            "pod.kill": async (b: unknown, r?: RequestJournal) => {
+              const { rest, o } = split(kill(b), r);
+              return p.kill(rest.id, rest.signal === undefined ? undefined : String(rest.signal), o);
+            },
+            "pod.remove": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(remove(b), r); return p.remove(rest.id, rest.force, o); },
+          }
+        : {}),
       "image.import": async (b, r) => { const { rest, o } = split(imp(b), r); return d.images.import(rest.source, rest.name, o); },
       "image.remove": async (b, r) => { const { rest, o } = split(irm(b), r); return d.images.remove(rest.name, o); },
     };

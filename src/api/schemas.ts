@@ -2,7 +2,7 @@
 // Every body may carry `meta` and `timeoutMs`; unknown fields are rejected everywhere.
 import { Type, type Static, type TObject, type TProperties } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../shared/spec.js";
+import { ContainerSpec, Healthcheck, PodSpec, Resources, RestartPolicy } from "../shared/spec.js";
 import { invalid } from "../shared/errors.js";
 
 const Strict = { additionalProperties: false } as const;
@@ -56,6 +56,9 @@ export const ExecFields = {
   timeoutSec: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
 };
 export const ExecBody = body(ExecFields);
+
+export const PodCreateBody = Type.Object({ ...PodSpec.properties, ...common }, Strict);
+export type PodCreateBody = Static<typeof PodCreateBody>;
 
 export type CreateBody = Static<typeof CreateBody>;
 export type StopBody = Static<typeof StopBody>;

@@ -1,5 +1,5 @@
 // Human output of the CLI: aligned tables and short times. Machines use --json instead.
-import type { ContainerView } from "../contract/views.js";
+import type { ContainerView, PodView } from "../contract/views.js";
 
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
@@ -27,8 +27,23 @@ const dash = (v: number | null | undefined) => (v === null || v === undefined ? 
 
 export function containerTable(cs: readonly ContainerView[], now = Date.now()): string {
   return table(
-    ["ID", "NAME", "IMAGE", "STATE", "PID", "EXIT", "RESTARTS", "CREATED"],
-    cs.map((c) => [shortId(c.id), c.name, c.image, c.state, dash(c.pid), dash(c.exitCode), String(c.restartCount), ago(c.createdAt, now)]),
+    ["ID", "NAME", "IMAGE", "STATE", "PID", "EXIT", "RESTARTS", "CREATED", "IP", "PORTS"],
+    cs.map((c) => [
+      shortId(c.id), c.name, c.image, c.state, dash(c.pid), dash(c.exitCode), String(c.restartCount), ago(c.createdAt, now),
+      c.ip ?? (c.networkMode === "bridge" || c.networkMode === "pod" ? "-" : c.networkMode), ports(c.ports),
+    ]),
+  );
+}
+
+/** docker's PORTS: `127.0.0.1:8080->80/tcp`. */
+export function ports(ps: readonly { hostPort: number; containerPort: number; protocol?: string; hostIp?: string }[]): string {
+  return ps.map((p) => `${p.hostIp ?? "0.0.0.0"}:${p.hostPort}->${p.containerPort}/${p.protocol ?? "tcp"}`).join(",") || "-";
+}
+
+export function podTable(ps: readonly PodView[], now = Date.now()): string {
+  return table(
+    ["ID", "NAME", "STATE", "CONTAINERS", "IP", "PORTS", "CREATED"],
+    ps.map((p) => [shortId(p.id), p.name, p.state, String(p.containers.length), p.ip ?? "-", ports(p.ports), ago(p.createdAt, now)]),
   );
 }
 

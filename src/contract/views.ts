@@ -36,7 +36,7 @@ export const ContainerView = Type.Object(
     version: Type.Integer({ description: "stream sequence of the container's last event" }),
     pending: Nullable(Type.String({ description: "the intent event waiting for its outcome" })),
     lastError: Nullable(Type.String()),
-    networkMode: Type.Union([Type.Literal("none"), Type.Literal("host"), Type.Literal("bridge")]),
+    networkMode: Type.Union([Type.Literal("none"), Type.Literal("host"), Type.Literal("bridge"), Type.Literal("pod")]),
     ip: Nullable(Type.String({ description: "its address on the node's bridge (kept while stopped)" })),
     ports: Type.Array(PortMapping),
     pod: Nullable(Type.String({ description: "the pod's id" })),
@@ -50,3 +50,22 @@ export type ContainerView = Static<typeof ContainerView>;
 export function byCreated(a: ContainerView, b: ContainerView): number {
   return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
+
+/** What clients see of a pod (API.md `Pod`): its state follows its members (running when any runs). */
+export const PodView = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    state: Type.Union([Type.Literal("created"), Type.Literal("running"), Type.Literal("exited")]),
+    node: Type.String(),
+    ip: Nullable(Type.String()),
+    ports: Type.Array(PortMapping),
+    share: Type.Array(Type.String()),
+    containers: Type.Array(Type.Object({ id: Type.String(), name: Type.String(), state: ContainerStateName }, { additionalProperties: false })),
+    labels: StrMap,
+    createdAt: Type.String({ format: "date-time" }),
+    version: Type.Integer(),
+  },
+  { additionalProperties: false },
+);
+export type PodView = Static<typeof PodView>;

@@ -3,7 +3,7 @@
 // command bodies: a payload that grows a field is a new `v`, not a silent extra. The table is
 // typed by EventType, so a new event type without a schema does not compile.
 import { Type, type TSchema } from "@sinclair/typebox";
-import { ContainerSpec, Healthcheck, NAME_PATTERN, Resources, RestartPolicy } from "../shared/spec.js";
+import { ContainerSpec, Healthcheck, NAME_PATTERN, PodSpec, Resources, RestartPolicy } from "../shared/spec.js";
 import type { EventType } from "./types.js";
 
 const Strict = { additionalProperties: false } as const;
@@ -74,6 +74,10 @@ export const PAYLOADS = {
     user: Type.String({ maxLength: 256 }),
   }),
   ContainerExecExited: Obj({ execId: Type.String({ minLength: 1, maxLength: 128 }), exitCode: Type.Integer() }),
+  PodCreated: Obj({ id: Id, name: Type.String({ pattern: NAME_PATTERN }), node: Type.String({ pattern: NAME_PATTERN }), spec: PodSpec }),
+  PodStarted: Obj({ ip: Type.Optional(IPv4), containers: Type.Array(Id, { maxItems: 1024 }) }),
+  PodStopped: Obj({ containers: Type.Array(Id, { maxItems: 1024 }) }),
+  PodRemoved: Obj({ containers: Type.Array(Id, { maxItems: 1024 }) }),
   ImageImported: Obj({
     name: Type.String({ minLength: 1, maxLength: 256 }),
     digest: Digest,

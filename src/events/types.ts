@@ -1,6 +1,6 @@
 // The events of the log: one envelope (API.md), a discriminated union of payloads. Events are
 // facts or intents, never rewritten; `v` is the payload's schema version.
-import type { ContainerSpec, Healthcheck, Resources, RestartPolicy } from "../shared/spec.js";
+import type { ContainerSpec, Healthcheck, PodSpec, Resources, RestartPolicy } from "../shared/spec.js";
 import type { ImageConfig } from "../shared/host-facts.js";
 
 export const STREAM = "BERTH_EVENTS";
@@ -8,6 +8,7 @@ export const SUBJECT_ROOT = "berth.ev";
 export const containerSubject = (id: string) => `${SUBJECT_ROOT}.container.${id}`;
 export const imageSubject = (digest: string) => `${SUBJECT_ROOT}.image.${digest.replace(/^sha256:/, "")}`;
 export const nodeSubject = (node: string) => `${SUBJECT_ROOT}.node.${node}`;
+export const podSubject = (id: string) => `${SUBJECT_ROOT}.pod.${id}`;
 
 export interface Meta {
   actor?: string;
@@ -101,6 +102,23 @@ export interface ContainerExecStartedData {
   user: string;
 }
 
+// --- pod -----------------------------------------------------------------------------------
+export interface PodCreatedData {
+  id: string;
+  name: string;
+  node: string;
+  /** As accepted: share and network filled in. */
+  spec: PodSpec;
+}
+export type PodEvent =
+  | Envelope<"PodCreated", PodCreatedData>
+  /** Every member was started (`pod start`), and the pod's IP. */
+  | Envelope<"PodStarted", { ip?: string; containers: string[] }>
+  /** Every member was stopped (`pod stop`). */
+  | Envelope<"PodStopped", { containers: string[] }>
+  /** Its members are gone; the owning node releases its namespaces, attachment and cgroup. */
+  | Envelope<"PodRemoved", { containers: string[] }>;
+
 // --- image and node ------------------------------------------------------------------------
 export interface ImageImportedData {
   name: string;
@@ -117,7 +135,7 @@ export type NodeEvent =
   /** Recovery is done: how many of this node's containers it handed back, and how long it took. */
   | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>;
 
-export type BerthEvent = ContainerEvent | ImageEvent | NodeEvent;
+export type BerthEvent = ContainerEvent | PodEvent | ImageEvent | NodeEvent;
 export type EventType = BerthEvent["type"];
 export type EventOf<T extends EventType> = Extract<BerthEvent, { type: T }>;
 export type DataOf<T extends EventType> = EventOf<T>["data"];

@@ -25,6 +25,7 @@ const compiled = new Map<string, TypeCheck<TSchema>>();
 const dec = new TextDecoder();
 const CONTAINER = `${SUBJECT_ROOT}.container.`;
 const IMAGE = `${SUBJECT_ROOT}.image.`;
+const POD = `${SUBJECT_ROOT}.pod.`;
 const NODE = `${SUBJECT_ROOT}.node.`;
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -104,6 +105,13 @@ function subjectMismatch(subject: string, type: EventType, e: Record<string, unk
     const id = subject.slice(CONTAINER.length);
     if (!HEX64.test(id)) return `subject ${subject} does not name a container id`;
     if (type === "ContainerCreated" && data.id !== id) return `ContainerCreated of ${String(data.id)} on the subject of ${id}`;
+    return null;
+  }
+  if (type.startsWith("Pod")) {
+    if (!subject.startsWith(POD)) return `${type} on subject ${subject}, not a pod's`;
+    const id = subject.slice(POD.length);
+    if (!HEX64.test(id)) return `subject ${subject} does not name a pod id`;
+    if (type === "PodCreated" && data.id !== id) return `PodCreated of ${String(data.id)} on the subject of ${id}`;
     return null;
   }
   if (type.startsWith("Image")) {

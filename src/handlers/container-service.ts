@@ -10,7 +10,7 @@ import { ctxFromMeta, eventIdFor, type Ctx, type RequestJournal } from "./comman
 import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { ContainerCommand } from "../aggregates/container/decider.js";
 import { normalizeSignal } from "../shared/signals.js";
-import { checkNetworkRequest } from "./network-checks.js";
+import { checkNetworkRequest, holders } from "./network-checks.js";
 import type { NetworkPort } from "./ports.js";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -77,13 +77,22 @@ export class ContainerService {
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
     spec = withAnonymousVolumes(spec, id);
-    // Bridge is the default (docker's); the accepted spec says so, whatever the default becomes.
-    spec = { ...spec, node, network: { ...spec.network, mode: spec.network?.mode ?? "bridge" } };
+    if (spec.pod != null) {
+      // A member takes its network and hostname from its pod, and lives on the pod's node.
+      const pod = this.model.pods.get(this.model.podIdOf(spec.pod))!;
+      if (spec.network) throw invalid(`a member of pod ${pod.name} takes its network from the pod: drop 'network'`);
+      if (spec.hostname) throw invalid(`a member of pod ${pod.name} has the pod's hostname: drop 'hostname'`);
+      if (spec.node && spec.node !== pod.node) throw invalid(`pod ${pod.name} is on node ${pod.node}, not ${spec.node}`);
+      spec = { ...spec, pod: pod.id, node: pod.node };
+    } else {
+      // Bridge is the default (docker's); the accepted spec says so, whatever the default becomes.
+      spec = { ...spec, node, network: { ...spec.network, mode: spec.network?.mode ?? "bridge" } };
+    }
     await this.d.validateMounts(spec);
     const name = spec.name ?? `berth-${id.slice(0, 12)}`;
     if (this.model.idOfName(name) || this.reserving.has(name)) throw alreadyExists(`the name '${name}' is already in use`);
     // Another node's subnet and ports are that node's to check (it refuses the start).
-    const held = node === this.d.node ? await checkNetworkRequest(spec, this.model.containers.values(), this.d.network, this.reserving) : [];
+    const held = spec.node === this.d.node ? await checkNetworkRequest(spec, holders(this.model), this.d.network, this.reserving) : [];
     for (const k of [name, ...held]) this.reserving.add(k);
     try {
       const accepted: ContainerSpec = { ...spec, name };

@@ -15,6 +15,9 @@ import type { NewEvent } from "../aggregates/container/decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
 import type { HostOps, NetPlan } from "./ports.js";
 import { networkMode } from "../shared/spec.js";
+import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
+
+type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
 const KILL_GRACE_MS = 10_000;
 
@@ -207,12 +210,25 @@ export class Executor {
 
   /** A bridge container keeps its IP: the static one, else the one it had, else the next free. */
   private netPlan(c: ContainerState): NetPlan {
-    if (networkMode(c.spec) !== "bridge") return { kind: "plain" };
+    const model = this.projector.model;
+    const pod = c.spec.pod ? model.pods.get(c.spec.pod) : undefined;
+    if (c.spec.pod && !pod) throw new BerthError(ErrorCode.NotFound, `its pod ${c.spec.pod} is gone`);
+    if (!pod && networkMode(c.spec) !== "bridge") return { kind: "plain" };
+    // IPs the log gives to the node's other containers and pods (a pod's members share its own).
     const exclude = new Set<string>();
-    for (const o of this.projector.model.containers.values()) {
-      if (o.id === c.id || o.node !== this.node || o.removed) continue;
+    for (const o of model.containers.values()) {
+      if (o.id === c.id || o.node !== this.node || o.removed || (pod && o.spec.pod === pod.id)) continue;
       const ip = o.spec.network?.ip ?? o.ip;
       if (ip) exclude.add(ip);
+    }
+    for (const p of model.pods.values()) {
+      if (p.id === pod?.id || p.node !== this.node) continue;
+      const ip = p.spec.network?.ip ?? p.ip;
+      if (ip) exclude.add(ip);
+    }
+    if (pod) {
+      const bridge = networkMode(pod.spec) === "bridge" ? { ip: pod.spec.network?.ip ?? pod.ip ?? c.ip, exclude, ports: pod.spec.network?.ports ?? [] } : null;
+      return { kind: "pod", pod: pod.id, hostname: pod.name, share: (pod.spec.share ?? DEFAULT_SHARE) as NetPlanShare, bridge, resources: pod.spec.resources };
     }
     return { kind: "bridge", ip: c.spec.network?.ip ?? c.ip, exclude };
   }

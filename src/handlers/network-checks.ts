@@ -5,16 +5,30 @@ import { conflict } from "../shared/errors.js";
 import { isIPv4 } from "../shared/ip.js";
 import { portsOverlap } from "../shared/spec-rules.js";
 import { networkMode, type ContainerSpec } from "../shared/spec.js";
-import type { ContainerState } from "../aggregates/container/state.js";
 import type { NetworkPort } from "./ports.js";
+import type { ReadModel } from "../projections/read-model.js";
+
+/** Whatever holds an IP or host ports on a node: a container, or a pod. */
+export interface NetHolder {
+  name: string;
+  node: string;
+  removed: boolean;
+  ip: string | null;
+  spec: { network?: ContainerSpec["network"] };
+}
+
+/** Every container and pod of the model, as holders of IPs and ports. */
+export function holders(model: ReadModel): NetHolder[] {
+  return [...model.containers.values(), ...[...model.pods.values()].map((p) => ({ ...p, name: `pod ${p.name}` }))];
+}
 
 /**
  * Throws InvalidArgument or Conflict; returns the keys to hold while the create is written (so
  * that two concurrent creates cannot both take one IP or host port).
  */
 export async function checkNetworkRequest(
-  spec: ContainerSpec,
-  others: Iterable<ContainerState>,
+  spec: Pick<ContainerSpec, "network" | "node">,
+  others: Iterable<NetHolder>,
   network: NetworkPort,
   reserving: ReadonlySet<string>,
 ): Promise<string[]> {

@@ -3,6 +3,7 @@
 // (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
+import type { PortMapping, Resources } from "../shared/spec.js";
 import type { ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
@@ -28,7 +29,16 @@ export interface HostOps {
  */
 export type NetPlan =
   | { kind: "plain" }
-  | { kind: "bridge"; ip: string | null; exclude: ReadonlySet<string> };
+  | { kind: "bridge"; ip: string | null; exclude: ReadonlySet<string> }
+  /** A pod member joins the pod's sandbox (made by its first member's start), under the pod's cgroup. */
+  | {
+      kind: "pod";
+      pod: string;
+      hostname: string;
+      share: readonly ("net" | "ipc" | "uts")[];
+      bridge: { ip: string | null; exclude: ReadonlySet<string>; ports: PortMapping[] } | null;
+      resources: Resources | undefined;
+    };
 
 /** The node's network as the command handlers check requests against it. */
 export interface NetworkPort {
@@ -38,6 +48,12 @@ export interface NetworkPort {
   leased(): Promise<ReadonlySet<string>>;
   /** Whether a process of the host listens on (or holds) this address and port. */
   hostPortFree(p: { hostPort: number; protocol?: "tcp" | "udp"; hostIp?: string }): Promise<boolean>;
+}
+
+/** What the pod service asks of the owning node's host. */
+export interface PodHost {
+  /** Releases the pod's sandbox (namespaces, attachment, lease) and its cgroup. Idempotent. */
+  removePod(id: string): Promise<void>;
 }
 
 /** The host as recovery (the start-up pass) needs it. */

@@ -146,7 +146,7 @@ export async function runRecovery(d: RecoveryDeps, model: ReadModel): Promise<Re
   const own = [...model.containers.values()].filter((c) => c.node === d.node);
   const facts = await gatherFacts(d.host, own);
   fault("recovery");
-  const actions = planRecovery(model.containers.values(), d.node, facts);
+  const actions = planRecovery(model.containers.values(), d.node, facts, model.pods.keys());
   const vanished = actions.filter((a) => a.kind === "vanished");
   if (vanished.length) await new Promise((r) => setTimeout(r, VANISH_WAIT_MS));
   let failed = 0;

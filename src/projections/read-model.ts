@@ -3,6 +3,7 @@
 import type { ImageImportedData, StoredEvent } from "../events/types.js";
 import { isRejected, type RejectedEvent } from "../events/validate.js";
 import type { AggregateState, Decider } from "../aggregates/decider.js";
+import { podDecider, type PodState } from "../aggregates/pod/index.js";
 import { containerDecider } from "../aggregates/container/index.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import { AggregateProjection, parseSubject } from "./registry.js";
@@ -53,6 +54,8 @@ export class ReadModel {
   private readonly containerStates = this.register(containerDecider);
   /** Every container not yet removed, by id. */
   readonly containers: Map<string, ContainerState> = this.containerStates.states;
+  /** Every pod not yet removed, by id. */
+  readonly pods: Map<string, PodState> = this.register(podDecider).states;
   private readonly byName = new Map<string, string>();
   /** Images by node, then by name. */
   readonly images = new Map<string, Map<string, ImageView>>();
@@ -233,6 +236,25 @@ export class ReadModel {
     if (r.why === "ambiguous") throw invalid(`container ref '${ref}' is ambiguous: give more of the id`);
     if (opts.historic && /^[0-9a-f]{64}$/.test(ref)) return ref;
     throw notFound(`no container '${ref}'`);
+  }
+
+  /** A pod's id from its full id, a unique id prefix (≥ 4) or its name; NotFound or InvalidArgument. */
+  podIdOf(ref: string): string {
+    if (typeof ref !== "string" || ref.length === 0 || ref.length > 128) throw invalid("id must be a pod id, id prefix or name");
+    if (this.pods.has(ref)) return ref;
+    const found: string[] = [];
+    for (const p of this.pods.values()) {
+      if (p.name === ref) return p.id;
+      if (ref.length >= 4 && /^[0-9a-f]+$/.test(ref) && p.id.startsWith(ref)) found.push(p.id);
+    }
+    if (found.length > 1) throw invalid(`pod ref '${ref}' is ambiguous: give more of the id`);
+    if (found.length === 1) return found[0];
+    throw notFound(`no pod '${ref}'`);
+  }
+
+  /** The containers whose spec names this pod (by id, as accepted). */
+  membersOf(podId: string): ContainerState[] {
+    return [...this.containers.values()].filter((c) => c.spec.pod === podId);
   }
 
   /** Resolve a ref: full id, unique id prefix of ≥ 4 characters, or name. */

@@ -1,10 +1,11 @@
 // The read model's container state as clients see it (the contract's ContainerView): hides
 // bookkeeping (stoppedByUser, removed, the pending intent's payload).
 import type { ContainerState } from "../aggregates/container/state.js";
-import type { ContainerView } from "../contract/views.js";
+import type { ContainerView, PodView } from "../contract/views.js";
+import { DEFAULT_SHARE, type PodState } from "../aggregates/pod/index.js";
 import { networkMode } from "../shared/spec.js";
 
-export { ContainerView, byCreated } from "../contract/views.js";
+export { ContainerView, PodView, byCreated } from "../contract/views.js";
 
 export function toContainerView(c: ContainerState, withSpec: boolean): ContainerView {
   const v: ContainerView = {
@@ -28,7 +29,7 @@ export function toContainerView(c: ContainerState, withSpec: boolean): Container
     version: c.version,
     pending: c.pending?.type ?? null,
     lastError: c.lastError,
-    networkMode: networkMode(c.spec),
+    networkMode: c.spec.pod ? "pod" : networkMode(c.spec),
     ip: c.ip,
     ports: c.spec.network?.ports ?? [],
     pod: c.spec.pod ?? null,
@@ -37,3 +38,21 @@ export function toContainerView(c: ContainerState, withSpec: boolean): Container
   return v;
 }
 
+
+export function toPodView(p: PodState, members: readonly ContainerState[]): PodView {
+  const running = members.some((m) => m.state === "running" || m.state === "paused");
+  const ran = members.some((m) => m.startedAt !== null);
+  return {
+    id: p.id,
+    name: p.name,
+    state: running ? "running" : ran ? "exited" : "created",
+    node: p.node,
+    ip: p.ip ?? members.find((m) => m.ip)?.ip ?? null,
+    ports: p.spec.network?.ports ?? [],
+    share: p.spec.share ?? [...DEFAULT_SHARE],
+    containers: members.map((m) => ({ id: m.id, name: m.name, state: m.state })),
+    labels: { ...(p.spec.labels ?? {}) },
+    createdAt: p.createdAt,
+    version: p.version,
+  };
+}

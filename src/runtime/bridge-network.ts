@@ -188,6 +188,13 @@ export class BridgeNetwork {
     });
   }
 
+  /** Brings up `lo` in a netns that gets no bridge attachment (a pod with network none). */
+  loopback(netns: string): Promise<void> {
+    return this.serial(async () => {
+      await this.cni.add(BridgeNetwork.LOOPBACK, { containerId: "lo", netns, ifName: "lo" });
+    });
+  }
+
   /** Releases the attachment (lease, veth, NAT and port rules). Idempotent. */
   detach(key: string, netns: string): Promise<void> {
     return this.serial(async () => {

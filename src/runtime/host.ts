@@ -9,6 +9,8 @@ import { NAME_RE, hostnameFor, isAnonVolumeOf, networkMode } from "../shared/spe
 import { BridgeNetwork } from "./bridge-network.js";
 import { Sandboxes, type SandboxInfo, type SandboxRequest } from "./sandbox.js";
 import { writeEtcFiles } from "./etc-files.js";
+import { ensurePodCgroup, removePodCgroup } from "./pod-cgroup.js";
+import type { Resources } from "../shared/spec.js";
 import type { Logger } from "../log.js";
 import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
 import { resolveTool, toolPaths } from "./exec.js";
@@ -94,8 +96,23 @@ export class HostRuntime {
     this.sandboxSet = new Sandboxes(p.sandboxesDir, network, this.log);
   }
 
-  cgroupsPath(id: string): string {
-    return `/berth/${this.node}/${checkId(id)}`;
+  cgroupsPath(id: string, pod?: string): string {
+    return pod ? `${this.podCgroup(pod)}/${checkId(id)}` : `/berth/${this.node}/${checkId(id)}`;
+  }
+
+  private podCgroup(pod: string): string {
+    return `/berth/${this.node}/pod-${checkId(pod)}`;
+  }
+
+  /** A pod's cgroup (its members' parent, with the pod's limits). */
+  ensurePodCgroup(pod: string, r: Resources | undefined): Promise<void> {
+    return ensurePodCgroup(this.podCgroup(pod).slice(1), r);
+  }
+
+  /** Everything of a pod on this host: its sandbox and its cgroup (its members are gone). */
+  async removePod(pod: string): Promise<void> {
+    await this.sandboxes.remove(pod);
+    await removePodCgroup(this.podCgroup(pod).slice(1));
   }
 
   /**
@@ -123,7 +140,7 @@ export class HostRuntime {
   }
 
   /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
-  async prepare({ id, name, spec, image, net }: PrepareInput): Promise<{ bundle: string }> {
+  async prepare({ id, name, spec, image, net, pod }: PrepareInput): Promise<{ bundle: string }> {
     const cp = this.paths.container(id);
     const hostNetworkFiles: string[] = [];
     const host = networkMode(spec) === "host";
@@ -133,7 +150,7 @@ export class HostRuntime {
     const hostname = net?.hostname ?? hostnameFor(spec, name);
     const input = {
       name, spec, image: image.config, rootfs: cp.rootfs, volumesDir: this.paths.volumesDir,
-      cgroupsPath: this.cgroupsPath(id), hostNetworkFiles, namespacePaths: net?.namespacePaths, hostname,
+      cgroupsPath: this.cgroupsPath(id, pod), hostNetworkFiles, namespacePaths: net?.namespacePaths, hostname,
     };
     buildOciSpec(input); // every rule checked before the host is touched
     await validateMountSources(spec.mounts, this.paths.dataRoot);

@@ -28,6 +28,18 @@ const OCI_NS = { net: "network", ipc: "ipc", uts: "uts" } as const;
 const KEY_RE = /^[a-zA-Z0-9_-]{1,80}$/;
 
 export class Sandboxes {
+  /** One operation at a time per sandbox: a pod's members may start together. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(key, tail);
+    void tail.then(() => { if (this.locks.get(key) === tail) this.locks.delete(key); });
+    return next;
+  }
+
   constructor(
     readonly root: string,
     readonly network: BridgeNetwork,
@@ -39,7 +51,11 @@ export class Sandboxes {
     return join(this.root, key);
   }
 
-  async ensure(key: string, req: SandboxRequest): Promise<SandboxInfo> {
+  ensure(key: string, req: SandboxRequest): Promise<SandboxInfo> {
+    return this.locked(key, () => this.ensureNow(key, req));
+  }
+
+  private async ensureNow(key: string, req: SandboxRequest): Promise<SandboxInfo> {
     const dir = this.dir(key);
     const net = nsFile(dir, "net");
     const wasPinned = await isPinned(net);
@@ -48,6 +64,8 @@ export class Sandboxes {
     if (req.bridge) {
       const rec = await this.network.attach(key, { netns: net, netnsPinned: wasPinned, ...req.bridge });
       ip = rec.ip;
+    } else if (!wasPinned && req.kinds.includes("net")) {
+      await this.network.loopback(net);
     }
     const paths: SandboxInfo["paths"] = {};
     for (const k of req.kinds) paths[OCI_NS[k]] = nsFile(dir, k);
@@ -55,7 +73,11 @@ export class Sandboxes {
   }
 
   /** Releases the bridge attachment (with the netns still there, so DEL removes everything). */
-  async detach(key: string): Promise<string | null> {
+  detach(key: string): Promise<string | null> {
+    return this.locked(key, () => this.detachNow(key));
+  }
+
+  private async detachNow(key: string): Promise<string | null> {
     const net = nsFile(this.dir(key), "net");
     const rec = await this.network.record(key);
     if (!rec) return null;
@@ -64,11 +86,13 @@ export class Sandboxes {
   }
 
   /** Everything of the sandbox: attachment, pinned namespaces, its dir. Idempotent. */
-  async remove(key: string): Promise<void> {
-    await this.detach(key);
-    const dir = this.dir(key);
-    await unpinNamespaces(dir, this.log);
-    await rm(dir, { recursive: true, force: true });
+  remove(key: string): Promise<void> {
+    return this.locked(key, async () => {
+      await this.detachNow(key);
+      const dir = this.dir(key);
+      await unpinNamespaces(dir, this.log);
+      await rm(dir, { recursive: true, force: true });
+    });
   }
 
   /** The sandbox's netns is pinned and its attachment was made in this boot. */

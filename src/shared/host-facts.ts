@@ -56,6 +56,8 @@ export interface PrepareInput {
   image: ImageRecord;
   /** Bridge or pod: the pinned namespaces it joins and its IP there. */
   net?: NetSetup;
+  /** A pod member: its cgroup lives below the pod's. */
+  pod?: string;
 }
 
 export interface NetSetup {

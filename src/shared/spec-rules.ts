@@ -22,7 +22,7 @@ export function validateSpecRules(spec: ContainerSpec): void {
   if (spec.autoRemove && policy !== "no") {
     throw invalid(`autoRemove cannot be combined with restart policy '${policy}'`);
   }
-  checkNetwork(spec.network);
+  if (spec.pod == null) checkNetwork(spec.network);
   const b = spec.restartPolicy?.backoff;
   if (b?.initialMs !== undefined && b.maxMs !== undefined && b.initialMs > b.maxMs) {
     throw invalid("restartPolicy.backoff.initialMs must not exceed maxMs");
@@ -31,7 +31,7 @@ export function validateSpecRules(spec: ContainerSpec): void {
     throw invalid("restartPolicy.maxRetries applies only to 'on-failure'");
   }
   if (spec.stopSignal !== undefined) normalizeSignal(spec.stopSignal);
-  if (spec.pod != null) throw invalid("pods are not supported yet: 'pod' must be null or absent");
+  if (spec.pod != null && (spec.network || spec.hostname)) throw invalid("a pod member takes its network and hostname from its pod");
   checkMounts(spec.mounts);
 }
 

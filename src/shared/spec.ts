@@ -152,3 +152,22 @@ export type ContainerSpec = Static<typeof ContainerSpec>;
 export const ANON_VOLUME_PREFIX = "anon-";
 export const anonVolumeName = (containerId: string, index: number) => `${ANON_VOLUME_PREFIX}${containerId.slice(0, 16)}-${index}`;
 export const isAnonVolumeOf = (name: string, containerId: string) => name.startsWith(`${ANON_VOLUME_PREFIX}${containerId.slice(0, 16)}-`);
+
+/** The namespaces a pod's members share; the net one always (a pod is one IP). */
+export const PodNamespace = Type.Union([Type.Literal("net"), Type.Literal("ipc"), Type.Literal("uts")]);
+
+/** A pod (API.md): pinned namespaces with one network attachment and one cgroup for its members. */
+export const PodSpec = Type.Object(
+  {
+    name: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
+    labels: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 }))),
+    annotations: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 }))),
+    share: Type.Optional(Type.Array(Type.String({ maxLength: 16 }), { minItems: 1, maxItems: 8 })),
+    network: Type.Optional(Network),
+    resources: Type.Optional(Resources),
+    node: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
+  },
+  Strict,
+);
+export type PodSpec = Static<typeof PodSpec>;
+export type PodNamespace = Static<typeof PodNamespace>;

@@ -20,8 +20,12 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
           bridge: { ip: plan.ip, exclude: plan.exclude, ports: c.spec.network?.ports ?? [] },
         });
         net = { namespacePaths: sb.paths, ip: sb.ip };
+      } else if (plan.kind === "pod") {
+        await rt.ensurePodCgroup(plan.pod, plan.resources);
+        const sb = await rt.ensureSandbox(plan.pod, { kinds: plan.share, hostname: plan.hostname, bridge: plan.bridge ?? undefined });
+        net = { namespacePaths: sb.paths, ip: sb.ip, hostname: plan.hostname };
       }
-      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net });
+      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined });
       const r = await rt.start(c.id);
       return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
     },

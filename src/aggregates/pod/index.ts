@@ -1,0 +1,77 @@
+// The pod aggregate: a name, an owning node and the namespaces its members share (pinned on that
+// node, with one bridge attachment and one cgroup). Its members are containers with `spec.pod`
+// naming it; what the pod does to them (start, stop, remove) is a sequence of their own commands,
+// and the pod's events record the sequence's end. Its running state follows its members
+// (projections/pods.ts), not this aggregate.
+import type { PodEvent } from "../../events/types.js";
+import { alreadyExists, invalid, notFound } from "../../shared/errors.js";
+import type { PodNamespace, PodSpec } from "../../shared/spec.js";
+import type { AggregateCommands, AggregateState, Decider } from "../decider.js";
+
+export interface PodState extends AggregateState {
+  name: string;
+  node: string;
+  spec: PodSpec;
+  createdAt: string;
+  /** The pod's IP from its last start (kept: the sandbox lives until the pod is removed). */
+  ip: string | null;
+  removed: boolean;
+}
+
+export type PodCommand =
+  | { type: "Create"; data: { id: string; name: string; node: string; spec: PodSpec } }
+  | { type: "Started"; ip: string | null; containers: string[] }
+  | { type: "Stopped"; containers: string[] }
+  | { type: "Remove"; containers: string[] };
+
+export const DEFAULT_SHARE: readonly PodNamespace[] = ["net", "ipc", "uts"];
+
+/** A pod spec's rules a schema cannot say: share is a set of net/ipc/uts with net in it. */
+export function checkPodSpec(spec: PodSpec): void {
+  const share = spec.share ?? DEFAULT_SHARE;
+  for (const k of share) {
+    if (!DEFAULT_SHARE.includes(k as PodNamespace)) throw invalid(`pods share net, ipc and uts; '${k}' is not supported`);
+  }
+  if (new Set(share).size !== share.length) throw invalid("share lists a namespace twice");
+  if (!share.includes("net")) throw invalid("a pod's members always share its network namespace: share must include 'net'");
+  if (spec.network?.mode === "host") throw invalid("a pod cannot use the host's network");
+}
+
+export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
+  kind: "pod",
+  owns: (type): type is PodEvent["type"] => type.startsWith("Pod"),
+  decide(cmd, s) {
+    if (cmd.type === "Create") {
+      if (s) throw alreadyExists(`pod ${s.name} exists`);
+      checkPodSpec(cmd.data.spec);
+      return [{ type: "PodCreated", data: cmd.data }];
+    }
+    if (!s) throw notFound("no such pod");
+    switch (cmd.type) {
+      case "Started":
+        return [{ type: "PodStarted", data: cmd.ip ? { ip: cmd.ip, containers: cmd.containers } : { containers: cmd.containers } }];
+      case "Stopped":
+        return [{ type: "PodStopped", data: { containers: cmd.containers } }];
+      case "Remove":
+        return [{ type: "PodRemoved", data: { containers: cmd.containers } }];
+    }
+  },
+  evolve(s, e) {
+    if (e.type === "PodCreated") {
+      const d = e.data;
+      return { id: d.id, name: d.name, node: d.node, spec: d.spec, createdAt: e.at, ip: null, removed: false, version: e.seq };
+    }
+    if (!s) return null;
+    const n: PodState = { ...s, version: e.seq };
+    if (e.type === "PodStarted" && e.data.ip) n.ip = e.data.ip;
+    if (e.type === "PodRemoved") n.removed = true;
+    return n;
+  },
+  refuses: (s, e) => {
+    if (e.type === "PodCreated") return s ? `PodCreated for pod ${s.id}, which exists` : null;
+    return s ? null : `${e.type} for a pod that does not exist (never created, or removed)`;
+  },
+  gone: (s) => s.removed,
+};
+
+export type PodCommands = AggregateCommands<PodState, PodCommand, PodEvent>;

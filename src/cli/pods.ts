@@ -1,0 +1,89 @@
+// `berth pod create|ps|inspect|start|stop|kill|rm` (podman's pod verbs): one verb with subverbs.
+import type { Command } from "commander";
+import type { PodView } from "../contract/views.js";
+import type { PodSpec, PortMapping } from "../shared/spec.js";
+import { parseBytes, parseKeyValues, parsePublish } from "./args.js";
+import { podTable } from "./format.js";
+import { collect, enc, out, printJson, seconds, timeouts, type Json, type Register } from "./kit.js";
+
+type CreateOpts = Json & { name?: string; publish?: PortMapping[]; ip?: string; network?: "none" | "bridge"; share?: string; label?: string[]; annotation?: string[]; memory?: number; cpus?: number; pidsLimit?: number };
+
+const collectPorts = (s: string, prev: PortMapping[] = []) => [...prev, parsePublish(s)];
+
+export const pod: Register = (program, cli, name) => {
+  const p = cli.verb(program, name, "manage pods: containers that share network, IPC and UTS namespaces");
+  const sub = (verb: string, description: string) => cli.verb(p, verb, description);
+
+  sub("create", "create a pod; prints its id")
+    .option("--name <name>", "pod name")
+    .option("-p, --publish <[ip:]hostPort:port[/proto]>", "publish a port of the pod (repeatable)", collectPorts)
+    .option("--ip <addr>", "the pod's IP on the bridge network")
+    .option("--network <mode>", "bridge (default) or none")
+    .option("--share <ns,...>", "namespaces the members share: net, ipc, uts (default all)")
+    .option("-l, --label <k=v>", "label (repeatable)", collect)
+    .option("--annotation <k=v>", "annotation (repeatable)", collect)
+    .option("-m, --memory <bytes>", "memory limit of the whole pod", parseBytes)
+    .option("--cpus <n>", "CPU limit of the whole pod", Number)
+    .option("--pids-limit <n>", "process limit of the whole pod", Number)
+    .action(async (o: CreateOpts, cmd: Command) => {
+      const spec: PodSpec = {};
+      if (o.name) spec.name = o.name;
+      if (o.network || o.ip || o.publish?.length) spec.network = { mode: o.network ?? "bridge", ...(o.ip ? { ip: o.ip } : {}), ...(o.publish?.length ? { ports: o.publish } : {}) };
+      if (o.share) spec.share = o.share.split(",").map((s) => s.trim()).filter(Boolean);
+      if (o.label?.length) spec.labels = parseKeyValues("label", o.label);
+      if (o.annotation?.length) spec.annotations = parseKeyValues("annotation", o.annotation);
+      const r: NonNullable<PodSpec["resources"]> = {};
+      if (o.memory !== undefined) r.memoryBytes = o.memory;
+      if (o.cpus !== undefined) r.cpus = o.cpus;
+      if (o.pidsLimit !== undefined) r.pidsLimit = o.pidsLimit;
+      if (Object.keys(r).length) spec.resources = r;
+      const res = await (await cli.client(cmd)).command<{ id: string }>("berth.cmd.pod.create", spec as Record<string, unknown>);
+      if (o.json) printJson(res);
+      else out(`${res.id}\n`);
+    });
+
+  sub("ps", "list pods")
+    .option("-q, --quiet", "only ids")
+    .action(async (o: Json & { quiet?: boolean }, cmd: Command) => {
+      const r = await (await cli.client(cmd)).get<{ pods: PodView[] }>("/v1/pods");
+      if (o.json) printJson(r.pods);
+      else if (o.quiet) out(r.pods.map((x) => `${x.id}\n`).join(""));
+      else out(podTable(r.pods));
+    });
+
+  sub("inspect", "show a pod as JSON")
+    .argument("<ref>", "pod name or id")
+    .action(async (ref: string, _o: Json, cmd: Command) => printJson(await (await cli.client(cmd)).get(`/v1/pods/${enc(ref)}`)));
+
+  sub("start", "start every container of pods")
+    .argument("<ref...>", "pod names or ids")
+    .action(async (refs: string[], o: Json, cmd: Command) => {
+      const c = await cli.client(cmd);
+      await cli.each(refs, o, (id) => c.command("berth.cmd.pod.start", { id }));
+    });
+
+  sub("stop", "stop every container of pods")
+    .option("-t, --timeout <seconds>", "seconds to wait before SIGKILL", seconds)
+    .argument("<ref...>", "pod names or ids")
+    .action(async (refs: string[], o: Json & { timeout?: number }, cmd: Command) => {
+      const c = await cli.client(cmd);
+      const t = timeouts(o.timeout);
+      await cli.each(refs, o, (id) => c.command("berth.cmd.pod.stop", { id, ...(o.timeout !== undefined ? { timeoutSec: o.timeout } : {}), ...t.body }, t.ms));
+    });
+
+  sub("kill", "send a signal to every container of pods (default SIGKILL)")
+    .option("-s, --signal <signal>", "signal name or number")
+    .argument("<ref...>", "pod names or ids")
+    .action(async (refs: string[], o: Json & { signal?: string }, cmd: Command) => {
+      const c = await cli.client(cmd);
+      await cli.each(refs, o, (id) => c.command("berth.cmd.pod.kill", { id, ...(o.signal ? { signal: o.signal } : {}) }));
+    });
+
+  sub("rm", "remove pods (-f: with their containers)")
+    .option("-f, --force", "remove the pod's containers too")
+    .argument("<ref...>", "pod names or ids")
+    .action(async (refs: string[], o: Json & { force?: boolean }, cmd: Command) => {
+      const c = await cli.client(cmd);
+      await cli.each(refs, o, (id) => c.command("berth.cmd.pod.remove", { id, ...(o.force ? { force: true } : {}) }, 120_000));
+    });
+};

@@ -1,0 +1,130 @@
+// The pod use cases behind `berth.cmd.pod.*`. A pod command is a sequence of its members'
+// container commands (each one crash-safe and retry-safe on its own: their requestIds derive from
+// the pod request's), and the pod's event records that the sequence ended. The pod's sandbox
+// (namespaces, attachment) is made by its first member's start on the owning node and released
+// here, on that node, before PodRemoved is written; a crash in between is finished by a retry,
+// and recovery releases the sandbox of a pod the log says is gone.
+import { randomBytes, randomUUID } from "node:crypto";
+import type { Meta } from "../events/types.js";
+import { conflict, alreadyExists } from "../shared/errors.js";
+import type { PodSpec } from "../shared/spec.js";
+import type { Projector } from "../projections/projector.js";
+import type { ContainerState } from "../aggregates/container/state.js";
+import { DEFAULT_SHARE, type PodCommands, type PodState } from "../aggregates/pod/index.js";
+import { ctxFromMeta, type Ctx, type RequestJournal } from "./command-service.js";
+import type { ContainerService } from "./container-service.js";
+import { idFromRequest } from "./container-service.js";
+import { checkNetworkRequest, holders } from "./network-checks.js";
+import type { NetworkPort, PodHost } from "./ports.js";
+import { toPodView } from "../projections/views.js";
+
+type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
+
+export interface PodServiceDeps {
+  node: string;
+  projector: Projector;
+  pods: PodCommands;
+  containers: ContainerService;
+  network: NetworkPort;
+  host: PodHost;
+}
+
+export class PodService {
+  private readonly reserving = new Set<string>();
+
+  constructor(private readonly d: PodServiceDeps) {}
+
+  private get model() {
+    return this.d.projector.model;
+  }
+
+  private ctx(meta: Meta | undefined): Ctx {
+    const ctx = ctxFromMeta(this.d.node, meta, "anonymous");
+    ctx.requestId ??= randomUUID();
+    return ctx;
+  }
+
+  /** What a member's command carries: the pod request's identity, its own requestId. */
+  private memberOpts(o: Opts, ctx: Ctx, member: string, step: string): Opts {
+    return { timeoutMs: o.timeoutMs, meta: { actor: ctx.actor, correlationId: ctx.correlationId, requestId: `${ctx.requestId}:${step}:${member}` } };
+  }
+
+  private resolve(ref: string): PodState {
+    const p = this.model.pods.get(this.model.podIdOf(ref))!;
+    if (p.node !== this.d.node) throw conflict(`pod ${p.name} is on node ${p.node}: send the command to its daemon`);
+    return p;
+  }
+
+  async create(spec: PodSpec, o: Opts = {}): Promise<{ id: string; name: string }> {
+    const ctx = this.ctx(o.meta);
+    const id = o.meta?.requestId ? idFromRequest("pod", o.meta.requestId) : randomBytes(32).toString("hex");
+    const mine = this.model.pods.get(id);
+    if (mine) return { id, name: mine.name };
+    const name = spec.name ?? `pod-${id.slice(0, 12)}`;
+    const node = spec.node ?? this.d.node;
+    const accepted: PodSpec = { ...spec, name, node, share: spec.share ?? [...DEFAULT_SHARE], network: { ...spec.network, mode: spec.network?.mode ?? "bridge" } };
+    if ([...this.model.pods.values()].some((p) => p.name === name) || this.reserving.has(name)) throw alreadyExists(`the pod name '${name}' is already in use`);
+    const held = node === this.d.node ? await checkNetworkRequest(accepted, holders(this.model), this.d.network, this.reserving) : [];
+    for (const k of [name, ...held]) this.reserving.add(k);
+    try {
+      await this.d.pods.handle(id, { type: "Create", data: { id, name, node, spec: accepted } }, ctx);
+    } finally {
+      for (const k of [name, ...held]) this.reserving.delete(k);
+    }
+    return { id, name };
+  }
+
+  /** Starts every member that is not running, in the order they were created. */
+  async start(ref: string, o: Opts = {}) {
+    const pod = this.resolve(ref);
+    const ctx = this.ctx(o.meta);
+    for (const m of this.members(pod.id)) {
+      if (m.state === "running" || m.state === "paused") continue;
+      await this.d.containers.start(m.id, this.memberOpts(o, ctx, "start", m.id));
+    }
+    const members = this.members(pod.id);
+    const ip = members.find((m) => m.ip)?.ip ?? null;
+    await this.d.pods.handle(pod.id, { type: "Started", ip, containers: members.map((m) => m.id) }, ctx);
+    return this.view(pod.id);
+  }
+
+  async stop(ref: string, timeoutSec: number | undefined, o: Opts = {}) {
+    const pod = this.resolve(ref);
+    const ctx = this.ctx(o.meta);
+    // Together: each waits out its own stop timeout, so a pod stops in about the longest one.
+    const running = this.members(pod.id).filter((m) => m.state === "running" || m.state === "paused" || m.state === "restarting");
+    await Promise.all(running.map((m) => this.d.containers.stop(m.id, timeoutSec, this.memberOpts(o, ctx, "stop", m.id))));
+    await this.d.pods.handle(pod.id, { type: "Stopped", containers: running.map((m) => m.id) }, ctx);
+    return this.view(pod.id);
+  }
+
+  async kill(ref: string, signal: string | undefined, o: Opts = {}) {
+    const pod = this.resolve(ref);
+    const ctx = this.ctx(o.meta);
+    const running = this.members(pod.id).filter((m) => m.state === "running" || m.state === "paused");
+    await Promise.all(running.map((m) => this.d.containers.kill(m.id, signal, this.memberOpts(o, ctx, "kill", m.id))));
+    return this.view(pod.id);
+  }
+
+  async remove(ref: string, force: boolean | undefined, o: Opts = {}) {
+    const pod = this.resolve(ref);
+    const ctx = this.ctx(o.meta);
+    const members = this.members(pod.id);
+    if (members.length && !force) {
+      throw conflict(`pod ${pod.name} has ${members.length} container(s): ${members.map((m) => m.name).join(", ")}; remove them or use force`);
+    }
+    for (const m of members) await this.d.containers.remove(m.id, true, this.memberOpts(o, ctx, "remove", m.id));
+    await this.d.host.removePod(pod.id);
+    await this.d.pods.handle(pod.id, { type: "Remove", containers: members.map((m) => m.id) }, ctx);
+    return { id: pod.id };
+  }
+
+  private members(podId: string): ContainerState[] {
+    return this.model.membersOf(podId).sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : 1));
+  }
+
+  view(id: string) {
+    const p = this.model.pods.get(id);
+    return p ? toPodView(p, this.members(id)) : null;
+  }
+}
