@@ -81,9 +81,11 @@ describe("container decider", () => {
     }
   });
 
-  it("create in a pod is InvalidArgument until pods exist; pod null is fine", () => {
-    const c = created({ pod: "app" }) as Extract<NewEvent, { type: "ContainerCreated" }>;
-    given().when({ type: "Create", data: c.data }).thenThrows("InvalidArgument", /pods are not supported/);
+  it("create in a pod with its own network or hostname is InvalidArgument; pod null is fine", () => {
+    const c = created({ pod: "app", network: { mode: "bridge" } }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+    given().when({ type: "Create", data: c.data }).thenThrows("InvalidArgument", /takes its network and hostname from its pod/);
+    const h = created({ pod: "app", hostname: "x" }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+    given().when({ type: "Create", data: h.data }).thenThrows("InvalidArgument", /from its pod/);
     const d = created({ pod: null }) as Extract<NewEvent, { type: "ContainerCreated" }>;
     given().when({ type: "Create", data: d.data }).then([d]);
   });

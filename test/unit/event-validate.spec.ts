@@ -2,7 +2,7 @@
 // quarantine of what fails it or the transition table.
 import { describe, expect, it } from "vitest";
 import { PAYLOADS } from "../../src/events/event-schemas.js";
-import { containerSubject, imageSubject, nodeSubject, type EventType, type StoredEvent } from "../../src/events/types.js";
+import { containerSubject, podSubject, imageSubject, nodeSubject, type EventType, type StoredEvent } from "../../src/events/types.js";
 import { admit, isRejected, type RejectedEvent } from "../../src/events/validate.js";
 import { ReadModel } from "../../src/projections/read-model.js";
 
@@ -32,6 +32,10 @@ const VALID: Record<EventType, unknown> = {
   ContainerUpdated: { restartPolicy: { name: "always" }, healthcheck: null },
   ContainerRemoveRequested: { force: true },
   ContainerNetworkDetached: { ip: "10.89.3.7" },
+  PodCreated: { id: ID, name: "app", node: "n1", spec: { name: "app", share: ["net", "ipc", "uts"], network: { mode: "bridge", ports: [{ hostPort: 9090, containerPort: 90 }] } } },
+  PodStarted: { ip: "10.89.3.8", containers: [ID] },
+  PodStopped: { containers: [ID] },
+  PodRemoved: { containers: [] },
   ContainerRemoved: {},
   ContainerRestartScheduled: { attempt: 1, delayMs: 100 },
   ContainerRestartCancelled: {},
@@ -45,7 +49,8 @@ const VALID: Record<EventType, unknown> = {
   NodeStarted: { httpUrl: "http://127.0.0.1:1", version: "0.1.0", dataRoot: "/var/lib/berth" },
   NodeRestored: { containers: 1, durationMs: 2, failed: 0, orphans: [] },
 };
-const subjectOf = (t: string) => (t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : containerSubject(ID));
+const subjectOf = (t: string) =>
+  t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Pod") ? podSubject(ID) : containerSubject(ID);
 const reason = (r: StoredEvent | RejectedEvent) => (isRejected(r) ? r.reason : null);
 
 describe("admit: a message read back from the stream", () => {
