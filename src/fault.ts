@@ -5,7 +5,9 @@
 //   after-action     the host action of an intent was done, before its outcome was appended
 //   snapshot-write   in the middle of writing a projection snapshot
 //   recovery         during recovery, after the host facts were gathered
-export type FaultPoint = "after-intent" | "after-action" | "snapshot-write" | "recovery";
+//   after-attach     a start's CNI ADD (and netns pin) is done, before the container is created
+//   after-detach     a removal's CNI DEL is done, before it is recorded (a container's or a pod's)
+export type FaultPoint = "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

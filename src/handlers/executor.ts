@@ -174,7 +174,9 @@ export class Executor {
           }
           {
             // The attachment goes first, while its netns is there: DEL then removes every rule.
-            const ip = await this.host.detachNetwork(id);
+            // After a crash between the DEL and its record, the log's IP says what was released.
+            const ip = (await this.host.detachNetwork(id)) ?? (c.spec.pod ? null : c.ip);
+            if (ip) fault("after-detach");
             if (ip) await this.outcome(id, { type: "ContainerNetworkDetached", data: { ip } }, ctx, intentKey(ctx));
           }
           await this.host.cleanup(id);

@@ -6,6 +6,7 @@
 // and recovery releases the sandbox of a pod the log says is gone.
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Meta } from "../events/types.js";
+import { fault } from "../fault.js";
 import { conflict, alreadyExists } from "../shared/errors.js";
 import type { PodSpec } from "../shared/spec.js";
 import type { Projector } from "../projections/projector.js";
@@ -113,10 +114,23 @@ export class PodService {
     if (members.length && !force) {
       throw conflict(`pod ${pod.name} has ${members.length} container(s): ${members.map((m) => m.name).join(", ")}; remove them or use force`);
     }
-    for (const m of members) await this.d.containers.remove(m.id, true, this.memberOpts(o, ctx, "remove", m.id));
+    for (const m of members) {
+      // A removal under way (a retry after a crash, or a user's own rm): wait for it instead.
+      if (m.state === "removing") await this.untilGone(m.id, o.timeoutMs ?? 30_000);
+      else await this.d.containers.remove(m.id, true, this.memberOpts(o, ctx, "remove", m.id));
+    }
     await this.d.host.removePod(pod.id);
+    fault("after-detach");
     await this.d.pods.handle(pod.id, { type: "Remove", containers: members.map((m) => m.id) }, ctx);
     return { id: pod.id };
+  }
+
+  private async untilGone(id: string, timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (this.model.byId(id)) {
+      if (Date.now() > end) throw conflict(`container ${id.slice(0, 12)} is still being removed`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   private members(podId: string): ContainerState[] {

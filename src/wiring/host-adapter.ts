@@ -1,5 +1,6 @@
 // Adapts the runtime to what the executor asks of the host.
 import { BerthError, ErrorCode } from "../shared/errors.js";
+import { fault } from "../fault.js";
 import { existsSync } from "node:fs";
 import type { HostOps, NetPlan, NetworkPort, RecoveryHost } from "../handlers/ports.js";
 import type { NetSetup } from "../shared/host-facts.js";
@@ -25,6 +26,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
         const sb = await rt.ensureSandbox(plan.pod, { kinds: plan.share, hostname: plan.hostname, bridge: plan.bridge ?? undefined });
         net = { namespacePaths: sb.paths, ip: sb.ip, hostname: plan.hostname };
       }
+      if (net) fault("after-attach");
       await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined });
       const r = await rt.start(c.id);
       return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };

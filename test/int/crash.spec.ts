@@ -75,6 +75,8 @@ describe.skipIf(skip)("crash matrix", () => {
     if (session.d && session.nc) {
       const { body } = await http<{ containers: { id: string }[] }>("/v1/containers?all=true");
       for (const c of body?.containers ?? []) await cmd("remove", { id: c.id, force: true });
+      const pods = await http<{ pods: { id: string }[] }>("/v1/pods");
+      for (const p of pods.body?.pods ?? []) await cmd("pod.remove", { id: p.id, force: true });
     }
     await down();
     await rm(dataRoot, { recursive: true, force: true });
@@ -91,6 +93,54 @@ describe.skipIf(skip)("crash matrix", () => {
         }
       });
     }
+  }
+
+  // The network steps (bridge is the default): between CNI ADD and the container's start, and
+  // between CNI DEL and its record.
+  const NET_CASES: [Case, string][] = [
+    [{ ...CASES.find((x) => x.verb === "run")!, before: 0 }, "after-attach"],
+    [{ ...CASES.find((x) => x.verb === "start")!, before: 0 }, "after-attach"],
+    [{ ...CASES.find((x) => x.verb === "remove")!, before: 0 }, "after-detach"],
+  ];
+  for (const [c, point] of NET_CASES) {
+    it(`${c.verb} dies ${point}, then converges`, async () => {
+      try {
+        await crashAndConverge(c, point);
+      } finally {
+        await down();
+      }
+    });
+  }
+
+  it("pod rm -f dies after its sandbox is released, and a retry finishes it with nothing left", async () => {
+    try {
+      await up({ BERTH_FAULT: "after-detach:1" });
+      expect((await cmd("pod.create", { name: "cp" })).error).toBeUndefined();
+      expect((await cmd("run", { name: "cp-a", pod: "cp", image: "busybox", cmd: ["sleep", "1000"] })).error).toBeUndefined();
+      const podId = (await http<{ id: string }>("/v1/pods/cp")).body.id;
+      // The member's removal has no attachment of its own (it is the pod's): the fault is the pod's.
+      const outcome = await Promise.race([
+        cmd("pod.remove", { id: "cp", force: true }, 10_000).then(() => "replied", () => "no reply"),
+        session.d!.exited.then(() => "died"),
+      ]);
+      expect(outcome).toBe("died");
+      await session.nc!.close().catch(() => undefined);
+      await up();
+      expect((await http("/v1/pods/cp")).status).toBe(200);
+      expect((await cmd("pod.remove", { id: "cp", force: true })).error).toBeUndefined();
+      expect((await http("/v1/pods/cp")).status).toBe(404);
+      expect(existsSync(join(dataRoot, "sandboxes", podId))).toBe(false);
+      expectNoNetworkLeft();
+    } finally {
+      await down();
+    }
+  });
+
+  function expectNoNetworkLeft() {
+    expect(readdirSync(join(dataRoot, "sandboxes"))).toEqual([]);
+    expect(readdirSync(join(dataRoot, "network", "attachments"))).toEqual([]);
+    const leases = readdirSync(join(dataRoot, "network", "leases")).flatMap((n) => readdirSync(join(dataRoot, "network", "leases", n)));
+    expect(leases.filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))).toEqual([]);
   }
 
   it("dies during recovery, then converges", async () => {
@@ -189,5 +239,8 @@ describe.skipIf(skip)("crash matrix", () => {
         if (settled.c) expect((await cmd("remove", { id: target, force: true })).ok).toBe(true);
         expect(readdirSync(join(dataRoot, "containers"))).toEqual([]);
         expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(join(dataRoot, "containers"));
+        expectNoNetworkLeft();
+        // A removal's release of the IP is recorded once, crash or not.
+        if (c.verb === "remove") expect(body.events.filter((e) => e.type === "ContainerNetworkDetached")).toHaveLength(1);
   }
 });

@@ -94,9 +94,10 @@ export class ProcSession {
     if (this.d) await stopProc(this.d, signal);
   }
 
-  /** `berth.cmd.container.<verb>` as any client sends it. */
+  /** `berth.cmd.container.<verb>` as any client sends it (`pod.<verb>` for a pod's). */
   async cmd(verb: string, body: unknown, timeoutMs = 30_000): Promise<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } }> {
-    return (await this.nc!.request(`berth.cmd.container.${verb}`, JSON.stringify(body), { timeout: timeoutMs })).json();
+    const subject = verb.startsWith("pod.") ? `berth.cmd.${verb}` : `berth.cmd.container.${verb}`;
+    return (await this.nc!.request(subject, JSON.stringify(body), { timeout: timeoutMs })).json();
   }
 
   async http<T>(path: string): Promise<{ status: number; body: T }> {
