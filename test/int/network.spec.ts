@@ -260,3 +260,41 @@ describe.skipIf(skip)("bad network input", () => {
     expect(hostState()).toEqual(host);
   });
 });
+
+describe.skipIf(skip)("two daemons on one machine", () => {
+  let a: TestDaemon;
+  let b: TestDaemon;
+  beforeAll(async () => {
+    a = await startTestDaemon();
+    b = await startTestDaemon();
+  });
+  afterAll(async () => {
+    await a?.destroy();
+    await b?.destroy();
+  });
+
+  it("each has its own bridge, subnet and leases, and their containers run side by side", async () => {
+    const net = (d: TestDaemon) => JSON.parse(readFileSync(join(d.dataRoot, "network", "network.json"), "utf8")) as { bridge: string; subnet: string; name: string };
+    const [na, nb] = [net(a), net(b)];
+    expect(na.bridge).not.toBe(nb.bridge);
+    expect(na.subnet).not.toBe(nb.subnet);
+    expect(na.name).not.toBe(nb.name);
+    for (const d of [a, b]) {
+      const r = await d.cmd<{ id: string }>("container.run", { name: "same-name", image: "busybox:latest", cmd: ["sleep", "1000"] });
+      expect(r.error).toBeUndefined();
+    }
+    const ca = await a.get<C>("/v1/containers/same-name");
+    const cb = await b.get<C>("/v1/containers/same-name");
+    const inSubnet = (ip: string, subnet: string) => ip.split(".").slice(0, 3).join(".") === subnet.split(".").slice(0, 3).join(".");
+    expect(inSubnet(ca.ip!, na.subnet)).toBe(true);
+    expect(inSubnet(cb.ip!, nb.subnet)).toBe(true);
+    expect(links()).toContain(na.bridge);
+    expect(links()).toContain(nb.bridge);
+    // Removing one daemon's container and stopping it leaves the other's network alone.
+    expect((await a.cmd("container.remove", { id: "same-name", force: true })).ok).toBe(true);
+    await a.stop();
+    expect(links()).not.toContain(na.bridge);
+    expect(links()).toContain(nb.bridge);
+    expect((await b.get<C>("/v1/containers/same-name")).state).toBe("running");
+  });
+});
