@@ -13,14 +13,12 @@ import { invalid } from "../shared/errors.js";
 import type { AttachService, AttachSession } from "../handlers/attach-service.js";
 import { logger } from "../log.js";
 import { Meta, validator } from "./schemas.js";
-import { dropRefusedUpgrade, frameBytes, parseControl, refuseWith, sendFrame } from "./ws-kit.js";
+import { dropRefusedUpgrade, frameBytes, parseControl, refuseWith, ResizeFrame, sendFrame, Size } from "./ws-kit.js";
 
-const Size = Type.Integer({ minimum: 1, maximum: 10_000 });
 const AttachFrame = Type.Object(
   { type: Type.Literal("attach"), cols: Size, rows: Size, start: Type.Optional(Type.Boolean()), meta: Type.Optional(Meta) },
   { additionalProperties: false },
 );
-const ResizeFrame = Type.Object({ type: Type.Literal("resize"), cols: Size, rows: Size }, { additionalProperties: false });
 
 /**
  * conmon cannot be paused from here (it writes to its clients until they read): a client that

@@ -14,9 +14,8 @@ import { invalid } from "../shared/errors.js";
 import type { ExecService, TtySession } from "../handlers/exec-service.js";
 import { logger } from "../log.js";
 import { ExecFields, Meta, validator } from "./schemas.js";
-import { dropRefusedUpgrade, frameBytes, parseControl, refuseWith, sendFrame } from "./ws-kit.js";
+import { dropRefusedUpgrade, frameBytes, parseControl, refuseWith, ResizeFrame, sendFrame, Size } from "./ws-kit.js";
 
-const Size = Type.Integer({ minimum: 1, maximum: 10_000 });
 export const StartFrame = Type.Object(
   {
     type: Type.Literal("start"),
@@ -32,7 +31,6 @@ export const StartFrame = Type.Object(
   { additionalProperties: false },
 );
 export type StartFrame = Static<typeof StartFrame>;
-const ResizeFrame = Type.Object({ type: Type.Literal("resize"), cols: Size, rows: Size }, { additionalProperties: false });
 
 /** Output waiting for a slow client beyond this pauses the process's terminal until it drains. */
 const HIGH_WATER = 1024 * 1024;

@@ -1,5 +1,6 @@
 // What the terminal WebSocket routes (exec, attach) share: the upgrade's clean-up, refusing with
 // an error frame, and reading a control frame (docs/API.md "Exec on a terminal").
+import { Type } from "@sinclair/typebox";
 import type { WebSocket } from "ws";
 import { BerthError, ErrorCode, invalid, toBerthError } from "../shared/errors.js";
 import type { Logger } from "../log.js";
@@ -37,6 +38,11 @@ export function parseControl(data: unknown): { type?: unknown } {
     throw invalid("control frame is not valid JSON");
   }
 }
+
+/** A terminal's columns or rows. */
+export const Size = Type.Integer({ minimum: 1, maximum: 10_000 });
+/** `{"type":"resize"}`: the client's window changed. */
+export const ResizeFrame = Type.Object({ type: Type.Literal("resize"), cols: Size, rows: Size }, { additionalProperties: false });
 
 /** A binary frame's bytes, however ws delivered them. */
 export const frameBytes = (data: unknown): Buffer => (Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]));
