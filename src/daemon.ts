@@ -19,6 +19,7 @@ import { Executor } from "./handlers/executor.js";
 import { HealthMonitor } from "./handlers/health-monitor.js";
 import { ImageService } from "./handlers/image-service.js";
 import { ExecService } from "./handlers/exec-service.js";
+import { AttachService } from "./handlers/attach-service.js";
 import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
 import { createMetrics } from "./api/metrics.js";
@@ -128,6 +129,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
   const metrics = createMetrics(projector.model);
   const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
+  const attach = new AttachService({ node: o.node, projector, containers, host: runtime });
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
@@ -145,6 +147,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     metrics,
     logs: (id, q) => runtime.readLogs(id, q),
     exec,
+    attach,
   });
   await http.listen({ host: listen.host, port: listen.port });
   const addr = http.server.address();
@@ -224,6 +227,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await http.close().catch(() => undefined);
       // Exec sessions end with the daemon (their end is recorded); a command waiting for one must not hold the stop.
       await exec.stop();
+      attach.stop();
       await nats.stop();
       stopWatch();
       stopRotation();

@@ -10,13 +10,12 @@
 import { Type, type Static } from "@sinclair/typebox";
 import type { FastifyInstance } from "fastify";
 import type { WebSocket } from "ws";
-import { BerthError, ErrorCode, invalid, toBerthError } from "../shared/errors.js";
+import { invalid } from "../shared/errors.js";
 import type { ExecService, TtySession } from "../handlers/exec-service.js";
 import { logger } from "../log.js";
 import { ExecFields, Meta, validator } from "./schemas.js";
-import { MAX_BODY_BYTES } from "./nats-service.js";
+import { dropRefusedUpgrade, frameBytes, parseControl, refuseWith, ResizeFrame, sendFrame, Size } from "./ws-kit.js";
 
-const Size = Type.Integer({ minimum: 1, maximum: 10_000 });
 export const StartFrame = Type.Object(
   {
     type: Type.Literal("start"),
@@ -32,7 +31,6 @@ export const StartFrame = Type.Object(
   { additionalProperties: false },
 );
 export type StartFrame = Static<typeof StartFrame>;
-const ResizeFrame = Type.Object({ type: Type.Literal("resize"), cols: Size, rows: Size }, { additionalProperties: false });
 
 /** Output waiting for a slow client beyond this pauses the process's terminal until it drains. */
 const HIGH_WATER = 1024 * 1024;
@@ -48,25 +46,15 @@ export function registerExecRoute(api: FastifyInstance, exec: ExecService, v1: R
     "/v1/containers/:ref/exec",
     {
       websocket: true,
-      // An upgrade refused before the route (401, 503 by the /v1 hooks, which run before
-      // @fastify/websocket's own) leaves its raw socket unread and open: close() would wait for
-      // it forever. Once the refusal is sent, the socket goes.
-      onResponse: async (req) => {
-        if (req.headers.upgrade) req.raw.socket?.destroy();
-      },
+      onResponse: dropRefusedUpgrade,
       schema: { ...v1, tags: ["containers"], description: "WebSocket: a command on a terminal in a running container (docs/API.md)" },
     },
     (socket: WebSocket, req) => {
       const ref = (req.params as { ref: string }).ref;
       let session: TtySession | null = null;
       let closed = false;
-      const send = (msg: object) => socket.readyState === socket.OPEN && socket.send(JSON.stringify(msg));
-      const refuse = (err: unknown) => {
-        const e = toBerthError(err);
-        if (!(err instanceof BerthError)) log.error({ err }, "terminal exec failed");
-        send({ type: "error", code: e.code, message: e.message });
-        socket.close(e.code === ErrorCode.Internal || e.code === ErrorCode.RuntimeError ? 1011 : 1008, e.code);
-      };
+      const send = (msg: object) => sendFrame(socket, msg);
+      const refuse = refuseWith(socket, log, "terminal exec");
       const startTimer = setTimeout(() => refuse(invalid("no start frame")), START_WITHIN_MS);
       socket.on("close", () => {
         closed = true;
@@ -76,18 +64,16 @@ export function registerExecRoute(api: FastifyInstance, exec: ExecService, v1: R
       });
       socket.on("message", (data, isBinary) => {
         if (isBinary) {
-          session?.process.write(Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]));
+          session?.process.write(frameBytes(data));
           return;
         }
-        let msg: unknown;
+        let msg: { type?: unknown };
         try {
-          const text = data.toString();
-          if (text.length > MAX_BODY_BYTES) throw invalid(`start frame of ${text.length} bytes exceeds ${MAX_BODY_BYTES}`);
-          msg = JSON.parse(text);
+          msg = parseControl(data);
         } catch (err) {
-          return refuse(err instanceof BerthError ? err : invalid("control frame is not valid JSON"));
+          return refuse(err);
         }
-        const type = (msg as { type?: unknown })?.type;
+        const type = msg?.type;
         if (type === "resize") {
           try {
             const r = resize(msg);

@@ -16,6 +16,8 @@ import * as S from "./http-schemas.js";
 import { logsRoute, type LogsSource } from "./logs-route.js";
 import type { ExecService } from "../handlers/exec-service.js";
 import { registerExecRoute } from "./exec-ws.js";
+import type { AttachService } from "../handlers/attach-service.js";
+import { registerAttachRoute } from "./attach-ws.js";
 import { verifyLog } from "./audit.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
 
@@ -30,6 +32,8 @@ export interface HttpOptions {
   logs: LogsSource;
   /** Terminal exec sessions (a WebSocket route); without it the route does not exist. */
   exec?: ExecService;
+  /** Clients on containers' own terminals (a WebSocket route, with exec's). */
+  attach?: AttachService;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -117,6 +121,7 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
   app.register(async (api) => {
     const v1 = { security: [{ bearer: [] }] };
     if (opts.exec) registerExecRoute(api, opts.exec, v1);
+    if (opts.exec && opts.attach) registerAttachRoute(api, opts.attach, v1);
 
     api.get("/healthz", { schema: { tags: ["ops"], response: { 200: S.Health } } }, async () => ({ status: "ok" }));
     api.get(

@@ -28,6 +28,8 @@ export interface RunOptions {
   stopTimeout?: number;
   node?: string;
   detach?: boolean;
+  interactive?: boolean;
+  tty?: boolean;
   json?: boolean;
 }
 
@@ -130,9 +132,11 @@ export function addRunOptions(cmd: Command): Command {
       // Everything after IMAGE belongs to the container: `sh -c 'echo hi'` is not ours to parse.
       .passThroughOptions()
       .option("--name <name>", "container name")
-      // run always returns once the container has started, printing its id: -d is accepted so
-      // that docker's and podman's `run -d …` lines work as they are.
-      .option("-d, --detach", "run in the background (the default; accepted for docker compatibility)")
+      // run returns once the container has started, printing its id (unless -t): -d is accepted
+      // so that docker's and podman's `run -d …` lines work as they are.
+      .option("-d, --detach", "run in the background (the default without -t)")
+      .option("-t, --tty", "give the container a terminal; run attaches to it (unless -d)")
+      .option("-i, --interactive", "the terminal takes input (with -t)")
       .option("-e, --env <K=V>", "environment variable (repeatable); a bare K copies it from here", collectStr)
       .option("--entrypoint <path>", "replace the image's entrypoint (\"\" clears it)")
       .option("-w, --workdir <dir>", "working directory inside the container")
@@ -176,6 +180,8 @@ export function specFromOptions(
   if (o.annotation?.length) spec.annotations = parseKeyValues("annotation", o.annotation);
   if (o.restart) spec.restartPolicy = o.restart;
   if (o.rm) spec.autoRemove = true;
+  if (o.tty) spec.tty = true;
+  if (o.interactive) spec.stdin = true;
   const resources: NonNullable<ContainerSpec["resources"]> = {};
   if (o.memory !== undefined) resources.memoryBytes = o.memory;
   if (o.cpus !== undefined) resources.cpus = o.cpus;

@@ -3,6 +3,7 @@
 import type { Command } from "commander";
 import type { ContainerView } from "../contract/views.js";
 import { addRunOptions, specFromOptions, type RunOptions } from "./args.js";
+import { attach, runOnTerminal, start } from "./attach.js";
 import { containerTable } from "./format.js";
 import { collect, enc, out, printJson, seconds, timeouts, type Json, type Register, type VerbTable } from "./kit.js";
 
@@ -14,6 +15,8 @@ const runLike =
       .option("--data-root <dir>", "where client.json is")
       .action(async (image: string, command: string[], o: RunOptions, cmd: Command) => {
         const spec = specFromOptions(o, image, command);
+        // `run -t` stays on the container's terminal, as docker's does (`-d` to leave it).
+        if (name === "run" && spec.tty && !o.detach) return void (cli.ctx.exitCode = await runOnTerminal(await cli.client(cmd), spec));
         const r = await (await cli.client(cmd)).command<{ id: string }>(subject, spec);
         if (o.json) printJson(r);
         else out(`${r.id}\n`);
@@ -50,7 +53,8 @@ const withTimeout =
 export const verbs: VerbTable = {
   run: runLike("berth.cmd.container.run", "create and start a container; prints its id"),
   create: runLike("berth.cmd.container.create", "create a container; prints its id"),
-  start: onEach("start containers", "berth.cmd.container.start"),
+  start,
+  attach,
   pause: onEach("pause containers", "berth.cmd.container.pause"),
   unpause: onEach("unpause containers", "berth.cmd.container.unpause"),
   stop: withTimeout("stop containers: the stop signal, then SIGKILL after the timeout", "berth.cmd.container.stop"),

@@ -2,10 +2,9 @@
 // container. Piped, it is one NATS request (output comes at the end, bounded); with -t it is a
 // terminal session over the HTTP API's WebSocket route (docs/API.md). Either way the CLI exits
 // with the process's own status. `ws` is loaded only for -t, so plain verbs do not pay for it.
-import { randomUUID } from "node:crypto";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import { actor, CliError, type Client } from "./client.js";
+import { CliError, type Client } from "./client.js";
 
 export interface ExecCliDeps {
   client: (cmd: Command) => Promise<Client>;
@@ -56,7 +55,11 @@ export function addExecVerb(program: Command, d: ExecCliDeps): void {
         ...(o.workdir !== undefined ? { workdir: o.workdir } : {}),
       };
       const client = await d.client(cmd);
-      if (o.tty) return d.setExit(await terminal(client, ref, { ...body, ...(o.timeout ? { timeoutSec: o.timeout } : {}) }));
+      if (o.tty) {
+        const { terminal } = await import("./terminal.js");
+        const start = { type: "start", ...body, ...(o.timeout ? { timeoutSec: o.timeout } : {}) };
+        return d.setExit(await terminal(client, { route: `/v1/containers/${encodeURIComponent(ref)}/exec`, what: "exec", ready: "started", first: start }));
+      }
       const timeoutSec = o.timeout ?? DEFAULT_TIMEOUT_SEC;
       const r = await client.command<{ exitCode: number; stdout: string; stderr: string; truncated: boolean }>(
         "berth.cmd.container.exec",
@@ -71,76 +74,4 @@ export function addExecVerb(program: Command, d: ExecCliDeps): void {
       }
       d.setExit(r.exitCode < 0 ? 126 : r.exitCode & 255);
     });
-}
-
-/** A terminal session; resolves with the process's exit status. */
-async function terminal(client: Client, ref: string, body: Record<string, unknown>): Promise<number> {
-  const { WebSocket } = await import("ws");
-  const base = client.cfg.http.url.replace(/\/$/, "").replace(/^http/, "ws");
-  const ws = new WebSocket(`${base}/v1/containers/${encodeURIComponent(ref)}/exec`, {
-    headers: { authorization: `Bearer ${client.cfg.http.token}` },
-  });
-  const stdin = process.stdin;
-  const stdout = process.stdout;
-  const size = () => ({ cols: stdout.columns || 80, rows: stdout.rows || 24 });
-  let raw = false;
-  let exitCode = null as number | null;
-  let failure = null as CliError | null;
-
-  const onInput = (b: Buffer) => ws.readyState === ws.OPEN && ws.send(b, { binary: true });
-  const onResize = () => ws.readyState === ws.OPEN && ws.send(JSON.stringify({ type: "resize", ...size() }));
-  const restore = () => {
-    stdin.off("data", onInput);
-    stdout.off("resize", onResize);
-    if (raw) stdin.setRawMode(false);
-    raw = false;
-    stdin.pause();
-  };
-
-  try {
-    await new Promise<void>((resolve) => {
-      ws.on("unexpected-response", (_req, res) => {
-        let text = "";
-        res.on("data", (c: Buffer) => (text += c.toString()));
-        res.on("end", () => {
-          let e: { code?: string; message?: string } | undefined;
-          try {
-            e = (JSON.parse(text) as { error?: typeof e }).error;
-          } catch {
-            /* not ours */
-          }
-          failure = new CliError(e?.code ?? `HTTP${res.statusCode}`, e?.message ?? `${res.statusCode} from the exec route`);
-          resolve();
-        });
-      });
-      ws.on("error", (err) => {
-        failure ??= new CliError("Unavailable", `cannot reach ${client.cfg.http.url}: ${err.message} (is the daemon running?)`);
-        resolve();
-      });
-      ws.on("open", () => {
-        ws.send(JSON.stringify({ type: "start", ...body, ...size(), meta: { actor: actor(), requestId: randomUUID() } }));
-      });
-      ws.on("message", (data, isBinary) => {
-        if (isBinary) return void stdout.write(data as Buffer);
-        const msg = JSON.parse(data.toString()) as { type: string; exitCode?: number; code?: string; message?: string };
-        if (msg.type === "started") {
-          // Only now: keystrokes typed before the process exists would be lost, or mistaken for a frame.
-          if (stdin.isTTY) {
-            stdin.setRawMode(true);
-            raw = true;
-          }
-          stdin.on("data", onInput);
-          stdin.resume();
-          stdout.on("resize", onResize);
-        } else if (msg.type === "exit") exitCode = msg.exitCode ?? 0;
-        else if (msg.type === "error") failure = new CliError(msg.code ?? "Internal", msg.message ?? "the daemon gave no reason");
-      });
-      ws.on("close", () => resolve());
-    });
-  } finally {
-    restore();
-  }
-  if (failure) throw failure;
-  if (exitCode === null) throw new CliError("Unavailable", "the exec session broke off before the process ended");
-  return exitCode < 0 ? 126 : exitCode & 255;
 }

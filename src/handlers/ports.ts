@@ -4,7 +4,7 @@
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { PortMapping, Resources } from "../shared/spec.js";
-import type { ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
+import type { ConsoleSession, ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
@@ -100,4 +100,9 @@ export interface ExecProcessOptions {
   cwd?: string;
 }
 
-export type { TtyProcess };
+/** A client on a container's own terminal (HostRuntime implements it). */
+export interface AttachHost {
+  attach(id: string): Promise<ConsoleSession>;
+}
+
+export type { ConsoleSession, TtyProcess };

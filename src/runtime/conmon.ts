@@ -35,6 +35,13 @@ export interface ConmonOptions {
   runcLog: string;
   timeoutMs: number;
   log: Logger;
+  /**
+   * The process has a terminal (config.json `process.terminal`): conmon takes its pty master
+   * from runc's console socket and serves it on `<socketDir>/<id>/attach` (console.ts).
+   */
+  terminal?: boolean;
+  /** Attached clients' input reaches the terminal; it stays open when one detaches, for the next. */
+  stdin?: boolean;
 }
 
 export interface ConmonStarted {
@@ -60,6 +67,8 @@ export function conmonArgs(o: ConmonOptions): string[] {
     "-l", `k8s-file:${o.logPath}`,
     "--log-level", "warn",
   ];
+  if (o.terminal) args.push("-t");
+  if (o.stdin) args.push("-i", "--leave-stdin-open");
   for (const a of [...o.runtimeArgs, `--log=${o.runcLog}`, "--log-format=json"]) args.push("--runtime-arg", a);
   return args;
 }

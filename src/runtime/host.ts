@@ -19,7 +19,7 @@ import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
 import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult, type ExecUser } from "./runc.js";
-import type { ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
+import type { ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 import writeFileAtomic from "write-file-atomic";
 import type { Readable } from "node:stream";
 import type { LogPolicy } from "./log-files.js";
@@ -27,6 +27,7 @@ import { DEFAULT_LOG_POLICY, LogRotator } from "./log-rotator.js";
 import { readLogLines, readLogs, type LogQuery } from "./logs.js";
 import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
 import { resolveUserIn } from "./users.js";
+import { ConsoleHub } from "./console.js";
 
 export interface HostRuntimeOptions {
   dataRoot: string;
@@ -59,6 +60,7 @@ export class HostRuntime {
   private readonly logPolicy: LogPolicy;
   private readonly subnet?: string;
   private sandboxSet?: Sandboxes;
+  private readonly consoles = new ConsoleHub();
 
   constructor(opts: HostRuntimeOptions) {
     if (!NAME_RE.test(opts.node)) throw invalid(`invalid node name '${opts.node}'`);
@@ -165,6 +167,9 @@ export class HostRuntime {
     // Remembered so start() can remount after a host reboot without the image record at hand.
     await writeAtomic(`${cp.dir}/lower`, image.rootfs);
     if (spec.log) await writeAtomic(cp.logPolicy, JSON.stringify(spec.log));
+    // config.json has the terminal; whether its input is open is conmon's business only (start()).
+    if (spec.stdin) await writeAtomic(stdinMarker(cp.dir), "");
+    else await rm(stdinMarker(cp.dir), { force: true });
     await mountOverlay({ lower: image.rootfs, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
     const etcFiles = host ? undefined : await writeEtcFiles(cp.dir, { hostname, ip: net?.ip ?? null, aliases: name !== hostname && NAME_RE.test(name) ? [name] : [] });
     await writeAtomic(cp.config, JSON.stringify(buildOciSpec({ ...input, etcFiles }), null, 2));
@@ -200,22 +205,32 @@ export class HostRuntime {
       if (!lower) throw notFound(`container ${id} rootfs is not mounted; prepare it again`);
       await mountOverlay({ lower, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
     }
-    const name = await this.nameOf(cp.config, id);
+    const { name, terminal } = await this.configOf(cp.config, id);
+    const stdin = terminal && (await exists(stdinMarker(cp.dir)));
     const started = await startConmon({
       conmonPath: this.conmonPath, runcPath: await resolveTool(this.runc.path), runtimeArgs: this.runc.globalArgs,
       id, name, bundle: cp.bundle, pidFile: cp.pidFile, conmonPidFile: cp.conmonPidFile,
       exitDir: this.paths.exitDir, socketDir: this.paths.socketDir, logPath: cp.log,
       persistDir: cp.persistDir, runcLog: cp.runcLog, timeoutMs: this.startTimeoutMs, log: this.log,
+      terminal, stdin,
     });
+    // The process waits for `runc start`: a client connected now loses none of its output.
+    // Without it the container still runs; a client then misses what came before it attached.
+    if (terminal) await this.consoles.hold(id, this.paths.attachSocket(id), cp.ctlFifo).catch((err) => this.log.warn({ err, id }, "cannot hold the terminal's first output"));
     await this.runc.start(id);
     const startedAt = new Date().toISOString();
     this.log.debug({ id, pid: started.pid, conmonPid: started.conmonPid }, "container started");
     return { pid: started.pid, startedAt, conmonPid: started.conmonPid };
   }
 
-  private async nameOf(config: string, id: string): Promise<string> {
-    const oci = JSON.parse(await readFile(config, "utf8")) as { hostname?: string };
-    return oci.hostname || id;
+  private async configOf(config: string, id: string): Promise<{ name: string; terminal: boolean }> {
+    const oci = JSON.parse(await readFile(config, "utf8")) as { hostname?: string; process?: { terminal?: boolean } };
+    return { name: oci.hostname || id, terminal: oci.process?.terminal === true };
+  }
+
+  /** A client of a running container's terminal (console.ts); the first of a run gets its start. */
+  attach(id: string): Promise<ConsoleSession> {
+    return this.consoles.attach(checkId(id), this.paths.attachSocket(id), this.paths.container(id).ctlFifo);
   }
 
   /** Signal names (SIGTERM, TERM) or numbers. A container that is gone or stopped already is no
@@ -343,6 +358,7 @@ export class HostRuntime {
   /** Removes everything the container left on the host. Idempotent. */
   async cleanup(id: string): Promise<void> {
     const cp = this.paths.container(id);
+    this.consoles.release(id);
     const conmonPid = await readPid(cp.conmonPidFile);
     await this.runc.delete(id, true);
     if (conmonPid !== null && (await isConmonFor(conmonPid, id))) await this.stopConmon(id, conmonPid, 3000);
@@ -374,6 +390,9 @@ export class HostRuntime {
     return new LogRotator(this.paths, this.logPolicy, this.log).start(intervalMs);
   }
 }
+
+/** Present when the container's terminal takes input (spec.stdin): conmon gets -i. */
+const stdinMarker = (dir: string) => join(dir, "stdin");
 
 /** Every cgroup hierarchy root: /sys/fs/cgroup itself (v2) and each v1 controller below it. */
 async function cgroupRoots(): Promise<string[]> {

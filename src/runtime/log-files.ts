@@ -119,8 +119,13 @@ export async function rotate(base: string, ctlFifo: string, maxFiles: number): P
   });
 }
 
-/** Write conmon's reopen message; false when no conmon holds the fifo (ENXIO) or it is gone. */
-async function askReopen(ctlFifo: string): Promise<boolean> {
+const askReopen = (ctlFifo: string) => sendConmonCtl(ctlFifo, REOPEN_LOGS);
+
+/**
+ * One message on conmon's control fifo (`<type> <a> <b>\n`: 1 = window size rows cols, 2 = reopen
+ * the log); false when no conmon holds the fifo (ENXIO) or it is gone.
+ */
+export async function sendConmonCtl(ctlFifo: string, message: string): Promise<boolean> {
   let fh: FileHandle;
   try {
     // Non-blocking: a fifo without a reader must not hang the daemon.
@@ -131,7 +136,7 @@ async function askReopen(ctlFifo: string): Promise<boolean> {
     throw err;
   }
   try {
-    await fh.write(REOPEN_LOGS);
+    await fh.write(message);
     return true;
   } finally {
     await fh.close();

@@ -179,6 +179,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
   if (!has("PATH")) env = [DEFAULT_PATH, ...env];
   if (!has("HOSTNAME")) env.push(`HOSTNAME=${hostname}`);
   if (!has("HOME")) env.push(`HOME=${user.uid === 0 ? "/root" : "/"}`);
+  if (spec.tty && !has("TERM")) env.push("TERM=xterm"); // as Docker does: a terminal program wants one
 
   const userMounts = (spec.mounts ?? []).map((m) => {
     checkMountShape(m);
@@ -219,7 +220,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
   return {
     ociVersion: "1.0.2-dev",
     process: {
-      terminal: false,
+      terminal: spec.tty === true,
       user,
       args,
       env,

@@ -105,3 +105,17 @@ export interface TtyProcess {
   /** Its exit code (128 + n for a signal). */
   readonly exited: Promise<number>;
 }
+
+/**
+ * A client's hold on a container's terminal (conmon's attach socket): its output from the moment
+ * of attaching (from the start of the run for the first client of a run), input, window size.
+ * Detaching leaves the container running; `ended` resolves when its terminal is gone (the
+ * container exited, or conmon did).
+ */
+export interface ConsoleSession {
+  onData(cb: (data: Buffer) => void): void;
+  write(data: Buffer): void;
+  resize(cols: number, rows: number): Promise<void>;
+  detach(): void;
+  readonly ended: Promise<void>;
+}

@@ -31,6 +31,8 @@ export function validateSpecRules(spec: ContainerSpec): void {
     throw invalid("restartPolicy.maxRetries applies only to 'on-failure'");
   }
   if (spec.stopSignal !== undefined) normalizeSignal(spec.stopSignal);
+  // Piped stdin needs a stream protocol of its own (conmon's non-terminal attach); a terminal covers -it.
+  if (spec.stdin && !spec.tty) throw invalid("stdin without tty is not supported yet: use tty and stdin together (-it)");
   if (spec.pod != null && (spec.network || spec.hostname)) throw invalid("a pod member takes its network and hostname from its pod");
   checkMounts(spec.mounts);
 }

@@ -140,6 +140,10 @@ export const ContainerSpec = Type.Object(
     node: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
     pod: Type.Optional(Type.Union([Type.String({ pattern: NAME_PATTERN }), Type.Null()])),
     log: Type.Optional(LogOptions),
+    /** The main process gets a terminal (docker's -t): attach to it with the attach route. */
+    tty: Type.Optional(Type.Boolean()),
+    /** Its terminal takes input from attached clients (docker's -i); without it input is dropped. */
+    stdin: Type.Optional(Type.Boolean()),
   },
   Strict,
 );

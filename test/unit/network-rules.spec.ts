@@ -100,7 +100,7 @@ describe("a new container's network against its node", () => {
     ({ id: "o", name: "other", node: "n1", removed: false, ip: null, spec: { image: "i", network: { mode: "bridge" } }, ...over }) as ContainerState;
   const check = async (network: object, others: ContainerState[] = [], reserving = new Set<string>()) => {
     try {
-      return await checkNetworkRequest({ image: "i", node: "n1", network: { mode: "bridge", ...network } }, others, port(), reserving);
+      return await checkNetworkRequest({ node: "n1", network: { mode: "bridge", ...network } }, others, port(), reserving);
     } catch (e) {
       return (e as BerthError).code;
     }
@@ -124,6 +124,6 @@ describe("a new container's network against its node", () => {
     expect(await check({ ip: "10.1.1.1" })).toBe("InvalidArgument");
   });
   it("given network none, then nothing is asked", async () => {
-    expect(await checkNetworkRequest({ image: "i", node: "n1", network: { mode: "none" } }, [], port({ checkIp: () => { throw new Error("asked"); } }), new Set())).toEqual([]);
+    expect(await checkNetworkRequest({ node: "n1", network: { mode: "none" } }, [], port({ checkIp: () => { throw new Error("asked"); } }), new Set())).toEqual([]);
   });
 });
