@@ -236,9 +236,12 @@ export class BridgeNetwork {
     return this.serial(async () => {
       if ((await this.records()).length) return false;
       await run("ip", ["link", "del", this.info.bridge], { timeoutMs: 10_000, toolName: "ip" }).catch(() => undefined);
-      await removeSharedPortmapChains(this.log);
       // The subnet stays ours in network.json; the machine-wide claim is taken again at start.
       await unclaim(this.claimDir, this.info.subnet, this.dataRoot);
+      // Another berth daemon (its claim is there) may be about to add a rule to the shared chains:
+      // deleting them under it would fail its ADD, so only the last daemon removes them.
+      const others = await readdir(this.claimDir).catch(() => [] as string[]);
+      if (others.length === 0) await removeSharedPortmapChains(this.log);
       return true;
     });
   }
