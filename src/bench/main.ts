@@ -1,6 +1,8 @@
 // `npm run bench`: figures and ratios against the raw tools, measured in the same run.
 // Starts its own daemon (a child process with its own data root and ports), prints a table and
 // writes bench-results/<timestamp>.json. Not a test: nothing here passes or fails.
+import { rawCycle } from "./raw.js";
+import { benchNetwork } from "./network.js";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
@@ -79,35 +81,6 @@ async function cmd(nc: NatsConnection, verb: string, body: unknown): Promise<Rec
 }
 
 /** The same host work done by hand: overlay, conmon → runc create, start, kill, wait, delete. */
-async function rawCycle(lower: string, work: string, i: number): Promise<number> {
-  const id = `raw${randomBytes(6).toString("hex")}${i}`;
-  const dir = join(work, id);
-  const [rootfs, upper, wdir, exits, socks] = ["rootfs", "upper", "work", "exits", "s"].map((d) => join(dir, d));
-  for (const d of [rootfs, upper, wdir, exits, socks]) await mkdir(d, { recursive: true });
-  const spec = JSON.parse(readFileSync(join(work, "config.template.json"), "utf8"));
-  spec.root = { path: rootfs, readonly: false };
-  spec.process.terminal = false;
-  spec.process.args = ["sleep", "1000"];
-  spec.linux.cgroupsPath = `/berth-bench/${id}`;
-  const t0 = performance.now();
-  await execa("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${wdir}`, rootfs]);
-  await writeFile(join(dir, "config.json"), JSON.stringify(spec));
-  const root = join(work, "runc");
-  await execa("conmon", [
-    "--api-version", "1", "-c", id, "-u", id, "-n", id, "-r", "/usr/sbin/runc", "-b", dir,
-    "-p", join(dir, "pid"), "--conmon-pidfile", join(dir, "conmon.pid"), "--exit-dir", exits,
-    "--socket-dir-path", socks, "-l", `k8s-file:${join(dir, "ctr.log")}`, "--runtime-arg", `--root=${root}`,
-  ]);
-  while (!existsSync(join(dir, "pid"))) await new Promise((r) => setTimeout(r, 2));
-  await execa("runc", ["--root", root, "start", id]);
-  await execa("runc", ["--root", root, "kill", id, "KILL"]);
-  while (!existsSync(join(exits, id))) await new Promise((r) => setTimeout(r, 2));
-  await execa("runc", ["--root", root, "delete", "--force", id]);
-  await execa("umount", [rootfs]);
-  const ms = performance.now() - t0;
-  await rm(dir, { recursive: true, force: true });
-  return ms;
-}
 
 async function main(): Promise<void> {
   const N = Number(process.env.BENCH_RUNS ?? 50);
@@ -118,11 +91,13 @@ async function main(): Promise<void> {
   // phase (a daemon process with 200 containers, kill -9, time to /readyz 200; needs runc and root).
   // BENCH_SECTIONS=natssync: create and run+remove under sync_interval always vs 2m, side by side.
   // BENCH_SECTIONS=logs: tail=100 and a full read of a 1 GiB log (time, daemon RSS), follow latency.
+  // BENCH_SECTIONS=network: the run cycle on the bridge vs raw + CNI by hand (and none), a pod of
+  // 3, BENCH_NET_MANY (200) containers attached and brought back after a host-reboot simulation.
   // BENCH_SECTIONS=exec: container.exec of `true` against raw `runc exec` (BENCH_EXEC_RUNS).
   // BENCH_SECTIONS=cli: `berth ps` and the shell run -d + rm -f cycle against `node -e ''` (and
   // podman when on PATH); BENCH_CLI_RUNS rounds (default 30).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -142,7 +117,8 @@ async function main(): Promise<void> {
       const cycle: number[] = [];
       for (let i = 0; i < N; i++) {
         const t0 = performance.now();
-        const r = await cmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"] });
+        // Network none, as the raw baseline (a netns without interfaces); bridge is the network section's.
+        const r = await cmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"], network: { mode: "none" } });
         await cmd(d.nc, "container.remove", { id: r.id, force: true });
         cycle.push(performance.now() - t0);
       }
@@ -193,6 +169,7 @@ async function main(): Promise<void> {
   if (sections.has("logs")) out.logs = await benchLogs();
   if (sections.has("exec")) out.exec = await benchExec();
   if (sections.has("cli")) out.cli = await benchCli();
+  if (sections.has("network")) out.network = await benchNetwork();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

@@ -44,15 +44,17 @@ export interface BenchDaemon {
 }
 
 /** `extraArgs` go to `berth daemon` (e.g. `--nats-sync always`). Resolves once /readyz is 200. */
-export async function startBenchDaemon(prefix: string, extraArgs: string[] = []): Promise<BenchDaemon> {
-  const dataRoot = await mkdtemp(join(tmpdir(), `berth-bench-${prefix}-`));
-  const node = `bench${prefix.replace(/[^a-z0-9]/g, "").slice(0, 8)}${randomBytes(3).toString("hex")}`;
+/** A daemon on a new data root, or again on `reuse`'s (its containers, its node name). */
+export async function startBenchDaemon(prefix: string, extraArgs: string[] = [], reuse?: { dataRoot: string; node: string }): Promise<BenchDaemon> {
+  const dataRoot = reuse?.dataRoot ?? (await mkdtemp(join(tmpdir(), `berth-bench-${prefix}-`)));
+  const node = reuse?.node ?? `bench${prefix.replace(/[^a-z0-9]/g, "").slice(0, 8)}${randomBytes(3).toString("hex")}`;
   const child = spawn(
     process.execPath,
     [daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0", ...extraArgs],
     { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, BERTH_LOG_LEVEL: "warn" } },
   );
   const end = Date.now() + 60_000;
+  if (reuse) await rm(join(dataRoot, "client.json"), { force: true });
   while (!existsSync(join(dataRoot, "client.json"))) {
     if (Date.now() > end || child.exitCode !== null) throw new Error(`daemon (${dataRoot}) did not come up`);
     await sleep(100);
