@@ -56,7 +56,7 @@ export async function benchCli(): Promise<Record<string, unknown>> {
   try {
     const berth = (...a: string[]) => [BIN, "--data-root", d.dataRoot, ...a];
     const floor = ["node", "-e", ""];
-    // What berth's `run` does by default, asked of podman: no network, no rlimits raised (this
+    // The same for both: no network (berth's default is the bridge now), no rlimits raised (this
     // machine refuses podman's default of raising them), and rm -f kills at once (-t 0).
     const podmanRun = (name: string) => ["podman", "run", "-d", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--name", name, "busybox:latest", "sleep", "100"];
     const podmanRm = (name: string) => ["podman", "rm", "-f", "-t", "0", name];
@@ -80,7 +80,7 @@ export async function benchCli(): Promise<Record<string, unknown>> {
       const name = `bcli${tag}${i}`;
       const cmd = (argv: string[]) => argv.map((a) => `'${a}'`).join(" ");
       s.floor2.wall.push(wall(["sh", "-c", `${cmd(floor)} && ${cmd(floor)}`]));
-      s.cycle.wall.push(wall(["sh", "-c", `${cmd(berth("run", "-d", "--name", name, "busybox:latest", "sleep", "100"))} && ${cmd(berth("rm", "-f", name))}`]));
+      s.cycle.wall.push(wall(["sh", "-c", `${cmd(berth("run", "-d", "--network", "none", "--name", name, "busybox:latest", "sleep", "100"))} && ${cmd(berth("rm", "-f", name))}`]));
       if (podman) {
         podmanNames.push(name);
         s.podmanCycle.wall.push(wall(["sh", "-c", `${cmd(podmanRun(name))} >/dev/null && ${cmd(podmanRm(name))}`]));
@@ -98,7 +98,7 @@ export async function benchCli(): Promise<Record<string, unknown>> {
         push(s.ps, r(berth("ps")));
         if (podman) push(s.podmanPs, r(["podman", "ps"]));
         const rn = `${name}m`;
-        push(s.cycle, Math.max(r(berth("run", "-d", "--name", rn, "busybox:latest", "sleep", "100")) ?? 0, r(berth("rm", "-f", rn)) ?? 0) || null);
+        push(s.cycle, Math.max(r(berth("run", "-d", "--network", "none", "--name", rn, "busybox:latest", "sleep", "100")) ?? 0, r(berth("rm", "-f", rn)) ?? 0) || null);
         if (podman) {
           podmanNames.push(rn);
           push(s.podmanCycle, Math.max(r(podmanRun(rn)) ?? 0, r(podmanRm(rn)) ?? 0) || null);
@@ -114,7 +114,7 @@ export async function benchCli(): Promise<Record<string, unknown>> {
       podmanPs: podman ? sum(s.podmanPs) : "podman not on PATH",
       cycleNodeFloor: { command: "node -e '' && node -e ''", ...sum(s.floor2) },
       cycle: {
-        command: "berth run -d --name X busybox:latest sleep 100 && berth rm -f X",
+        command: "berth run -d --network none --name X busybox:latest sleep 100 && berth rm -f X",
         ...sum(s.cycle),
         note: "peakRssMB: the larger of run and rm",
         xNodeFloor: ratio(s.cycle, s.floor2),
