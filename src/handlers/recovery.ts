@@ -77,8 +77,10 @@ export function planRecovery(containers: Iterable<ContainerState>, node: string,
   for (const id of facts.runc.keys()) if (!known.has(id)) out.push({ kind: "orphan", id });
   const owners = new Set([...known, ...(extraOwners ?? [])]);
   for (const key of facts.sandboxes) if (!owners.has(key)) out.push({ kind: "releaseSandbox", key });
+  const adopted = new Set(out.filter((a) => a.kind === "adopt").map((a) => (a as { id: string }).id));
   for (const c of mine) {
-    if ((c.state === "running" || c.state === "paused") && networkMode(c.spec) === "bridge" && !facts.attached.has(c.id)) {
+    // A vanished one is restarted (or not) by its policy, which makes the attachment again.
+    if (adopted.has(c.id) && networkMode(c.spec) === "bridge" && !facts.attached.has(c.id)) {
       out.push({ kind: "networkMissing", id: c.id });
     }
   }

@@ -88,7 +88,6 @@ describe.skipIf(skip)("bad input", () => {
     ["a 100 KiB env entry", spec({ env: ["X=" + "y".repeat(100_000)] })],
     ["an unknown stop signal", spec({ stopSignal: "SIGNOPE" })],
     ["a stop signal number out of range", spec({ stopSignal: "99" })],
-    ["a pod (not built yet)", spec({ pod: "app" })],
   ])("create with %s is InvalidArgument", async (_what, body) => {
     expect(await code("container.create", body)).toBe("InvalidArgument");
     expect(await code("container.run", body)).toBe("InvalidArgument");

@@ -107,6 +107,19 @@ describe.skipIf(skip)("pods on the real stack", () => {
     expect(fromHost).toBe("from a\n");
   });
 
+  it("restarts a member by its restart policy into the pod's namespaces, with the pod's IP", async () => {
+    expect((await d.cmd("container.run", { name: "c", pod: "app", image: "busybox:latest", cmd: ["sleep", "1000"], restartPolicy: { name: "always", backoff: { initialMs: 100, maxMs: 200 } } })).error).toBeUndefined();
+    const before = await d.get<C & { pid: number }>("/v1/containers/c");
+    process.kill(before.pid, "SIGKILL");
+    const after = await until(async () => {
+      const c = await d.get<C & { pid: number; restartCount: number }>("/v1/containers/c");
+      return c.state === "running" && c.pid !== before.pid && c;
+    }, 10_000);
+    expect(after.ip).toBe((await pod()).ip);
+    expect((await exec("c", ["wget", "-qO-", "http://127.0.0.1:90/"])).stdout).toBe("from a\n");
+    expect((await d.cmd("container.remove", { id: "c", force: true })).ok).toBe(true);
+  });
+
   it("refuses to remove a pod that has members without force, and changes nothing", async () => {
     const seq = await lastSeq();
     const r = await d.cmd("pod.remove", { id: "app" });

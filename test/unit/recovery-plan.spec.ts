@@ -44,3 +44,20 @@ describe("planRecovery", () => {
     expect(planRecovery([c("a", "exited")], "n1", facts({ runc: new Map([runc("zz", "running")]) }))).toEqual([{ kind: "orphan", id: "zz" }]);
   });
 });
+
+describe("planRecovery: sandboxes", () => {
+  const bridge = (id: string, state: ContainerState["state"]): ContainerState =>
+    ({ ...c(id, state), spec: { image: "busybox:latest", network: { mode: "bridge" } } }) as ContainerState;
+  it("given a sandbox whose container or pod the log does not know, then release it", () => {
+    expect(planRecovery([c("a", "exited")], "n1", facts({ sandboxes: new Set(["a", "gone", "pod1"]) }), ["pod1"])).toEqual([{ kind: "releaseSandbox", key: "gone" }]);
+  });
+  it("given an adopted bridge container whose attachment is gone, then report it; a vanished one is left to its policy", () => {
+    const f = facts({ runc: new Map([runc("a", "running")]), conmonAlive: new Set(["a"]) });
+    expect(planRecovery([bridge("a", "running"), bridge("b", "running")], "n1", f)).toEqual([
+      { kind: "adopt", id: "a" },
+      { kind: "vanished", id: "b" },
+      { kind: "networkMissing", id: "a" },
+    ]);
+    expect(planRecovery([bridge("a", "running")], "n1", { ...f, attached: new Set(["a"]) })).toEqual([{ kind: "adopt", id: "a" }]);
+  });
+});
