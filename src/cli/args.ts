@@ -1,7 +1,7 @@
 // `berth run|create` arguments → a container spec (API.md), docker-style. Pure apart from
 // commander, so the whole path from argv to spec is unit-tested as the CLI runs it.
 import { Command, InvalidArgumentError } from "commander";
-import type { ContainerSpec, Mount, PortMapping, RestartPolicy } from "../shared/spec.js";
+import type { ContainerSpec, Mount, PortMapping, Resources, RestartPolicy } from "../shared/spec.js";
 import { parseSize } from "../shared/sizes.js";
 
 export interface RunOptions {
@@ -162,6 +162,23 @@ export function addRunOptions(cmd: Command): Command {
   );
 }
 
+/** -m, --cpus and --pids-limit as a spec's (or a pod's) resources. */
+export function resourcesFromOptions(o: { memory?: number; cpus?: number; pidsLimit?: number }): Resources {
+  const r: Resources = {};
+  if (o.memory !== undefined) r.memoryBytes = o.memory;
+  if (o.cpus !== undefined) r.cpus = o.cpus;
+  if (o.pidsLimit !== undefined) r.pidsLimit = o.pidsLimit;
+  return r;
+}
+
+/** The same options for a pod: its cgroup's limits. */
+export function addResourceOptions(cmd: Command, of: string): Command {
+  return cmd
+    .option("-m, --memory <bytes>", `memory limit of ${of}: bytes or 64m, 1g…`, parseBytes)
+    .option("--cpus <n>", `CPU limit of ${of}, e.g. 0.5`, num)
+    .option("--pids-limit <n>", `process limit of ${of}`, int("--pids-limit", 0));
+}
+
 export function specFromOptions(
   o: RunOptions,
   image: string,
@@ -182,10 +199,7 @@ export function specFromOptions(
   if (o.rm) spec.autoRemove = true;
   if (o.tty) spec.tty = true;
   if (o.interactive) spec.stdin = true;
-  const resources: NonNullable<ContainerSpec["resources"]> = {};
-  if (o.memory !== undefined) resources.memoryBytes = o.memory;
-  if (o.cpus !== undefined) resources.cpus = o.cpus;
-  if (o.pidsLimit !== undefined) resources.pidsLimit = o.pidsLimit;
+  const resources = resourcesFromOptions(o);
   if (Object.keys(resources).length) spec.resources = resources;
   const mounts = [...(o.volume ?? []), ...(o.tmpfs ?? [])];
   if (mounts.length) spec.mounts = mounts;

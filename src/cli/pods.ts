@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import type { PodView } from "../contract/views.js";
 import type { PodSpec, PortMapping } from "../shared/spec.js";
-import { parseBytes, parseKeyValues, parsePublish } from "./args.js";
+import { addResourceOptions, parseKeyValues, parsePublish, resourcesFromOptions } from "./args.js";
 import { podTable } from "./format.js";
 import { collect, enc, out, printJson, seconds, timeouts, type Json, type Register } from "./kit.js";
 
@@ -14,7 +14,7 @@ export const pod: Register = (program, cli, name) => {
   const p = cli.verb(program, name, "manage pods: containers that share network, IPC and UTS namespaces");
   const sub = (verb: string, description: string) => cli.verb(p, verb, description);
 
-  sub("create", "create a pod; prints its id")
+  addResourceOptions(sub("create", "create a pod; prints its id"), "the whole pod")
     .option("--name <name>", "pod name")
     .option("-p, --publish <[ip:]hostPort:port[/proto]>", "publish a port of the pod (repeatable)", collectPorts)
     .option("--ip <addr>", "the pod's IP on the bridge network")
@@ -22,9 +22,6 @@ export const pod: Register = (program, cli, name) => {
     .option("--share <ns,...>", "namespaces the members share: net, ipc, uts (default all)")
     .option("-l, --label <k=v>", "label (repeatable)", collect)
     .option("--annotation <k=v>", "annotation (repeatable)", collect)
-    .option("-m, --memory <bytes>", "memory limit of the whole pod", parseBytes)
-    .option("--cpus <n>", "CPU limit of the whole pod", Number)
-    .option("--pids-limit <n>", "process limit of the whole pod", Number)
     .action(async (o: CreateOpts, cmd: Command) => {
       const spec: PodSpec = {};
       if (o.name) spec.name = o.name;
@@ -32,10 +29,7 @@ export const pod: Register = (program, cli, name) => {
       if (o.share) spec.share = o.share.split(",").map((s) => s.trim()).filter(Boolean);
       if (o.label?.length) spec.labels = parseKeyValues("label", o.label);
       if (o.annotation?.length) spec.annotations = parseKeyValues("annotation", o.annotation);
-      const r: NonNullable<PodSpec["resources"]> = {};
-      if (o.memory !== undefined) r.memoryBytes = o.memory;
-      if (o.cpus !== undefined) r.cpus = o.cpus;
-      if (o.pidsLimit !== undefined) r.pidsLimit = o.pidsLimit;
+      const r = resourcesFromOptions(o);
       if (Object.keys(r).length) spec.resources = r;
       const res = await (await cli.client(cmd)).command<{ id: string }>("berth.cmd.pod.create", spec as Record<string, unknown>);
       if (o.json) printJson(res);
