@@ -75,6 +75,8 @@ async function until<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms = 50
 afterEach(async () => {
   for (const env of envs.splice(0)) {
     for (const id of env.ids) await env.rt.cleanup(id).catch((err) => log.error({ err, id }, "cleanup failed"));
+    // As a daemon's clean stop does: the bridge and the machine-wide subnet claim go.
+    await env.rt.network.releaseIfUnused();
     await rm(env.rt.paths.socketDir, { recursive: true, force: true });
     await rm(env.root, { recursive: true, force: true });
     for (const ctl of await readdir("/sys/fs/cgroup").catch(() => [] as string[])) {
@@ -124,6 +126,7 @@ describe.skipIf(missing.length > 0 && !CI)("runtime on real runc + conmon + over
     env.rt = null as unknown as HostRuntime;
     await sleep(100);
     const again = new HostRuntime({ dataRoot: env.root, node: env.node, log });
+    await again.init();
     env.rt = again;
     expect(await again.state(id)).toMatchObject({ status: "running", pid });
     expect(await again.conmonAlive(id)).toBe(true);
