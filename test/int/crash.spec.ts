@@ -20,7 +20,7 @@ if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds 
 const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
 
 type Ev = { type: ContainerEvent["type"]; seq: number; eventId: string; causationId: string | null; data: Record<string, unknown> };
-type C = { id: string; state: string; pid: number | null; exitCode: number | null; pending: string | null };
+type C = { id: string; state: string; pid: number | null; exitCode: number | null; pending: string | null; ip: string | null };
 
 interface Case {
   verb: string;
@@ -185,7 +185,8 @@ describe.skipIf(skip)("crash matrix", () => {
   async function crashAndConverge(c: Case, point: string) {
         await up({ BERTH_FAULT: `${point}:${c.before + 1}` });
         const id = await c.prep(cmd);
-        const pidBefore = id ? ((await http<C>(`/v1/containers/${id}`)).body?.pid ?? null) : null;
+        const before = id ? (await http<C>(`/v1/containers/${id}`)).body : null;
+        const pidBefore = before?.pid ?? null;
         // The daemon dies while this command is under way: no reply comes.
         const outcome = await Promise.race([
           cmd(c.verb, c.body(id), 10_000).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"),
@@ -204,6 +205,9 @@ describe.skipIf(skip)("crash matrix", () => {
           return r.body.pending === null && { c: r.body };
         }, 20_000);
         c.expect(settled.c, pidBefore);
+        // A container that had its IP (bridge, the default) keeps it through the kill -9.
+        if (before?.ip && settled.c) expect(settled.c.ip).toBe(before.ip);
+        if ((settled.c?.state === "running" || settled.c?.state === "paused") && c.verb !== "remove") expect(settled.c.ip).toMatch(/^10\.89\./);
 
         // The log: no forbidden transition, every intent answered at most once per outcome type.
         const { body } = await http<{ events: Ev[] }>(`/v1/events?container=${target}`);
