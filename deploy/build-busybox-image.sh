@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Builds the demo image busybox:latest ONCE as a real OCI image archive from Debian's
-# busybox-static, so every daemon (also one on an empty data root) can import it offline.
-# Needs: busybox (busybox-static), umoci, skopeo. Idempotent: an existing archive is kept.
+# Builds the demo images ONCE as real OCI image archives from Debian's busybox-static, so every
+# daemon (also one on an empty data root) can import them offline:
+#   busybox-latest.oci.tar  busybox:latest  the seed image (cmd sh)
+#   busybox-v2.oci.tar      busybox:v2      the upgrade target: one more layer (/etc/berth-release),
+#                                           other env and labels, cmd `sleep 86400`, VOLUME /cache
+#   busybox-broken.oci.tar  busybox:broken  an entrypoint that does not exist (a failing upgrade)
+# Needs: busybox (busybox-static), umoci, skopeo. Idempotent: existing archives are kept.
 set -euo pipefail
 
-OUT="${1:-/opt/berth/images/busybox-latest.oci.tar}"
-REF="busybox:latest"
+DIR="${1:-/opt/berth/images}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 
-if [[ -s "$OUT" ]]; then
-  echo "build-busybox-image: $OUT exists, nothing to do"
+if [[ -s "$DIR/busybox-latest.oci.tar" && -s "$DIR/busybox-v2.oci.tar" && -s "$DIR/busybox-broken.oci.tar" ]]; then
+  echo "build-busybox-image: the archives in $DIR exist, nothing to do"
   exit 0
 fi
 
@@ -66,11 +69,32 @@ umoci config --image "$LAYOUT:latest" \
   --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
   --config.workingdir / \
   --author berth
+
+# v2: the same rootfs plus one layer, and a config that differs in every way an upgrade merges.
+umoci unpack --image "$LAYOUT:latest" "$WORK/v2"
+echo v2 >"$WORK/v2/rootfs/etc/berth-release"
+chmod 0644 "$WORK/v2/rootfs/etc/berth-release"
+umoci repack --image "$LAYOUT:v2" "$WORK/v2"
+umoci config --image "$LAYOUT:v2" \
+  --config.cmd sleep --config.cmd 86400 \
+  --config.env RELEASE=v2 --config.env GREETING=hello \
+  --config.label org.berth.release=v2 --config.label org.berth.flavour=demo \
+  --config.volume /cache \
+  --author berth
+# broken: its entrypoint is missing, so every start fails (runc: no such file).
+umoci config --image "$LAYOUT:latest" --tag broken \
+  --config.entrypoint /usr/local/bin/no-such-server \
+  --config.label org.berth.release=broken \
+  --author berth
 umoci gc --layout "$LAYOUT"
 
-install -d -m 0755 "$(dirname "$OUT")"
+install -d -m 0755 "$DIR"
 # skopeo 1.9 stores the part after the path's first ':' as the archive's
 # org.opencontainers.image.ref.name, and accepts "busybox:latest" there.
-skopeo copy --quiet "oci:$LAYOUT:latest" "oci-archive:$OUT.tmp:$REF"
-mv -f "$OUT.tmp" "$OUT"
-echo "build-busybox-image: wrote $OUT ($REF)"
+for tag in latest v2 broken; do
+  out="$DIR/busybox-$tag.oci.tar"
+  [[ -s "$out" ]] && continue
+  skopeo copy --quiet "oci:$LAYOUT:$tag" "oci-archive:$out.tmp:busybox:$tag"
+  mv -f "$out.tmp" "$out"
+  echo "build-busybox-image: wrote $out (busybox:$tag)"
+done

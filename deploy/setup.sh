@@ -14,7 +14,7 @@
 #      `criu check`
 #   5. node_modules (npm ci) and dist/ (tsc, and the CLI bundle by esbuild), each only when its
 #      inputs changed
-#   6. the busybox:latest demo image archive (deploy/build-busybox-image.sh), once
+#   6. the demo image archives busybox:latest, :v2, :broken (deploy/build-busybox-image.sh), once
 #   7. /usr/local/bin/berth -> <project>/bin/berth
 #
 # Environment: BERTH_PREFIX (default /opt/berth).
@@ -332,12 +332,13 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 6. demo image archive (busybox:latest), built once
-if [[ -f $IMAGE_ARCHIVE ]]; then
-  say "image archive $IMAGE_ARCHIVE: present"
+# 6. demo image archives (busybox:latest, busybox:v2, busybox:broken), built once
+IMAGE_DIR=$(dirname "$IMAGE_ARCHIVE")
+if [[ -f $IMAGE_ARCHIVE && -f $IMAGE_DIR/busybox-v2.oci.tar && -f $IMAGE_DIR/busybox-broken.oci.tar ]]; then
+  say "image archives in $IMAGE_DIR: present"
 elif [[ -f $PROJECT/deploy/build-busybox-image.sh ]]; then
-  say "building $IMAGE_ARCHIVE"
-  bash "$PROJECT/deploy/build-busybox-image.sh" || die "deploy/build-busybox-image.sh failed"
+  say "building the demo image archives in $IMAGE_DIR"
+  bash "$PROJECT/deploy/build-busybox-image.sh" "$IMAGE_DIR" || die "deploy/build-busybox-image.sh failed"
   [[ -f $IMAGE_ARCHIVE ]] || die "deploy/build-busybox-image.sh did not produce $IMAGE_ARCHIVE"
 else
   say "image archive: skipped (deploy/build-busybox-image.sh not present)"

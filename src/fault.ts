@@ -7,7 +7,15 @@
 //   recovery         during recovery, after the host facts were gathered
 //   after-attach     a start's CNI ADD (and netns pin) is done, before the container is created
 //   after-detach     a removal's CNI DEL is done, before it is recorded (a container's or a pod's)
-export type FaultPoint = "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach";
+//   upgrade-stopped  an upgrade or rollback stopped the process that ran (its exit is recorded)
+//   upgrade-layer    a revision's rw layer is switched on the host, before it is recorded
+//   upgrade-started  the new (or, going back, the old) revision's process runs, before it is recorded
+//   upgrade-gate     the new revision is up and its health gate is being watched
+//   upgrade-rollback the upgrade was recorded as failed, before going back
+//   upgrade-pruned   the other revisions' layers are removed, before the saga's outcome is recorded
+export type FaultPoint =
+  | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
+  | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-pruned";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

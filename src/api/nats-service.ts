@@ -23,6 +23,7 @@ import {
   PodCreateBody,
   RefBody,
   RemoveBody,
+  UpgradeBody,
   StopBody,
   UpdateBody,
   validator,
@@ -64,6 +65,7 @@ export class NatsCommandService {
     const kill = validator(KillBody);
     const update = validator(UpdateBody);
     const remove = validator(RemoveBody);
+    const upgrade = validator(UpgradeBody);
     const imp = validator(ImageImportBody);
     const irm = validator(ImageRemoveBody);
     const exec = validator(ExecBody);
@@ -89,6 +91,8 @@ export class NatsCommandService {
       "container.unpause": async (b, r) => { const { rest, o } = split(ref(b), r); return c.unpause(rest.id, o); },
       "container.update": async (b, r) => { const { rest, o } = split(update(b), r); const { id, ...patch } = rest; return c.update(id, patch, o); },
       "container.remove": async (b, r) => { const { rest, o } = split(remove(b), r); return c.remove(rest.id, rest.force, o); },
+      "container.upgrade": async (b, r) => { const { rest, o } = split(upgrade(b), r); const { id, ...req } = rest; return c.upgrade(id, req, o); },
+      "container.rollback": async (b, r) => { const { rest, o } = split(ref(b), r); return c.rollback(rest.id, o); },
       ...(d.exec ? { "container.exec": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(exec(b), r); return d.exec!.exec(rest, o.meta, o.request); } } : {}),
       ...(p
         ? {

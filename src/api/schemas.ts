@@ -40,6 +40,17 @@ export const UpdateBody = body({
   healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
 });
 export const RemoveBody = body({ id: Ref, force: Type.Optional(Type.Boolean()) });
+const S = ContainerSpec.properties;
+export const UpgradeBody = body({
+  id: Ref,
+  image: S.image,
+  entrypoint: S.entrypoint,
+  cmd: S.cmd,
+  env: S.env,
+  labels: S.labels,
+  resources: Type.Optional(Resources),
+  healthGateSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600, description: "how long the new revision must stay up and not turn unhealthy; default: the healthcheck's start period + interval × retries + timeout, else 3" })),
+});
 export const ImageImportBody = body({
   source: Type.String({ minLength: 1, maxLength: 4096 }),
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.:/-]*$" })),
@@ -65,6 +76,7 @@ export type StopBody = Static<typeof StopBody>;
 export type KillBody = Static<typeof KillBody>;
 export type UpdateBody = Static<typeof UpdateBody>;
 export type RemoveBody = Static<typeof RemoveBody>;
+export type UpgradeBody = Static<typeof UpgradeBody>;
 export type RefBody = Static<typeof RefBody>;
 export type ImageImportBody = Static<typeof ImageImportBody>;
 export type ImageRemoveBody = Static<typeof ImageRemoveBody>;

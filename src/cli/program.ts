@@ -10,6 +10,7 @@ import { image } from "./images.js";
 import { cliKit, printError, type Ctx, type VerbTable } from "./kit.js";
 import { audit, exec, logs } from "./more-verbs.js";
 import { pod } from "./pods.js";
+import { rollback, upgrade } from "./upgrade.js";
 
 // The verb table: verb name → its Register, in the order `berth --help` lists them. To add a verb:
 //  1. write src/cli/<verb>.ts exporting `export const <verb>: Register = (program, cli, name) =>
@@ -22,7 +23,7 @@ import { pod } from "./pods.js";
 //  2. import it above and add `<verb>,` below.
 // Only the named verb is built on a run, but every verb's file is loaded: import anything heavy
 // inside the action (`await import(...)`), not at the top of the file.
-const VERBS: VerbTable = { ...containers, exec, logs, pod, ...events, image, audit, daemon };
+const VERBS: VerbTable = { ...containers, exec, logs, upgrade, rollback, pod, ...events, image, audit, daemon };
 
 /** The package's version; the bundle has it inlined (esbuild `define`), tsc's build reads it. */
 declare const BERTH_VERSION: string | undefined;

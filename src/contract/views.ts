@@ -40,6 +40,13 @@ export const ContainerView = Type.Object(
     ip: Nullable(Type.String({ description: "its address on the node's bridge (kept while stopped)" })),
     ports: Type.Array(PortMapping),
     pod: Nullable(Type.String({ description: "the pod's id" })),
+    revision: Type.Integer({ description: "0 at create; each settled upgrade makes the next" }),
+    previous: Nullable(
+      Type.Object(
+        { revision: Type.Integer(), image: Type.String(), imageDigest: Type.String() },
+        { additionalProperties: false, description: "the revision `rollback` returns to (its rw layer is kept)" },
+      ),
+    ),
     spec: Type.Optional(ContainerSpec),
   },
   { additionalProperties: false },

@@ -27,7 +27,10 @@ const ImageConfig = Obj({
   user: Type.String(),
   stopSignal: Type.Union([Type.String(), Type.Null()]),
   labels: Type.Record(Type.String(), Type.String()),
+  volumes: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
 });
+const RevisionNo = Type.Integer({ minimum: 0, maximum: 1_000_000_000 });
+const ImageName = Type.String({ minLength: 1, maxLength: 512 });
 
 /** The payload schema of each event type, at its current version (EVENT_VERSION). */
 export const PAYLOADS = {
@@ -74,6 +77,18 @@ export const PAYLOADS = {
     user: Type.String({ maxLength: 256 }),
   }),
   ContainerExecExited: Obj({ execId: Type.String({ minLength: 1, maxLength: 128 }), exitCode: Type.Integer() }),
+  ContainerUpgradeRequested: Obj({
+    revision: RevisionNo,
+    image: ImageName,
+    imageDigest: Digest,
+    spec: ContainerSpec,
+    healthGateSec: Type.Integer({ minimum: 0, maximum: 3600 }),
+  }),
+  ContainerRollbackRequested: Obj({ revision: RevisionNo }),
+  ContainerRevisionActivated: Obj({ revision: RevisionNo }),
+  ContainerUpgradeFailed: Obj({ reason: Text() }),
+  ContainerUpgraded: Obj({ fromImage: ImageName, fromDigest: Digest, toImage: ImageName, toDigest: Digest, revision: RevisionNo }),
+  ContainerUpgradeRolledBack: Obj({ reason: Text(), revision: RevisionNo, image: ImageName, imageDigest: Digest, fromRevision: RevisionNo }),
   PodCreated: Obj({ id: Id, name: Type.String({ pattern: NAME_PATTERN }), node: Type.String({ pattern: NAME_PATTERN }), spec: PodSpec }),
   PodStarted: Obj({ ip: Type.Optional(IPv4), containers: Type.Array(Id, { maxItems: 1024 }) }),
   PodStopped: Obj({ containers: Type.Array(Id, { maxItems: 1024 }) }),

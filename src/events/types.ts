@@ -62,6 +62,34 @@ export interface ContainerUpdatedData {
   healthcheck?: Healthcheck | null;
 }
 
+/** One revision of a container: what it runs (each upgrade makes the next, with its own rw layer). */
+export interface Revision {
+  revision: number;
+  image: string;
+  imageDigest: string;
+  spec: ContainerSpec;
+}
+export interface ContainerUpgradeRequestedData extends Revision {
+  /** How long the new revision must stay up (and not turn unhealthy) before the upgrade is settled. */
+  healthGateSec: number;
+}
+export interface ContainerUpgradedData {
+  fromImage: string;
+  fromDigest: string;
+  toImage: string;
+  toDigest: string;
+  revision: number;
+}
+export interface ContainerUpgradeRolledBackData {
+  reason: string;
+  /** The revision it is back on, and that revision's image. */
+  revision: number;
+  image: string;
+  imageDigest: string;
+  /** The revision it left. */
+  fromRevision: number;
+}
+
 export type ContainerEvent =
   | Envelope<"ContainerCreated", ContainerCreatedData>
   | Envelope<"ContainerStartRequested", { attempt?: number }>
@@ -94,7 +122,19 @@ export type ContainerEvent =
   /** An exec session began (audit): its argv and the user asked for ("" = the container's own). */
   | Envelope<"ContainerExecStarted", ContainerExecStartedData>
   /** An exec session ended: the process's exit code (137 when killed at its timeout, -1 when it never ran). */
-  | Envelope<"ContainerExecExited", { execId: string; exitCode: number }>;
+  | Envelope<"ContainerExecExited", { execId: string; exitCode: number }>
+  /** The upgrade saga's intent: the next revision (merged spec, new image) and its health gate. */
+  | Envelope<"ContainerUpgradeRequested", ContainerUpgradeRequestedData>
+  /** `berth rollback`'s intent: back to the revision before the last upgrade. */
+  | Envelope<"ContainerRollbackRequested", { revision: number }>
+  /** A saga step: the host now runs (at its next start) this revision's rw layer and config. */
+  | Envelope<"ContainerRevisionActivated", { revision: number }>
+  /** A saga step: the new revision failed (start, exit or health within the gate); it goes back. */
+  | Envelope<"ContainerUpgradeFailed", { reason: string }>
+  /** The upgrade is settled: the new revision passed its health gate (or the container was stopped). */
+  | Envelope<"ContainerUpgraded", ContainerUpgradedData>
+  /** Back on the previous revision: after a failed upgrade, or by `berth rollback` (reason "requested"). */
+  | Envelope<"ContainerUpgradeRolledBack", ContainerUpgradeRolledBackData>;
 
 export interface ContainerExecStartedData {
   execId: string;
@@ -155,6 +195,8 @@ export const OUTCOMES: Partial<Record<EventType, readonly EventType[]>> = {
   ContainerPauseRequested: ["ContainerPaused", "ContainerActionFailed"],
   ContainerUnpauseRequested: ["ContainerUnpaused", "ContainerActionFailed"],
   ContainerRemoveRequested: ["ContainerRemoved", "ContainerActionFailed"],
+  ContainerUpgradeRequested: ["ContainerUpgraded", "ContainerUpgradeRolledBack", "ContainerActionFailed"],
+  ContainerRollbackRequested: ["ContainerUpgradeRolledBack", "ContainerActionFailed"],
 };
 
 export const EVENT_VERSION = 1;

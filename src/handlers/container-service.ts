@@ -12,6 +12,8 @@ import type { ContainerCommand } from "../aggregates/container/decider.js";
 import { normalizeSignal } from "../shared/signals.js";
 import { checkNetworkRequest, holders } from "./network-checks.js";
 import type { NetworkPort } from "./ports.js";
+import { withImageVolumes, type UpgradeChanges } from "../aggregates/container/upgrade.js";
+import { healthConfig } from "./health.js";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -77,6 +79,9 @@ export class ContainerService {
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
     spec = withAnonymousVolumes(spec, id);
+    // As Docker: the image's labels under the container's own, its VOLUMEs as anonymous volumes.
+    if (Object.keys(image.config.labels).length) spec = { ...spec, labels: { ...image.config.labels, ...spec.labels } };
+    if (image.config.volumes?.length) spec = { ...spec, mounts: withImageVolumes(spec.mounts ?? [], id, image.config.volumes, image.name, "keep") };
     if (spec.pod != null) {
       // A member takes its network and hostname from its pod, and lives on the pod's node.
       const pod = this.model.pods.get(this.model.podIdOf(spec.pod))!;
@@ -176,6 +181,45 @@ export class ContainerService {
   }
 
   /**
+   * The upgrade saga (aggregates/container/upgrade.ts): answers once the new revision passed its
+   * health gate, or with the reason it was rolled back.
+   */
+  async upgrade(ref: string, req: UpgradeRequest, o: Opts = {}) {
+    const id = await this.target(ref, o.request);
+    const c = this.model.byId(id);
+    if (!c) throw notFound("no such container");
+    const image = this.model.image(c.node, req.image);
+    if (!image) throw notFound(`no image '${req.image}' on node ${c.node}`);
+    const { image: _i, healthGateSec, ...changes } = req;
+    const gate = healthGateSec ?? defaultHealthGateSec(c.spec.healthcheck);
+    const cmd: ContainerCommand = {
+      type: "Upgrade",
+      image: { name: image.name, digest: image.digest, config: image.config },
+      oldImage: this.model.image(c.node, c.imageDigest)?.config ?? null,
+      changes,
+      healthGateSec: gate,
+    };
+    const s = await this.act(id, cmd, this.ctx(o.meta), this.sagaTimeoutMs(c, gate, o.timeoutMs), o.request);
+    return { id, state: s.state, image: s.image, revision: s.revision };
+  }
+
+  async rollback(ref: string, o: Opts = {}) {
+    const id = await this.target(ref, o.request);
+    const c = this.model.byId(id);
+    if (!c) throw notFound("no such container");
+    if (c.previous && !this.model.image(c.node, c.previous.imageDigest)) {
+      throw notFound(`the previous revision's image ${c.previous.image} (${c.previous.imageDigest}) is no longer on node ${c.node}`);
+    }
+    const s = await this.act(id, { type: "Rollback" }, this.ctx(o.meta), this.sagaTimeoutMs(c, 0, o.timeoutMs), o.request);
+    return { id, state: s.state, image: s.image, revision: s.revision };
+  }
+
+  /** Two stops, two starts and the gate, with room to spare. */
+  private sagaTimeoutMs(c: ContainerState, gateSec: number, timeoutMs = DEFAULT_TIMEOUT_MS): number {
+    return Math.max(timeoutMs, (2 * ((c.spec.stopTimeoutSec ?? 10) + 10) + gateSec + 60) * 1000);
+  }
+
+  /**
    * Append the intent and wait for its outcome. Resolves with the container's state once the
    * outcome is applied; a failed outcome becomes a RuntimeError with the tool's words. A retried
    * request whose intent is already in the log appends nothing: it answers from the outcome
@@ -234,11 +278,32 @@ export class ContainerService {
     if (outcome.type === "ContainerStartFailed" || outcome.type === "ContainerActionFailed") {
       throw new BerthError(ErrorCode.RuntimeError, outcome.data.error);
     }
+    // An upgrade that ended back on the old revision failed; a rollback that did is what was asked.
+    if (outcome.type === "ContainerUpgradeRolledBack" && outcome.data.reason !== "requested") {
+      throw new BerthError(ErrorCode.RuntimeError, `upgrade rolled back to revision ${outcome.data.revision} (${outcome.data.image}): ${outcome.data.reason}`);
+    }
     const after = this.model.byId(id);
     if (!after) return { ...this.model.byId(id), id, state: "removing" } as ContainerState;
     return after;
   }
 }
+
+/** `container.upgrade`'s body (API.md), the id aside. */
+export interface UpgradeRequest extends UpgradeChanges {
+  image: string;
+  healthGateSec?: number;
+}
+
+/**
+ * Without one given: the healthcheck's start period + interval × retries (the time it needs to
+ * call the new revision unhealthy), else a few seconds of staying up.
+ */
+export function defaultHealthGateSec(hc: Healthcheck | null | undefined): number {
+  if (!hc) return DEFAULT_GATE_SEC;
+  const h = healthConfig(hc);
+  return Math.min(3600, Math.ceil((h.startPeriodMs + h.intervalMs * h.retries + h.timeoutMs) / 1000));
+}
+export const DEFAULT_GATE_SEC = 3;
 
 /** A new aggregate's id, derived from the request that makes it (64 hex, like a random one). */
 export function idFromRequest(kind: string, requestId: string): string {
@@ -268,4 +333,6 @@ const INTENT_OF: Record<ContainerCommand["type"], EventType> = {
   Unpause: "ContainerUnpauseRequested",
   Update: "ContainerUpdated",
   Remove: "ContainerRemoveRequested",
+  Upgrade: "ContainerUpgradeRequested",
+  Rollback: "ContainerRollbackRequested",
 };

@@ -16,6 +16,7 @@ import { RestartScheduler } from "./restart-scheduler.js";
 import type { HostOps, NetPlan } from "./ports.js";
 import { networkMode } from "../shared/spec.js";
 import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
+import { finish, upgradeNext } from "../aggregates/container/upgrade.js";
 
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
@@ -23,6 +24,8 @@ const KILL_GRACE_MS = 10_000;
 
 export class Executor {
   private readonly queues = new Map<string, Promise<void>>();
+  /** Health-gate timers of sagas in progress, by container. */
+  private readonly gates = new Map<string, NodeJS.Timeout>();
   private readonly log = logger("executor");
   private stopped = false;
 
@@ -45,6 +48,11 @@ export class Executor {
       const c = model.byId(e.subject.slice("berth.ev.container.".length));
       if (!c || c.node !== this.node) return;
       if (c.pending && c.pending.eventId === e.eventId) this.enqueue(c.id, () => this.perform(c.id, e.eventId));
+      // A saga moves on when its container exits or changes health (the health gate).
+      else if (c.upgrade && c.pending && (e.type === "ContainerExited" || e.type === "ContainerHealthChanged")) {
+        const eid = c.pending.eventId;
+        this.enqueue(c.id, () => this.perform(c.id, eid));
+      }
     });
     for (const c of this.projector.model.containers.values()) {
       if (c.node === this.node && c.pending) {
@@ -96,6 +104,8 @@ export class Executor {
   async drain(): Promise<void> {
     this.stopped = true;
     this.restarts.stop();
+    for (const t of this.gates.values()) clearTimeout(t);
+    this.gates.clear();
     await Promise.allSettled([...this.queues.values()]);
   }
 
@@ -182,6 +192,10 @@ export class Executor {
           await this.host.cleanup(id);
           await this.outcome(id, { type: "ContainerRemoved", data: {} }, ctx, intentKey(ctx));
           break;
+        case "ContainerUpgradeRequested":
+        case "ContainerRollbackRequested":
+          if (!(await this.sagaLeg(id, intentId, ctx))) return;
+          break;
         default:
           log.warn("no action for this intent");
           return;
@@ -200,6 +214,75 @@ export class Executor {
       // A policy restart that cannot start goes through the policy again: backoff and retries.
       if (intent.type === "ContainerStartRequested" && typeof intent.data.attempt === "number") {
         await this.restarts.consider(id, `startfailed@${intentId}`, { exitCode: -1 });
+      }
+    }
+  }
+
+  /**
+   * Carry an upgrade or rollback as far as it goes now: each step is what `upgradeNext` says from
+   * the state the log gives, so a daemon that died half-way takes up where the log says it was.
+   * True once the saga's outcome is recorded; false while it waits (the health gate).
+   */
+  private async sagaLeg(id: string, intentId: string, ctx: Ctx): Promise<boolean> {
+    clearTimeout(this.gates.get(id));
+    this.gates.delete(id);
+    for (;;) {
+      const c = this.current(id);
+      if (!c?.upgrade || c.pending?.eventId !== intentId || this.stopped) return false;
+      const step = upgradeNext(c, Date.now());
+      if (!step) return false;
+      const u = c.upgrade;
+      try {
+        switch (step.kind) {
+          case "stop":
+            await this.stopLeg(c, c.spec.stopSignal ?? "SIGTERM", c.spec.stopTimeoutSec ?? 10, ctx);
+            fault("upgrade-stopped");
+            break;
+          case "activate":
+            await this.host.activateRevision(id, step.revision, step.fresh);
+            fault("upgrade-layer");
+            await this.outcome(id, { type: "ContainerRevisionActivated", data: { revision: step.revision.revision } }, ctx, `${intentKey(ctx)}@${u.failed === null ? "to" : "back"}`);
+            break;
+          case "start": {
+            const r = await this.host.prepareAndStart(c, this.netPlan(c));
+            fault("upgrade-started");
+            const data = r.ip ? { pid: r.pid, startedAt: r.startedAt, ip: r.ip } : { pid: r.pid, startedAt: r.startedAt };
+            await this.outcome(id, { type: "ContainerStarted", data }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
+            break;
+          }
+          case "gate": {
+            const t = setTimeout(() => this.enqueue(id, () => this.perform(id, intentId)), Math.max(0, step.untilMs - Date.now()) + 20);
+            t.unref();
+            this.gates.set(id, t);
+            fault("upgrade-gate");
+            return false;
+          }
+          case "fail":
+            this.log.warn({ container: id, reason: step.reason }, "upgrade failed; rolling back");
+            await this.outcome(id, { type: "ContainerUpgradeFailed", data: { reason: step.reason } }, ctx, intentKey(ctx));
+            fault("upgrade-rollback");
+            break;
+          case "finish": {
+            await this.host.pruneRevisions(id, keptAfter(c));
+            fault("upgrade-pruned");
+            await this.outcome(id, step.event, ctx, intentKey(ctx));
+            const after = this.current(id);
+            if (after?.state === "exited" && !after.pending) await this.restarts.consider(id, `saga@${intentId}`);
+            return true;
+          }
+        }
+      } catch (err) {
+        const msg = toBerthError(err).message;
+        if (u.kind === "upgrade" && u.failed === null) {
+          // The new revision could not be made or started: the saga goes back.
+          await this.outcome(id, { type: "ContainerUpgradeFailed", data: { reason: `${step.kind}: ${msg}` } }, ctx, intentKey(ctx));
+        } else if (step.kind === "start") {
+          // Back on the old revision, which does not start either: the saga ends, the container stopped.
+          await this.outcome(id, finish(c, `the revision it went back to did not start: ${msg}`), ctx, intentKey(ctx));
+          return true;
+        } else {
+          throw err;
+        }
       }
     }
   }
@@ -312,6 +395,14 @@ export class Executor {
       () => this.stopped,
     );
   }
+}
+
+/** The revisions whose rw layers stay once the saga's outcome is recorded. */
+function keptAfter(c: ContainerState): number[] {
+  const u = c.upgrade!;
+  if (u.kind === "rollback") return [u.to.revision];
+  if (u.failed === null) return [u.to.revision, u.from.revision];
+  return c.previous ? [u.from.revision, c.previous.revision] : [u.from.revision];
 }
 
 /** Outcomes of an intent are keyed by it: one intent, one outcome of each type. */

@@ -122,8 +122,9 @@ export class HealthMonitor {
 
   private async probe(w: Watch): Promise<void> {
     const c = this.projector.model.byId(w.id);
-    // Paused: exec would block on the frozen cgroup. Pending intent: the state is in flux.
-    if (!this.wanted(c) || c.startedAt !== w.run || c.state !== "running" || c.pending) return;
+    // Paused: exec would block on the frozen cgroup. Pending intent: the state is in flux (but an
+    // upgrade's new revision is probed: its health gate needs the answer).
+    if (!this.wanted(c) || c.startedAt !== w.run || c.state !== "running" || inFlux(c)) return;
     const hc = healthConfig(c.spec.healthcheck!);
     const t0 = Date.now();
     let r: ProbeResult;
@@ -137,7 +138,7 @@ export class HealthMonitor {
     // A probe that failed because the container is going away says nothing about its health.
     if (!ok && (await this.host.state(c.id).catch(() => null))?.status !== "running") return;
     const now = this.projector.model.byId(w.id);
-    if (!this.live(w) || !this.wanted(now) || now.startedAt !== w.run || now.state !== "running" || now.pending) return;
+    if (!this.live(w) || !this.wanted(now) || now.startedAt !== w.run || now.state !== "running" || inFlux(now)) return;
 
     const prev: HealthView = { status: now.health === "none" ? "starting" : now.health, failingStreak: w.streak };
     const next = nextHealth(prev, { ok }, { retries: hc.retries, inStartPeriod: inStartPeriod(t0, w.run, hc.startPeriodMs) });
@@ -195,6 +196,8 @@ export class HealthMonitor {
     }
   }
 }
+
+const inFlux = (c: ContainerState) => c.pending !== null && c.upgrade === null;
 
 function probeOutput(r: ProbeResult, hc: HealthConfig): string {
   const output = r.stdout + r.stderr;

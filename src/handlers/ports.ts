@@ -3,6 +3,7 @@
 // (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
+import type { Revision } from "../events/types.js";
 import type { PortMapping, Resources } from "../shared/spec.js";
 import type { ConsoleSession, ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
 
@@ -20,6 +21,10 @@ export interface HostOps {
   /** runc's status (`running`, `paused`, `stopped`, …), or null when runc does not know it. */
   status(id: string): Promise<string | null>;
   cleanup(id: string): Promise<void>;
+  /** A stopped container's next start runs this revision (its image, its rw layer; `fresh`: an empty one). */
+  activateRevision(id: string, revision: Revision, fresh: boolean): Promise<void>;
+  /** Removes the rw layers of the container's other revisions. */
+  pruneRevisions(id: string, keep: readonly number[]): Promise<void>;
 }
 
 /**

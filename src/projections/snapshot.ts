@@ -32,7 +32,7 @@ const gunzip = promisify(gunzipCb);
  * Bump whenever ContainerState, the read model's shape or evolve's meaning changes: a snapshot
  * folded by other code is not the fold of this code, and must be replayed instead.
  */
-export const SNAPSHOT_SCHEMA = 3; // 2: the quarantine (quarantinedTotal, quarantined); 3: containers' ip
+export const SNAPSHOT_SCHEMA = 4; // 2: the quarantine (quarantinedTotal, quarantined); 3: containers' ip; 4: revisions and the upgrade saga
 
 /**
  * A digest of the code that folds events into the model (evolve, the read model, the tables), so

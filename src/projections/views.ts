@@ -33,6 +33,8 @@ export function toContainerView(c: ContainerState, withSpec: boolean): Container
     ip: c.ip,
     ports: c.spec.network?.ports ?? [],
     pod: c.spec.pod ?? null,
+    revision: c.revision,
+    previous: c.previous ? { revision: c.previous.revision, image: c.previous.image, imageDigest: c.previous.imageDigest } : null,
   };
   if (withSpec) v.spec = c.spec;
   return v;

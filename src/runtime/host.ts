@@ -4,7 +4,7 @@
 import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { access, mkdir, readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
-import { invalid, notFound } from "../shared/errors.js";
+import { RuntimeFailure, invalid, notFound } from "../shared/errors.js";
 import { NAME_RE, hostnameFor, isAnonVolumeOf, networkMode } from "../shared/spec.js";
 import { BridgeNetwork } from "./bridge-network.js";
 import { Sandboxes, type SandboxInfo, type SandboxRequest } from "./sandbox.js";
@@ -16,7 +16,7 @@ import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
 import { resolveTool, toolPaths } from "./exec.js";
 import { validateMountSources } from "./mounts.js";
 import { buildOciSpec } from "./oci-spec.js";
-import { isMounted, mountOverlay, unmountOverlay } from "./overlay.js";
+import { isMounted, mountOverlay, unmountOverlay, type OverlayDirs } from "./overlay.js";
 import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult, type ExecUser } from "./runc.js";
 import type { ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
@@ -142,8 +142,9 @@ export class HostRuntime {
   }
 
   /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
-  async prepare({ id, name, spec, image, net, pod }: PrepareInput): Promise<{ bundle: string }> {
+  async prepare({ id, name, spec, image, net, pod, revision = 0 }: PrepareInput): Promise<{ bundle: string }> {
     const cp = this.paths.container(id);
+    const layer = this.paths.layer(id, revision);
     const hostNetworkFiles: string[] = [];
     const host = networkMode(spec) === "host";
     if (host) {
@@ -163,14 +164,15 @@ export class HostRuntime {
     }
     await mkdir(cp.dir, { recursive: true, mode: 0o700 });
     // The overlay's root dir takes the upper dir's mode: 0700 would lock non-root users out of "/".
-    for (const d of [cp.upper, cp.work, cp.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
+    for (const d of [layer.upper, layer.work, cp.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
+    const overlay: OverlayDirs = { lower: image.rootfs, upper: layer.upper, work: layer.work, target: cp.rootfs };
     // Remembered so start() can remount after a host reboot without the image record at hand.
-    await writeAtomic(`${cp.dir}/lower`, image.rootfs);
+    await writeAtomic(cp.overlay, JSON.stringify(overlay));
     if (spec.log) await writeAtomic(cp.logPolicy, JSON.stringify(spec.log));
     // config.json has the terminal; whether its input is open is conmon's business only (start()).
     if (spec.stdin) await writeAtomic(stdinMarker(cp.dir), "");
     else await rm(stdinMarker(cp.dir), { force: true });
-    await mountOverlay({ lower: image.rootfs, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
+    await mountOverlay(overlay, this.log);
     const etcFiles = host ? undefined : await writeEtcFiles(cp.dir, { hostname, ip: net?.ip ?? null, aliases: name !== hostname && NAME_RE.test(name) ? [name] : [] });
     await writeAtomic(cp.config, JSON.stringify(buildOciSpec({ ...input, etcFiles }), null, 2));
     return { bundle: cp.bundle };
@@ -201,9 +203,9 @@ export class HostRuntime {
         .map((f) => rm(f, { force: true })),
     );
     if (!(await isMounted(cp.rootfs))) {
-      const lower = (await readFile(`${cp.dir}/lower`, "utf8").catch(() => "")).trim();
-      if (!lower) throw notFound(`container ${id} rootfs is not mounted; prepare it again`);
-      await mountOverlay({ lower, upper: cp.upper, work: cp.work, target: cp.rootfs }, this.log);
+      const overlay = await this.overlayOf(id);
+      if (!overlay) throw notFound(`container ${id} rootfs is not mounted; prepare it again`);
+      await mountOverlay(overlay, this.log);
     }
     const { name, terminal } = await this.configOf(cp.config, id);
     const stdin = terminal && (await exists(stdinMarker(cp.dir)));
@@ -221,6 +223,44 @@ export class HostRuntime {
     const startedAt = new Date().toISOString();
     this.log.debug({ id, pid: started.pid, conmonPid: started.conmonPid }, "container started");
     return { pid: started.pid, startedAt, conmonPid: started.conmonPid };
+  }
+
+  /** The overlay its rootfs is made of (prepare wrote it; `lower` alone: a bundle from before revisions). */
+  private async overlayOf(id: string): Promise<OverlayDirs | null> {
+    const cp = this.paths.container(id);
+    const o = await readFile(cp.overlay, "utf8").then((t) => JSON.parse(t) as OverlayDirs, () => null);
+    if (o) return { ...o, target: cp.rootfs };
+    const lower = (await readFile(`${cp.dir}/lower`, "utf8").catch(() => "")).trim();
+    return lower ? { lower, upper: cp.upper, work: cp.work, target: cp.rootfs } : null;
+  }
+
+  /**
+   * Switch a stopped container to a revision: its rootfs is unmounted (the next start mounts the
+   * revision's layer over its image), and a `fresh` revision's rw layer starts empty. Idempotent.
+   */
+  async activateRevision(id: string, revision: number, lowerRootfs: string, fresh: boolean): Promise<void> {
+    const cp = this.paths.container(id);
+    const st = await this.runc.state(id);
+    if (st && st.status !== "stopped") throw new RuntimeFailure("runc", ["state", id], `container ${id} is ${st.status}: a revision is switched only while it is stopped`, undefined);
+    if (st) await this.runc.delete(id, true);
+    await unmountOverlay(cp.rootfs, this.log);
+    const layer = this.paths.layer(id, revision);
+    if (fresh && revision > 0) await rm(layer.dir, { recursive: true, force: true });
+    for (const d of [layer.upper, layer.work]) await mkdir(d, { recursive: true, mode: 0o755 });
+    await writeAtomic(cp.overlay, JSON.stringify({ lower: lowerRootfs, upper: layer.upper, work: layer.work, target: cp.rootfs }));
+  }
+
+  /** Removes the rw layers of every revision but `keep` (the active one is always among them). */
+  async pruneRevisions(id: string, keep: readonly number[]): Promise<void> {
+    const cp = this.paths.container(id);
+    for (const name of await readdir(cp.dir).catch(() => [] as string[])) {
+      const m = /^rev-(\d+)$/.exec(name);
+      if (m && !keep.includes(Number(m[1]))) await rm(join(cp.dir, name), { recursive: true, force: true });
+    }
+    if (!keep.includes(0)) {
+      const l0 = this.paths.layer(id, 0);
+      await Promise.all([rm(l0.upper, { recursive: true, force: true }), rm(l0.work, { recursive: true, force: true })]);
+    }
   }
 
   private async configOf(config: string, id: string): Promise<{ name: string; terminal: boolean }> {

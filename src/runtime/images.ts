@@ -69,6 +69,7 @@ interface OciConfig {
   config?: {
     Entrypoint?: string[] | null; Cmd?: string[] | null; Env?: string[] | null; WorkingDir?: string;
     User?: string; StopSignal?: string; Labels?: Record<string, string> | null;
+    Volumes?: Record<string, unknown> | null;
   };
 }
 
@@ -161,6 +162,7 @@ export class ImageStore {
       user: cfg.User ?? "",
       stopSignal: cfg.StopSignal || null,
       labels: cfg.Labels ?? {},
+      volumes: Object.keys(cfg.Volumes ?? {}).sort(),
     };
     const rootfs = await this.unpack(tag, digest);
     const record: ImageRecord = {

@@ -58,6 +58,17 @@ export class Paths {
   attachSocket(id: string): string { return join(this.socketDir, checkId(id), "attach"); }
   socketLink(id: string): string { return join(this.socketDir, checkId(id)); }
 
+  /**
+   * A revision's rw layer: revision 0 (every container's first) in the container dir itself,
+   * each upgrade's in `rev-<N>/` beside it.
+   */
+  layer(id: string, revision: number): { dir: string; upper: string; work: string } {
+    const c = join(this.containersDir, checkId(id));
+    if (!Number.isInteger(revision) || revision < 0) throw invalid(`invalid revision ${revision}`);
+    const dir = revision === 0 ? c : join(c, `rev-${revision}`);
+    return { dir, upper: join(dir, "upper"), work: join(dir, "work") };
+  }
+
   container(id: string): ContainerPaths {
     const dir = join(this.containersDir, checkId(id));
     return {
@@ -78,6 +89,8 @@ export class Paths {
       // conmon --persist-dir (and conmon's cwd): it drops `oom` and `exit` here.
       persistDir: dir,
       oomFile: join(dir, "oom"),
+      // Which lower, upper and work dirs make its rootfs (the active revision's).
+      overlay: join(dir, "overlay.json"),
     };
   }
 }
@@ -97,4 +110,5 @@ export interface ContainerPaths {
   runcLog: string;
   persistDir: string;
   oomFile: string;
+  overlay: string;
 }

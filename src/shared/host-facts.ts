@@ -11,6 +11,8 @@ export interface ImageConfig {
   user: string;
   stopSignal: string | null;
   labels: Record<string, string>;
+  /** The paths it declares as volumes (VOLUME); records imported before this field lack it. */
+  volumes?: string[];
 }
 
 export interface ImageRecord {
@@ -58,6 +60,8 @@ export interface PrepareInput {
   net?: NetSetup;
   /** A pod member: its cgroup lives below the pod's. */
   pod?: string;
+  /** Whose rw layer its rootfs uses (0 when absent). */
+  revision?: number;
 }
 
 export interface NetSetup {

@@ -27,7 +27,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
         net = { namespacePaths: sb.paths, ip: sb.ip, hostname: plan.hostname };
       }
       if (net) fault("after-attach");
-      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined });
+      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined, revision: c.revision });
       const r = await rt.start(c.id);
       return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
     },
@@ -42,6 +42,12 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       return s !== null && s.status !== "stopped";
     },
     cleanup: (id) => rt.cleanup(id),
+    async activateRevision(id, r, fresh) {
+      const image = await images.resolve(r.imageDigest);
+      if (!image) throw new BerthError(ErrorCode.NotFound, `image ${r.image} (${r.imageDigest}) is not in this node's image store`);
+      await rt.activateRevision(id, r.revision, image.rootfs, fresh);
+    },
+    pruneRevisions: (id, keep) => rt.pruneRevisions(id, keep),
     status: async (id) => (await rt.state(id))?.status ?? null,
   };
 }

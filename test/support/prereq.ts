@@ -13,6 +13,12 @@ function onPath(bin: string): boolean {
   }
 }
 
+/** The demo images an upgrade goes to (deploy/build-busybox-image.sh builds them with the seed). */
+export const UPGRADE_IMAGES = {
+  "busybox:v2": "/opt/berth/images/busybox-v2.oci.tar",
+  "busybox:broken": "/opt/berth/images/busybox-broken.oci.tar",
+} as const;
+
 const checks: Record<string, () => boolean> = {
   "nats-server": () => ["/usr/bin/nats-server", "/usr/sbin/nats-server"].some(existsSync) || onPath("nats-server"),
   runc: () => onPath("runc"),
@@ -20,6 +26,7 @@ const checks: Record<string, () => boolean> = {
   root: () => process.getuid?.() === 0,
   cni: () => ["bridge", "host-local", "portmap", "loopback"].every((p) => existsSync(`${process.env.BERTH_CNI_PATH ?? "/usr/lib/cni"}/${p}`)) && onPath("iptables"),
   "busybox image": () => existsSync(process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.oci.tar"),
+  "upgrade images": () => Object.values(UPGRADE_IMAGES).every(existsSync),
 };
 
 /** Names of missing prerequisites; throws in CI so the run fails instead of skipping. */

@@ -126,6 +126,17 @@ function dataFor(type: EventType, s: Step, at: string, name: string, id: string)
       return { force: s.flag };
     case "ContainerNetworkDetached":
       return { ip: `10.89.3.${2 + (s.pick % 200)}` };
+    case "ContainerUpgradeRequested":
+      return { revision: 1 + (s.pick % 3), image: `img${s.pick % 3}:latest`, imageDigest: imageDigest(s), spec: { image: `img${s.pick % 3}:latest`, cmd: ["sleep", "1"] }, healthGateSec: s.pick % 5 };
+    case "ContainerRollbackRequested":
+    case "ContainerRevisionActivated":
+      return { revision: s.pick % 3 };
+    case "ContainerUpgradeFailed":
+      return { reason: `exited ${s.pick}` };
+    case "ContainerUpgraded":
+      return { fromImage: "img0:latest", fromDigest: imageDigest(s), toImage: "img1:latest", toDigest: imageDigest(s), revision: 1 + (s.pick % 3) };
+    case "ContainerUpgradeRolledBack":
+      return { reason: s.flag ? "requested" : "exited", revision: s.pick % 3, image: "img0:latest", imageDigest: imageDigest(s), fromRevision: 1 + (s.pick % 3) };
     case "ImageImported":
       return {
         name: `img${s.pick % 3}:latest`,
@@ -150,6 +161,8 @@ const CONTAINER_TYPES = Object.keys({
   ContainerPaused: 1, ContainerUnpauseRequested: 1, ContainerUnpaused: 1, ContainerUpdated: 1, ContainerRemoveRequested: 1,
   ContainerRemoved: 1, ContainerNetworkDetached: 1, ContainerRestartScheduled: 1, ContainerRestartCancelled: 1, ContainerHealthChanged: 1,
   ContainerRestoreFailed: 1, ContainerActionFailed: 1, ContainerExecStarted: 1, ContainerExecExited: 1,
+  ContainerUpgradeRequested: 1, ContainerRollbackRequested: 1, ContainerRevisionActivated: 1, ContainerUpgradeFailed: 1,
+  ContainerUpgraded: 1, ContainerUpgradeRolledBack: 1,
 } satisfies Record<Extract<EventType, `Container${string}`>, 1>) as Extract<EventType, `Container${string}`>[];
 const OTHER_TYPES: EventType[] = ["ImageImported", "ImageRemoved", "NodeStarted", "NodeRestored"];
 /** Facts the host may report at any time (the executor checks the table before appending them). */

@@ -7,6 +7,8 @@ import type { NewEventOf } from "../decider.js";
 import { BerthError, ErrorCode, conflict, invalid } from "../../shared/errors.js";
 import { validateSpecRules } from "../../shared/spec-rules.js";
 import type { ContainerState } from "./state.js";
+import type { ImageConfig } from "../../shared/host-facts.js";
+import { mergeUpgrade, type UpgradeChanges } from "./upgrade.js";
 import { nextState } from "./transitions.js";
 
 export type ContainerCommand =
@@ -18,7 +20,13 @@ export type ContainerCommand =
   | { type: "Pause" }
   | { type: "Unpause" }
   | { type: "Update"; restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null }
-  | { type: "Remove"; force: boolean };
+  | { type: "Remove"; force: boolean }
+  /**
+   * The image configs come from the read model (ImageImported), so that the merge is pure;
+   * `oldImage` is null when the image the container runs is no longer known.
+   */
+  | { type: "Upgrade"; image: { name: string; digest: string; config: ImageConfig }; oldImage: ImageConfig | null; changes: UpgradeChanges; healthGateSec: number }
+  | { type: "Rollback" };
 
 /** A container event before the store gives it an envelope. */
 export type NewEvent = NewEventOf<ContainerEvent>;
@@ -33,6 +41,8 @@ const verb: Record<ContainerCommand["type"], string> = {
   Unpause: "unpause",
   Update: "update",
   Remove: "remove",
+  Upgrade: "upgrade",
+  Rollback: "roll back",
 };
 
 export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEvent[] {
@@ -51,6 +61,13 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
   };
   const refuse = (why: string): never => {
     throw conflict(`cannot ${verb[cmd.type]} container ${s.name}: ${why}`);
+  };
+  // A revision is switched while nothing runs: a paused one would have to be thawed, stopped and
+  // frozen again, which is not what a user pausing it asked for.
+  const upgradable = () => {
+    if (s.state === "paused") refuse("it is paused; unpause it first");
+    if (s.state === "restarting") refuse("a restart is scheduled; stop it first");
+    if (s.state === "removing" || s.state === "dead") refuse(`it is ${s.state}`);
   };
   const guard = (e: NewEvent): NewEvent[] => {
     if (nextState(s.state, e.type) === null) refuse(`it is ${s.state}`);
@@ -100,6 +117,23 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       }
       if (s.state === "removing") refuse("it is already being removed");
       return guard({ type: "ContainerRemoveRequested", data: { force: cmd.force } });
+    case "Upgrade": {
+      busy();
+      upgradable();
+      if (cmd.image.digest === s.imageDigest) throw invalid(`image not changed: container ${s.name} already runs ${cmd.image.name} (${cmd.image.digest})`);
+      const spec = mergeUpgrade({ containerId: s.id, spec: s.spec, oldImage: cmd.oldImage, newImage: cmd.image.config, newImageName: cmd.image.name, changes: cmd.changes });
+      validateSpecRules(spec);
+      const revision = Math.max(s.revision, s.previous?.revision ?? 0) + 1;
+      return guard({
+        type: "ContainerUpgradeRequested",
+        data: { revision, image: cmd.image.name, imageDigest: cmd.image.digest, spec, healthGateSec: cmd.healthGateSec },
+      });
+    }
+    case "Rollback":
+      busy();
+      upgradable();
+      if (!s.previous) refuse("it has no previous revision (no upgrade since it was created or last rolled back)");
+      return guard({ type: "ContainerRollbackRequested", data: { revision: s.previous!.revision } });
     default: {
       const _never: never = cmd;
       throw new Error(`unknown command ${JSON.stringify(_never)}`);

@@ -1,6 +1,6 @@
 // The container aggregate's state and its pure evolve. The read model is nothing but these
 // states folded from the log.
-import type { ContainerEvent, StoredEvent } from "../../events/types.js";
+import type { ContainerEvent, Revision, StoredEvent } from "../../events/types.js";
 import { OUTCOMES } from "../../events/types.js";
 import type { ContainerSpec, RestartPolicy } from "../../shared/spec.js";
 import { nextState, type LifecycleState } from "./transitions.js";
@@ -12,6 +12,25 @@ export interface PendingIntent {
   eventId: string;
   seq: number;
   data: Record<string, unknown>;
+}
+
+/**
+ * An upgrade or rollback in progress: the saga's state, folded from its events on the container's
+ * own subject (upgrade.ts's `upgradeNext` reads it to say what the owning node does next).
+ */
+export interface UpgradeSaga {
+  kind: "upgrade" | "rollback";
+  /** The revision it ran when the saga began, and the one the saga goes to. */
+  from: Revision;
+  to: Revision;
+  /** It was running when the saga began: it runs again at the end, on whichever revision. */
+  wasRunning: boolean;
+  gateSec: number;
+  /** Set by ContainerUpgradeFailed: the saga goes back to `from`. */
+  failed: string | null;
+  /** The run of the active revision since its activation in this saga: when it started, how it ended. */
+  runStartedAt: string | null;
+  runExit: number | null;
 }
 
 export interface ContainerState {
@@ -53,6 +72,11 @@ export interface ContainerState {
    * container is removed), so the next start asks for the same one.
    */
   ip: string | null;
+  /** 0 at create; each settled upgrade makes the next (its own rw layer on the host). */
+  revision: number;
+  /** The revision before the last upgrade, kept (with its rw layer) for `rollback`; null when there is none. */
+  previous: Revision | null;
+  upgrade: UpgradeSaga | null;
 }
 
 /**
@@ -89,6 +113,9 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       restartDueAt: null,
       removed: false,
       ip: null,
+      revision: 0,
+      previous: null,
+      upgrade: null,
     };
   }
   if (!s) return null;
@@ -101,6 +128,8 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
   if (OUTCOMES[e.type]) {
     n.pending = { type: e.type, eventId: e.eventId, seq: e.seq, data: e.data as Record<string, unknown> };
   }
+  // Whatever ends the saga's intent (its outcomes, a forced remove overtaking it) ends the saga.
+  if (s.upgrade && n.pending?.type !== "ContainerUpgradeRequested" && n.pending?.type !== "ContainerRollbackRequested") n.upgrade = null;
 
   switch (e.type) {
     case "ContainerStartRequested":
@@ -116,6 +145,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       n.pid = e.data.pid;
       n.startedAt = e.data.startedAt;
       if (e.data.ip) n.ip = e.data.ip;
+      if (n.upgrade && n.revision === sagaTarget(n.upgrade).revision) n.upgrade = { ...n.upgrade, runStartedAt: e.data.startedAt, runExit: null };
       n.exitCode = null;
       n.oomKilled = false;
       n.lastError = null;
@@ -137,6 +167,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       n.exitCode = e.data.exitCode;
       n.oomKilled = e.data.oomKilled;
       n.finishedAt = e.data.exitedAt;
+      if (n.upgrade?.runStartedAt) n.upgrade = { ...n.upgrade, runExit: e.data.exitCode };
       if (n.spec.healthcheck) n.health = "none";
       // A run that lasted resetAfterMs resets the backoff (Docker's rule).
       if (s.startedAt && Date.parse(e.data.exitedAt) - Date.parse(s.startedAt) >= (n.spec.restartPolicy?.backoff?.resetAfterMs ?? 10_000)) {
@@ -176,6 +207,42 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     case "ContainerRestoreFailed":
       n.lastError = `restore: ${e.data.reason}`;
       break;
+    case "ContainerUpgradeRequested": {
+      const { healthGateSec, ...to } = e.data;
+      n.upgrade = { kind: "upgrade", from: revisionOf(s), to, wasRunning: isUp(s), gateSec: healthGateSec, failed: null, runStartedAt: null, runExit: null };
+      break;
+    }
+    case "ContainerRollbackRequested":
+      if (s.previous?.revision === e.data.revision) {
+        n.upgrade = { kind: "rollback", from: revisionOf(s), to: s.previous, wasRunning: isUp(s), gateSec: 0, failed: null, runStartedAt: null, runExit: null };
+      }
+      break;
+    case "ContainerRevisionActivated": {
+      const r = s.upgrade && [s.upgrade.to, s.upgrade.from].find((x) => x.revision === e.data.revision);
+      if (!r || !n.upgrade) break;
+      n.revision = r.revision;
+      n.image = r.image;
+      n.imageDigest = r.imageDigest;
+      n.spec = r.spec;
+      n.labels = r.spec.labels ?? {};
+      n.annotations = r.spec.annotations ?? {};
+      n.restartPolicy = r.spec.restartPolicy ?? { name: "no" };
+      n.health = r.spec.healthcheck ? "starting" : "none";
+      n.upgrade = { ...n.upgrade, runStartedAt: null, runExit: null };
+      break;
+    }
+    case "ContainerUpgradeFailed":
+      if (s.upgrade) n.upgrade = { ...s.upgrade, failed: e.data.reason };
+      n.lastError = `upgrade: ${e.data.reason}`;
+      break;
+    case "ContainerUpgraded":
+      if (s.upgrade) n.previous = s.upgrade.from;
+      break;
+    case "ContainerUpgradeRolledBack":
+      // `rollback` spends the previous revision; a failed upgrade leaves it as it was.
+      if (s.upgrade?.kind === "rollback") n.previous = null;
+      else n.lastError = `upgrade rolled back: ${e.data.reason}`;
+      break;
     // Exec sessions are audit facts: the container's state stays as it is.
     case "ContainerExecStarted":
     case "ContainerExecExited":
@@ -193,6 +260,18 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
   }
   return n;
 }
+
+/** The revision a container runs now, as a saga keeps it. */
+export function revisionOf(s: ContainerState): Revision {
+  return { revision: s.revision, image: s.image, imageDigest: s.imageDigest, spec: s.spec };
+}
+
+/** The revision a saga is heading for now: its `to`, or back to `from` once the upgrade failed. */
+export function sagaTarget(u: UpgradeSaga): Revision {
+  return u.failed !== null ? u.from : u.to;
+}
+
+const isUp = (s: ContainerState) => s.state === "running" || s.state === "paused";
 
 /** Actors berth itself uses (`berth/<node>/…`): the executor, restart policy, health checks. */
 export function isSystemActor(actor: string): boolean {

@@ -12,11 +12,19 @@ export type Target = LifecycleState | "removed";
 type Row = Partial<Record<ContainerEvent["type"], Target>>;
 
 // Intents keep the state (the outcome moves it); `ContainerActionFailed` answers an intent.
+// An upgrade or rollback (a saga on the container's own subject, upgrade.ts) starts from created,
+// running or exited; its revision is switched only while no process runs (created, exited).
 // An exec session starts only in a running container and changes no state; its end is recorded
 // whatever the container did meanwhile (the exec ends when the container does), except before
 // the container ever ran.
 export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
   created: {
+    ContainerUpgradeRequested: "created",
+    ContainerRollbackRequested: "created",
+    ContainerRevisionActivated: "created",
+    ContainerUpgradeFailed: "created",
+    ContainerUpgraded: "created",
+    ContainerUpgradeRolledBack: "created",
     ContainerStartRequested: "created",
     ContainerRestartRequested: "created",
     ContainerStarted: "running",
@@ -27,6 +35,11 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   running: {
+    ContainerUpgradeRequested: "running",
+    ContainerRollbackRequested: "running",
+    ContainerUpgradeFailed: "running",
+    ContainerUpgraded: "running",
+    ContainerUpgradeRolledBack: "running",
     ContainerStopRequested: "running",
     ContainerKillRequested: "running",
     ContainerSignaled: "running",
@@ -69,6 +82,12 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   exited: {
+    ContainerUpgradeRequested: "exited",
+    ContainerRollbackRequested: "exited",
+    ContainerRevisionActivated: "exited",
+    ContainerUpgradeFailed: "exited",
+    ContainerUpgraded: "exited",
+    ContainerUpgradeRolledBack: "exited",
     ContainerStartRequested: "exited",
     ContainerRestartRequested: "exited",
     ContainerStarted: "running",
