@@ -276,6 +276,7 @@ export class Executor {
         if (u.kind === "upgrade" && u.failed === null) {
           // The new revision could not be made or started: the saga goes back.
           await this.outcome(id, { type: "ContainerUpgradeFailed", data: { reason: `${step.kind}: ${msg}` } }, ctx, intentKey(ctx));
+          fault("upgrade-rollback");
         } else if (step.kind === "start") {
           // Back on the old revision, which does not start either: the saga ends, the container stopped.
           await this.outcome(id, finish(c, `the revision it went back to did not start: ${msg}`), ctx, intentKey(ctx));

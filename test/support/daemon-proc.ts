@@ -94,9 +94,9 @@ export class ProcSession {
     if (this.d) await stopProc(this.d, signal);
   }
 
-  /** `berth.cmd.container.<verb>` as any client sends it (`pod.<verb>` for a pod's). */
+  /** `berth.cmd.container.<verb>` as any client sends it (`pod.<verb>`, `image.<verb>` for theirs). */
   async cmd(verb: string, body: unknown, timeoutMs = 30_000): Promise<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } }> {
-    const subject = verb.startsWith("pod.") ? `berth.cmd.${verb}` : `berth.cmd.container.${verb}`;
+    const subject = /^(pod|image)\./.test(verb) ? `berth.cmd.${verb}` : `berth.cmd.container.${verb}`;
     return (await this.nc!.request(subject, JSON.stringify(body), { timeout: timeoutMs })).json();
   }
 
