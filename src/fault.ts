@@ -12,10 +12,10 @@
 //   upgrade-started  the new (or, going back, the old) revision's process runs, before it is recorded
 //   upgrade-gate     the new revision is up and its health gate is being watched
 //   upgrade-rollback the upgrade was recorded as failed, before going back
-//   upgrade-pruned   the other revisions' layers are removed, before the saga's outcome is recorded
+//   upgrade-settling the saga is done on the host, before its outcome is recorded
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
-  | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-pruned";
+  | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

@@ -22,6 +22,7 @@ import { removeCgroup, freePort } from "./proc.js";
 import { benchRestart } from "./restart.js";
 import { benchExec } from "./exec.js";
 import { benchCli } from "./cli.js";
+import { benchUpgrade } from "./upgrade.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The daemon's own entry point, as deploy/ starts it.
@@ -96,8 +97,10 @@ async function main(): Promise<void> {
   // BENCH_SECTIONS=exec: container.exec of `true` against raw `runc exec` (BENCH_EXEC_RUNS).
   // BENCH_SECTIONS=cli: `berth ps` and the shell run -d + rm -f cycle against `node -e ''` (and
   // podman when on PATH); BENCH_CLI_RUNS rounds (default 30).
+  // BENCH_SECTIONS=upgrade: container.upgrade's downtime against stop + start and stop + rm + run
+  // on the same volume (BENCH_UPGRADE_RUNS), and a failed upgrade's way back.
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -170,6 +173,7 @@ async function main(): Promise<void> {
   if (sections.has("exec")) out.exec = await benchExec();
   if (sections.has("cli")) out.cli = await benchCli();
   if (sections.has("network")) out.network = await benchNetwork();
+  if (sections.has("upgrade")) out.upgrade = await benchUpgrade();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

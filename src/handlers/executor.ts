@@ -16,7 +16,7 @@ import { RestartScheduler } from "./restart-scheduler.js";
 import type { HostOps, NetPlan } from "./ports.js";
 import { networkMode } from "../shared/spec.js";
 import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
-import { finish, upgradeNext } from "../aggregates/container/upgrade.js";
+import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/container/upgrade.js";
 
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
@@ -235,11 +235,14 @@ export class Executor {
       try {
         switch (step.kind) {
           case "stop":
+            // The next rootfs is mounted while the old process still runs: the downtime is a stop and a start.
+            await this.host.stageRevision(id, step.stage);
             await this.stopLeg(c, c.spec.stopSignal ?? "SIGTERM", c.spec.stopTimeoutSec ?? 10, ctx);
             fault("upgrade-stopped");
             break;
           case "activate":
-            await this.host.activateRevision(id, step.revision, step.fresh);
+            await this.host.pruneRevisions(id, keptDuring(c));
+            await this.host.activateRevision(id, step.revision);
             fault("upgrade-layer");
             await this.outcome(id, { type: "ContainerRevisionActivated", data: { revision: step.revision.revision } }, ctx, `${intentKey(ctx)}@${u.failed === null ? "to" : "back"}`);
             break;
@@ -263,9 +266,10 @@ export class Executor {
             fault("upgrade-rollback");
             break;
           case "finish": {
-            await this.host.pruneRevisions(id, keptAfter(c));
-            fault("upgrade-pruned");
+            fault("upgrade-settling");
             await this.outcome(id, step.event, ctx, intentKey(ctx));
+            // After the answer: a layer left by a crash here goes at the next saga's activation.
+            await this.host.pruneRevisions(id, keptAfter(c)).catch((err) => this.log.warn({ err, container: id }, "could not remove old revisions' layers"));
             const after = this.current(id);
             if (after?.state === "exited" && !after.pending) await this.restarts.consider(id, `saga@${intentId}`);
             return true;
@@ -396,14 +400,6 @@ export class Executor {
       () => this.stopped,
     );
   }
-}
-
-/** The revisions whose rw layers stay once the saga's outcome is recorded. */
-function keptAfter(c: ContainerState): number[] {
-  const u = c.upgrade!;
-  if (u.kind === "rollback") return [u.to.revision];
-  if (u.failed === null) return [u.to.revision, u.from.revision];
-  return c.previous ? [u.from.revision, c.previous.revision] : [u.from.revision];
 }
 
 /** Outcomes of an intent are keyed by it: one intent, one outcome of each type. */

@@ -21,8 +21,10 @@ export interface HostOps {
   /** runc's status (`running`, `paused`, `stopped`, …), or null when runc does not know it. */
   status(id: string): Promise<string | null>;
   cleanup(id: string): Promise<void>;
-  /** A stopped container's next start runs this revision (its image, its rw layer; `fresh`: an empty one). */
-  activateRevision(id: string, revision: Revision, fresh: boolean): Promise<void>;
+  /** Mounts a revision's rootfs beside the running one (so that the switch costs no more than a stop and a start). */
+  stageRevision(id: string, revision: Revision): Promise<void>;
+  /** A stopped container's next start runs this revision (its image, its rw layer). */
+  activateRevision(id: string, revision: Revision): Promise<void>;
   /** Removes the rw layers of the container's other revisions. */
   pruneRevisions(id: string, keep: readonly number[]): Promise<void>;
 }

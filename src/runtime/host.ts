@@ -152,7 +152,7 @@ export class HostRuntime {
     }
     const hostname = net?.hostname ?? hostnameFor(spec, name);
     const input = {
-      name, spec, image: image.config, rootfs: cp.rootfs, volumesDir: this.paths.volumesDir,
+      name, spec, image: image.config, rootfs: layer.rootfs, volumesDir: this.paths.volumesDir,
       cgroupsPath: this.cgroupsPath(id, pod), hostNetworkFiles, namespacePaths: net?.namespacePaths, hostname,
     };
     buildOciSpec(input); // every rule checked before the host is touched
@@ -164,8 +164,8 @@ export class HostRuntime {
     }
     await mkdir(cp.dir, { recursive: true, mode: 0o700 });
     // The overlay's root dir takes the upper dir's mode: 0700 would lock non-root users out of "/".
-    for (const d of [layer.upper, layer.work, cp.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
-    const overlay: OverlayDirs = { lower: image.rootfs, upper: layer.upper, work: layer.work, target: cp.rootfs };
+    for (const d of [layer.upper, layer.work, layer.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
+    const overlay: OverlayDirs = { lower: image.rootfs, upper: layer.upper, work: layer.work, target: layer.rootfs };
     // Remembered so start() can remount after a host reboot without the image record at hand.
     await writeAtomic(cp.overlay, JSON.stringify(overlay));
     if (spec.log) await writeAtomic(cp.logPolicy, JSON.stringify(spec.log));
@@ -202,11 +202,9 @@ export class HostRuntime {
       [this.paths.exitFile(id), cp.oomFile, `${cp.persistDir}/exit`, cp.pidFile, cp.conmonPidFile, cp.runcLog]
         .map((f) => rm(f, { force: true })),
     );
-    if (!(await isMounted(cp.rootfs))) {
-      const overlay = await this.overlayOf(id);
-      if (!overlay) throw notFound(`container ${id} rootfs is not mounted; prepare it again`);
-      await mountOverlay(overlay, this.log);
-    }
+    const overlay = await this.overlayOf(id);
+    if (!overlay) throw notFound(`container ${id} has no rootfs; prepare it again`);
+    if (!(await isMounted(overlay.target))) await mountOverlay(overlay, this.log);
     const { name, terminal } = await this.configOf(cp.config, id);
     const stdin = terminal && (await exists(stdinMarker(cp.dir)));
     const started = await startConmon({
@@ -229,36 +227,61 @@ export class HostRuntime {
   private async overlayOf(id: string): Promise<OverlayDirs | null> {
     const cp = this.paths.container(id);
     const o = await readFile(cp.overlay, "utf8").then((t) => JSON.parse(t) as OverlayDirs, () => null);
-    if (o) return { ...o, target: cp.rootfs };
+    if (o) return o;
     const lower = (await readFile(`${cp.dir}/lower`, "utf8").catch(() => "")).trim();
     return lower ? { lower, upper: cp.upper, work: cp.work, target: cp.rootfs } : null;
   }
 
-  /**
-   * Switch a stopped container to a revision: its rootfs is unmounted (the next start mounts the
-   * revision's layer over its image), and a `fresh` revision's rw layer starts empty. Idempotent.
-   */
-  async activateRevision(id: string, revision: number, lowerRootfs: string, fresh: boolean): Promise<void> {
+  /** The rootfs mount points of all its revisions that exist on the host. */
+  private async rootfsMounts(id: string): Promise<string[]> {
     const cp = this.paths.container(id);
-    const st = await this.runc.state(id);
-    if (st && st.status !== "stopped") throw new RuntimeFailure("runc", ["state", id], `container ${id} is ${st.status}: a revision is switched only while it is stopped`, undefined);
-    if (st) await this.runc.delete(id, true);
-    await unmountOverlay(cp.rootfs, this.log);
-    const layer = this.paths.layer(id, revision);
-    if (fresh && revision > 0) await rm(layer.dir, { recursive: true, force: true });
-    for (const d of [layer.upper, layer.work]) await mkdir(d, { recursive: true, mode: 0o755 });
-    await writeAtomic(cp.overlay, JSON.stringify({ lower: lowerRootfs, upper: layer.upper, work: layer.work, target: cp.rootfs }));
+    const revs = (await readdir(cp.dir).catch(() => [] as string[])).filter((n) => /^rev-\d+$/.test(n));
+    return [cp.rootfs, ...revs.map((n) => join(cp.dir, n, "rootfs"))];
   }
 
-  /** Removes the rw layers of every revision but `keep` (the active one is always among them). */
+  /**
+   * Mount a revision's rootfs (its rw layer over `lowerRootfs`) at its own mount point, while the
+   * container may still run another one: an upgrade's downtime is then a stop and a start. Idempotent.
+   */
+  async stageRevision(id: string, revision: number, lowerRootfs: string): Promise<void> {
+    const layer = this.paths.layer(id, revision);
+    for (const d of [layer.upper, layer.work, layer.rootfs]) await mkdir(d, { recursive: true, mode: 0o755 });
+    await mountOverlay({ lower: lowerRootfs, upper: layer.upper, work: layer.work, target: layer.rootfs }, this.log);
+  }
+
+  /**
+   * Switch a stopped container to a revision: its next start runs on that revision's rootfs (staged
+   * here if it is not yet), and the other revisions' rootfs are unmounted. Idempotent.
+   */
+  async activateRevision(id: string, revision: number, lowerRootfs: string): Promise<void> {
+    const cp = this.paths.container(id);
+    // Read from runc's state file, as start() does: no runc exec in the upgrade's downtime.
+    const live = await this.runc.liveness(id);
+    if (live === "live") throw new RuntimeFailure("runc", ["state", id], `container ${id} runs: a revision is switched only while it is stopped`, undefined);
+    if (live === "stopped") await this.runc.delete(id, true);
+    await this.stageRevision(id, revision, lowerRootfs);
+    const layer = this.paths.layer(id, revision);
+    await writeAtomic(cp.overlay, JSON.stringify({ lower: lowerRootfs, upper: layer.upper, work: layer.work, target: layer.rootfs }));
+    // The other revisions' rootfs are unmounted by pruneRevisions, once the new one runs.
+  }
+
+  /**
+   * Removes the rw layers of every revision but `keep` (the active one is among them), and
+   * unmounts the rootfs of every revision but the active one.
+   */
   async pruneRevisions(id: string, keep: readonly number[]): Promise<void> {
     const cp = this.paths.container(id);
+    const active = (await this.overlayOf(id))?.target;
+    for (const m of await this.rootfsMounts(id)) if (m !== active) await unmountOverlay(m, this.log);
     for (const name of await readdir(cp.dir).catch(() => [] as string[])) {
       const m = /^rev-(\d+)$/.exec(name);
-      if (m && !keep.includes(Number(m[1]))) await rm(join(cp.dir, name), { recursive: true, force: true });
+      if (!m || keep.includes(Number(m[1]))) continue;
+      await unmountOverlay(join(cp.dir, name, "rootfs"), this.log);
+      await rm(join(cp.dir, name), { recursive: true, force: true });
     }
     if (!keep.includes(0)) {
       const l0 = this.paths.layer(id, 0);
+      await unmountOverlay(l0.rootfs, this.log);
       await Promise.all([rm(l0.upper, { recursive: true, force: true }), rm(l0.work, { recursive: true, force: true })]);
     }
   }
@@ -295,7 +318,9 @@ export class HostRuntime {
   /** The same on a terminal the daemon makes (runc exec --tty in the foreground). */
   execTty(id: string, argv: readonly string[], opts: TtyExecOptions): Promise<TtyExec> { return execTty(this.runc, checkId(id), argv, opts); }
   /** `user[:group]` → ids, names looked up in the container's own /etc/passwd and /etc/group. */
-  resolveUser(id: string, user: string): Promise<ExecUser> { return resolveUserIn(this.paths.container(checkId(id)).rootfs, user); }
+  async resolveUser(id: string, user: string): Promise<ExecUser> {
+    return resolveUserIn((await this.overlayOf(checkId(id)))?.target ?? this.paths.container(id).rootfs, user);
+  }
 
   async readExit(id: string): Promise<ExitInfo | null> {
     const file = this.paths.exitFile(id);
@@ -402,7 +427,7 @@ export class HostRuntime {
     const conmonPid = await readPid(cp.conmonPidFile);
     await this.runc.delete(id, true);
     if (conmonPid !== null && (await isConmonFor(conmonPid, id))) await this.stopConmon(id, conmonPid, 3000);
-    await unmountOverlay(cp.rootfs, this.log);
+    for (const m of await this.rootfsMounts(id)) await unmountOverlay(m, this.log);
     await rm(cp.dir, { recursive: true, force: true });
     await rm(this.paths.exitFile(id), { force: true });
     await rm(this.paths.socketLink(id), { recursive: true, force: true });

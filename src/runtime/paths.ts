@@ -59,14 +59,15 @@ export class Paths {
   socketLink(id: string): string { return join(this.socketDir, checkId(id)); }
 
   /**
-   * A revision's rw layer: revision 0 (every container's first) in the container dir itself,
-   * each upgrade's in `rev-<N>/` beside it.
+   * A revision's rw layer and its rootfs mount point: revision 0 (every container's first) in the
+   * container dir itself, each upgrade's in `rev-<N>/` beside it, so that an upgrade mounts the
+   * next revision's rootfs while the old one still runs.
    */
-  layer(id: string, revision: number): { dir: string; upper: string; work: string } {
+  layer(id: string, revision: number): { dir: string; upper: string; work: string; rootfs: string } {
     const c = join(this.containersDir, checkId(id));
     if (!Number.isInteger(revision) || revision < 0) throw invalid(`invalid revision ${revision}`);
     const dir = revision === 0 ? c : join(c, `rev-${revision}`);
-    return { dir, upper: join(dir, "upper"), work: join(dir, "work") };
+    return { dir, upper: join(dir, "upper"), work: join(dir, "work"), rootfs: join(dir, "rootfs") };
   }
 
   container(id: string): ContainerPaths {

@@ -8,8 +8,14 @@ import type { ContainerState } from "../aggregates/container/state.js";
 import type { HostRuntime } from "../runtime/host.js";
 import { hostPortFree } from "../runtime/bridge-network.js";
 import type { ImageStore } from "../runtime/images.js";
+import type { Revision } from "../events/types.js";
 
 export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
+  const imageOf = async (r: Revision) => {
+    const image = await images.resolve(r.imageDigest);
+    if (!image) throw new BerthError(ErrorCode.NotFound, `image ${r.image} (${r.imageDigest}) is not in this node's image store`);
+    return image;
+  };
   return {
     async prepareAndStart(c: ContainerState, plan: NetPlan) {
       const image = await images.resolve(c.imageDigest);
@@ -42,11 +48,8 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       return s !== null && s.status !== "stopped";
     },
     cleanup: (id) => rt.cleanup(id),
-    async activateRevision(id, r, fresh) {
-      const image = await images.resolve(r.imageDigest);
-      if (!image) throw new BerthError(ErrorCode.NotFound, `image ${r.image} (${r.imageDigest}) is not in this node's image store`);
-      await rt.activateRevision(id, r.revision, image.rootfs, fresh);
-    },
+    stageRevision: async (id, r) => rt.stageRevision(id, r.revision, (await imageOf(r)).rootfs),
+    activateRevision: async (id, r) => rt.activateRevision(id, r.revision, (await imageOf(r)).rootfs),
     pruneRevisions: (id, keep) => rt.pruneRevisions(id, keep),
     status: async (id) => (await rt.state(id))?.status ?? null,
   };

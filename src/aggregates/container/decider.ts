@@ -123,7 +123,7 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       if (cmd.image.digest === s.imageDigest) throw invalid(`image not changed: container ${s.name} already runs ${cmd.image.name} (${cmd.image.digest})`);
       const spec = mergeUpgrade({ containerId: s.id, spec: s.spec, oldImage: cmd.oldImage, newImage: cmd.image.config, newImageName: cmd.image.name, changes: cmd.changes });
       validateSpecRules(spec);
-      const revision = Math.max(s.revision, s.previous?.revision ?? 0) + 1;
+      const revision = s.lastRevision + 1;
       return guard({
         type: "ContainerUpgradeRequested",
         data: { revision, image: cmd.image.name, imageDigest: cmd.image.digest, spec, healthGateSec: cmd.healthGateSec },

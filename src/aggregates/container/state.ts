@@ -72,8 +72,10 @@ export interface ContainerState {
    * container is removed), so the next start asks for the same one.
    */
   ip: string | null;
-  /** 0 at create; each settled upgrade makes the next (its own rw layer on the host). */
+  /** 0 at create; each upgrade makes the next (its own rw layer on the host). */
   revision: number;
+  /** The highest revision number any upgrade took (failed ones too): numbers, and so layer dirs, are never reused. */
+  lastRevision: number;
   /** The revision before the last upgrade, kept (with its rw layer) for `rollback`; null when there is none. */
   previous: Revision | null;
   upgrade: UpgradeSaga | null;
@@ -114,6 +116,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       removed: false,
       ip: null,
       revision: 0,
+      lastRevision: 0,
       previous: null,
       upgrade: null,
     };
@@ -209,6 +212,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       break;
     case "ContainerUpgradeRequested": {
       const { healthGateSec, ...to } = e.data;
+      n.lastRevision = Math.max(s.lastRevision, to.revision);
       n.upgrade = { kind: "upgrade", from: revisionOf(s), to, wasRunning: isUp(s), gateSec: healthGateSec, failed: null, runStartedAt: null, runExit: null };
       break;
     }

@@ -133,10 +133,10 @@ export function withImageVolumes(mounts: readonly Mount[], containerId: string, 
 
 /** What the owning node does next for a container with a saga in progress. */
 export type UpgradeStep =
-  /** Stop the process that runs (the old revision's, or the failed new one's). */
-  | { kind: "stop" }
+  /** Stop the process that runs (the old revision's, or the failed new one's), `stage`'s rootfs mounted first. */
+  | { kind: "stop"; stage: Revision }
   /** Switch the host to this revision's rw layer and config (no process runs), then record it. */
-  | { kind: "activate"; revision: Revision; fresh: boolean }
+  | { kind: "activate"; revision: Revision }
   /** Start the active revision. */
   | { kind: "start" }
   /** The new revision is up; look again at `untilMs` (or at its next exit or health change). */
@@ -154,9 +154,10 @@ export function upgradeNext(c: ContainerState, nowMs: number): UpgradeStep | nul
   const target = sagaTarget(u);
   const up = c.state === "running" || c.state === "paused";
   if (c.revision !== target.revision) {
-    if (up) return { kind: "stop" };
-    // The new revision starts from a fresh rw layer; going back reuses the old one unchanged.
-    return { kind: "activate", revision: target, fresh: u.kind === "upgrade" && !back };
+    // The new revision's rw layer is a new dir (revision numbers are never reused); going back
+    // finds the old one unchanged.
+    if (up) return { kind: "stop", stage: target };
+    return { kind: "activate", revision: target };
   }
   if (!u.wasRunning) return { kind: "finish", event: finish(c) };
   const gated = u.kind === "upgrade" && !back;
@@ -184,7 +185,16 @@ export function finish(c: ContainerState, why?: string): NewEventOf<ContainerEve
   return { type: "ContainerUpgradeRolledBack", data: { reason, revision: back.revision, image: back.image, imageDigest: back.imageDigest, fromRevision: left.revision } };
 }
 
-/** The revisions whose rw layers the host keeps once no saga runs: the current and the previous one. */
-export function keptRevisions(c: Pick<ContainerState, "revision" | "previous">): number[] {
-  return c.previous ? [c.revision, c.previous.revision] : [c.revision];
+/** The revisions whose rw layers stay on the host once the saga's outcome is recorded. */
+export function keptAfter(c: ContainerState): number[] {
+  const u = c.upgrade!;
+  if (u.kind === "rollback") return [u.to.revision];
+  if (u.failed === null) return [u.to.revision, u.from.revision];
+  return c.previous ? [u.from.revision, c.previous.revision] : [u.from.revision];
+}
+
+/** While a saga runs: its two revisions and the previous one. */
+export function keptDuring(c: ContainerState): number[] {
+  const u = c.upgrade!;
+  return [u.from.revision, u.to.revision, ...(c.previous ? [c.previous.revision] : [])];
 }
