@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Paths } from "../../src/runtime/paths.js";
 import { freePort } from "../support/nats.js";
 import { BIN, BUILT, startDaemonProc, stopProc, running, type DaemonProc } from "../support/daemon-proc.js";
-import { IN_CI, missing } from "../support/prereq.js";
+import { IN_CI, missing, UPGRADE_IMAGES } from "../support/prereq.js";
 import { alive } from "../support/proc.js";
 
 const built = BUILT;
@@ -88,6 +88,28 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
     expect(nf.stderr).toMatch(/NotFound/);
     expect((await berth("frobnicate")).exitCode).toBe(2);
     expect((await berth("run")).exitCode).toBe(2);
+  });
+
+  it("upgrade and rollback as the README shows them, and a failed upgrade exits 1 with its reason", async () => {
+    if (missing("upgrade images").length) return;
+    for (const [name, path] of Object.entries(UPGRADE_IMAGES)) expect((await berth("image", "import", `oci-archive:${path}`, "--name", name)).exitCode).toBe(0);
+    expect((await berth("run", "--name", "svc", "--stop-timeout", "1", "-v", `svc${randomBytes(2).toString("hex")}:/data`, "-e", "MODE=prod", "busybox:latest", "sleep", "1000")).exitCode).toBe(0);
+    const up = await berth("upgrade", "--health-gate", "1s", "-e", "EXTRA=1", "-l", "tier=db", "--cmd", "sleep 2000", "svc", "busybox:v2");
+    expect(up.stderr).toBe("");
+    expect(up.stdout).toMatch(/^[0-9a-f]{64} busybox:v2 revision 1 running$/);
+    const v = JSON.parse((await berth("inspect", "svc")).stdout);
+    expect(v).toMatchObject({ image: "busybox:v2", revision: 1, labels: { tier: "db" }, spec: { cmd: ["sleep", "2000"] } });
+    expect(v.spec.env).toEqual(["MODE=prod", "EXTRA=1"]);
+    const back = await berth("rollback", "--json", "svc");
+    expect(JSON.parse(back.stdout)).toMatchObject({ image: "busybox:latest", revision: 0, state: "running" });
+    const again = await berth("rollback", "svc");
+    expect(again.exitCode).toBe(1);
+    expect(again.stderr).toMatch(/^berth: Conflict: cannot roll back container svc: it has no previous revision/);
+    const broken = await berth("upgrade", "svc", "busybox:broken");
+    expect(broken.exitCode).toBe(1);
+    expect(broken.stderr).toMatch(/^berth: RuntimeError: upgrade rolled back to revision 0 \(busybox:latest\): start: .*no-such-server/);
+    expect((await berth("upgrade", "--health-gate", "soon", "svc", "busybox:v2")).exitCode).toBe(2);
+    expect((await berth("rm", "-f", "svc")).exitCode).toBe(0);
   });
 
   it("image ls lists busybox:latest", async () => {
