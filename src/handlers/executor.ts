@@ -284,6 +284,7 @@ export class Executor {
         } else if (step.kind === "start") {
           // Back on the old revision, which does not start either: the saga ends, the container stopped.
           await this.outcome(id, finish(c, `the revision it went back to did not start: ${msg}`), ctx, intentKey(ctx));
+          await this.host.pruneRevisions(id, keptAfter(c)).catch((err2) => this.log.warn({ err: err2, container: id }, "could not remove old revisions' layers"));
           return true;
         } else {
           throw err;

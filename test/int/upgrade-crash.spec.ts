@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Paths } from "../../src/runtime/paths.js";
 import { nextState, type LifecycleState } from "../../src/aggregates/container/transitions.js";
-import { OUTCOMES, type EventType } from "../../src/events/types.js";
+import { OUTCOMES, type ContainerEvent, type EventType } from "../../src/events/types.js";
 import { BUILT, ProcSession } from "../support/daemon-proc.js";
 import { freePort } from "../support/nats.js";
 import { IN_CI, missing, UPGRADE_IMAGES } from "../support/prereq.js";
@@ -134,7 +134,7 @@ describe.skipIf(skip)("upgrade crash matrix", () => {
     const { events } = (await http<{ events: Ev[] }>(`/v1/containers/${id}/events`)).body;
     let state: LifecycleState | "removed" | null = null;
     for (const e of events) {
-      state = e.type === "ContainerCreated" ? "created" : nextState(state as LifecycleState, e.type);
+      state = e.type === "ContainerCreated" ? "created" : nextState(state as LifecycleState, e.type as ContainerEvent["type"]);
       expect(state, `${e.type} is allowed`).not.toBeNull();
     }
     const sagas = events.filter((e) => e.type === "ContainerUpgradeRequested" || e.type === "ContainerRollbackRequested");

@@ -70,10 +70,12 @@ const argvRows: ArgvRow[] = [
   { rule: "old image unknown: the container's cmd counts as its own", spec: { cmd: ["old-cmd"] }, old: null, entrypoint: undefined, cmd: ["old-cmd"], argv: ["/new-ep", "old-cmd"] },
   { rule: "old image unknown: the container's entrypoint counts as its own", spec: { entrypoint: ["/old-ep"] }, old: null, entrypoint: ["/old-ep"], cmd: [], argv: ["/old-ep"] },
   { rule: "container's own cmd equal to the new image's is not written down", spec: { cmd: ["new-cmd"] }, entrypoint: undefined, cmd: undefined, argv: ["/new-ep", "new-cmd"] },
-  // Equality is by value: an own entrypoint that equals the new image's is "the image's", so the image's cmd joins it.
-  { rule: "container entrypoint equal to the NEW image's counts as the image's: its cmd comes along", spec: { entrypoint: ["/new-ep"] }, entrypoint: undefined, cmd: undefined, argv: ["/new-ep", "new-cmd"] },
-  // An empty entrypoint is "unset" (mergeUpgrade's doc: "and is not empty"), even where the old image had one.
-  { rule: "container's empty entrypoint counts as unset: the new image's", spec: { entrypoint: [], cmd: ["sh", "-c", "x"] }, entrypoint: undefined, cmd: ["sh", "-c", "x"], argv: ["/new-ep", "sh", "-c", "x"] },
+  // An own entrypoint stays the container's even when it equals the new image's: the image's cmd does not join it.
+  { rule: "container's own entrypoint equal to the NEW image's stays its own: no image cmd", spec: { entrypoint: ["/new-ep"] }, entrypoint: ["/new-ep"], cmd: [], argv: ["/new-ep"] },
+  // An explicit empty entrypoint is the user's: the image's was cleared, and stays cleared.
+  { rule: "container's explicit empty entrypoint is kept", spec: { entrypoint: [], cmd: ["sh", "-c", "x"] }, entrypoint: [], cmd: ["sh", "-c", "x"], argv: ["sh", "-c", "x"] },
+  { rule: "container's own entrypoint with a cmd equal to the old image's cmd (which never ran under it) keeps both", spec: { entrypoint: ["/my-ep"], cmd: ["old-cmd"] }, entrypoint: ["/my-ep"], cmd: ["old-cmd"], argv: ["/my-ep", "old-cmd"] },
+  { rule: "a request entrypoint equal to the new image's still drops the image's cmd (Docker's --entrypoint)", spec: {}, changes: { entrypoint: ["/new-ep"] }, entrypoint: ["/new-ep"], cmd: [], argv: ["/new-ep"] },
 ];
 
 describe("mergeUpgrade: entrypoint and cmd", () => {
@@ -91,22 +93,6 @@ describe("mergeUpgrade: entrypoint and cmd", () => {
       if (spec.entrypoint) expect(r.argv).toEqual(before);
       else expect(r.argv).toEqual(["/other", ...spec.cmd!]);
     }
-  });
-});
-
-// Rules the code's own comments state (Docker: "an entrypoint given ... drops [the image's] cmd";
-// resolveArgs: the old image's cmd never ran under a container's own entrypoint) that the merge
-// breaks. Expected to fail until mergeUpgrade is fixed; see the report that came with these tests.
-describe("mergeUpgrade: suspected precedence bugs (it.fails: they document the current, wrong result)", () => {
-  it.fails("container's own entrypoint with a cmd that happens to equal the old image's cmd keeps its argv", () => {
-    const spec = base({ entrypoint: ["/my-ep"], cmd: ["old-cmd"] });
-    expect(resolveArgs(spec, OLD)).toEqual(["/my-ep", "old-cmd"]); // what it runs now
-    // The old image's cmd was never in effect (the own entrypoint dropped it), so this cmd is the user's.
-    expect(given(spec).when().argv).toEqual(["/my-ep", "old-cmd"]); // actual: ["/my-ep"]
-  });
-
-  it.fails("a request entrypoint equal to the new image's still drops the image's cmd (Docker's --entrypoint)", () => {
-    expect(given(base()).when({ entrypoint: ["/new-ep"] }).argv).toEqual(["/new-ep"]); // actual: ["/new-ep", "new-cmd"]
   });
 });
 

@@ -318,6 +318,9 @@ class Sim {
   private di = 0;
   /** The last saga pruned after its outcome (false: a crash came between, or the executor's catch path, which does not prune). */
   pruned = false;
+  /** When the new revision last started in this saga (the sim's own clock), and whether it exited or turned unhealthy in its gate. */
+  newRunAt: number | null = null;
+  gateTrouble = false;
 
   constructor(private readonly dice: number[]) {}
 
@@ -364,6 +367,8 @@ class Sim {
   /** The owning node's loop: sagaLeg's steps, each from the folded log; a crash just goes round again (recovery). */
   runSaga(): void {
     this.pruned = false;
+    this.newRunAt = null;
+    this.gateTrouble = false;
     const crash = () => this.roll(15);
     for (let i = 0; i < 200; i++) {
       const c = this.c!;
@@ -408,6 +413,7 @@ class Sim {
           }
           this.host.running = true;
           if (crash()) continue;
+          if (u.kind === "upgrade" && u.failed === null) this.newRunAt = this.clock;
           this.append({ type: "ContainerStarted", data: { pid: ++this.pid, startedAt: iso(this.clock) } });
           break;
         }
@@ -415,11 +421,13 @@ class Sim {
           if (!this.host.running) {
             // Its exit happened but was not recorded before a crash: recovery records it now.
             this.append(this.exit(1));
-          } else if (this.roll(10)) {
+          } else if (this.roll(20)) {
+            this.gateTrouble = true;
             this.host.running = false;
             if (crash()) continue;
             this.append(this.exit(1));
-          } else if (this.roll(10)) {
+          } else if (this.roll(20)) {
+            this.gateTrouble = true;
             this.append(health("unhealthy"));
           } else {
             this.clock = Math.max(this.clock, step.untilMs);
@@ -429,6 +437,11 @@ class Sim {
           this.append({ type: "ContainerUpgradeFailed", data: { reason: step.reason } });
           break;
         case "finish":
+          // A running container's upgrade settles only once the new revision ran through its gate.
+          if (step.event.type === "ContainerUpgraded" && u.wasRunning) {
+            expect(this.newRunAt).not.toBeNull();
+            expect(this.clock - this.newRunAt!).toBeGreaterThanOrEqual(u.gateSec * 1000);
+          }
           if (crash()) continue;
           this.append(step.event);
           // After the answer (a crash here leaves old layers for the next saga's activation).
@@ -534,8 +547,9 @@ describe("the saga against a simulated host, with crashes between host actions a
                 expect(after.previous).toEqual(before.previous);
                 expect(after.lastError).toMatch(/^upgrade rolled back: /);
               }
-              // A running container never settles on a broken image.
+              // A running container never settles on a broken image, nor on one that failed its gate.
               if (before.state === "running" && imageOf(intent.data.imageDigest).broken) expect(upgraded).toBe(false);
+              if (sim.gateTrouble) expect(upgraded).toBe(false);
             } else {
               expect(revisionOf(after)).toEqual(before.previous);
               expect(after.previous).toBeNull();

@@ -53,8 +53,9 @@ function keepOwn(effective: readonly string[], oldImage: readonly string[]): boo
 }
 
 /**
- * The next revision's spec. Entrypoint and cmd: the request's if given; else the container's when
- * it differs from the old image's (and is not empty); else the new image's. Env and labels: the
+ * The next revision's spec. Entrypoint and cmd: the request's if given; else the container's own
+ * (set by its spec and not the old image's; a cmd: not empty and not the one the old image gave);
+ * else the new image's (its cmd only with its entrypoint, as Docker). Env and labels: the
  * new image's, overridden by the container's own (those that differ from the old image's), then
  * by the request's. Workdir, user and stop signal stay the container's where it set them (the
  * image gives them otherwise). Volumes the new image declares and the container lacks are added
@@ -65,21 +66,25 @@ export function mergeUpgrade(m: MergeInput): ContainerSpec {
   const { spec, newImage, changes } = m;
   const old: ImageConfig = m.oldImage ?? { entrypoint: null, cmd: null, env: [], workdir: "", user: "", stopSignal: null, labels: {} };
   const epGiven = spec.entrypoint != null;
-  const effEp = spec.entrypoint ?? old.entrypoint ?? [];
-  const effCmd = spec.cmd ?? (epGiven ? [] : old.cmd ?? []);
+  // What ran before: Docker's rule drops the image's cmd under an entrypoint of the spec's own.
+  const oldCmd = epGiven ? [] : old.cmd ?? [];
+  const effCmd = spec.cmd ?? oldCmd;
   const newEp = newImage.entrypoint ?? [];
   const newCmd = newImage.cmd ?? [];
 
-  const ep = changes.entrypoint != null ? changes.entrypoint : keepOwn(effEp, old.entrypoint ?? []) ? effEp : newEp;
-  // The image's cmd goes with the image's entrypoint (Docker drops it when the entrypoint is set).
-  const imageCmd = same(ep, newEp) ? newCmd : [];
-  const cmd = changes.cmd != null ? changes.cmd : keepOwn(effCmd, old.cmd ?? []) ? effCmd : imageCmd;
+  // The container's own entrypoint: one its spec sets that is not the old image's (an explicit
+  // empty one too: the user cleared the image's).
+  const ownEp = epGiven && (spec.entrypoint!.length === 0 || !same(spec.entrypoint!, old.entrypoint ?? []));
+  const fromImage = changes.entrypoint == null && !ownEp;
+  const ep = changes.entrypoint ?? (ownEp ? spec.entrypoint! : newEp);
+  // The image's cmd goes with the image's entrypoint only (Docker drops it under any other).
+  const cmd = changes.cmd ?? (keepOwn(effCmd, oldCmd) ? effCmd : fromImage ? newCmd : []);
 
   const next: ContainerSpec = { ...spec, image: m.newImageName };
   delete next.entrypoint;
   delete next.cmd;
   // Said in the spec only where it differs from what the new image gives (resolveArgs's rule).
-  if (!same(ep, newEp)) {
+  if (!fromImage) {
     next.entrypoint = ep;
     next.cmd = cmd;
   } else if (!same(cmd, newCmd)) {
