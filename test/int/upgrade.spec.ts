@@ -2,7 +2,7 @@
 // busybox:v2 and busybox:broken are real OCI images built by the setup from busybox-static;
 // runc, conmon, overlayfs and the CNI bridge do the work.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,7 +16,7 @@ type C = {
   id: string; name: string; state: string; pid: number | null; ip: string | null; image: string; imageDigest: string;
   revision: number; previous: { revision: number; image: string } | null; labels: Record<string, string>;
   restartPolicy: { name: string }; pending: string | null; version: number; health: string; lastError: string | null;
-  spec: { cmd?: string[]; env?: string[]; mounts?: { type: string; source?: string; target: string }[] };
+  spec: { cmd?: string[]; env?: string[]; mounts?: { type: string; source?: string; target: string }[]; resources?: Record<string, number> };
 };
 type Ev = { type: string; seq: number; data: Record<string, unknown> };
 
@@ -157,10 +157,15 @@ describe.skipIf(skip)("upgrade in place on the real stack", () => {
   it("upgrades a stopped container without starting it; the next start runs the new image; a paused one is refused", async () => {
     const id = await run({ name: "stopped", cmd: ["sleep", "1000"] });
     expect((await d.cmd("container.stop", { id, timeoutSec: 1 })).error).toBeUndefined();
-    const r = await upgrade({ id, image: "busybox:v2", env: ["EXTRA=1"], labels: { tier: "db" } });
+    const r = await upgrade({ id, image: "busybox:v2", env: ["EXTRA=1"], labels: { tier: "db" }, resources: { memoryBytes: 64 * 1024 * 1024, cpus: 0.5 } });
     expect(r.result).toMatchObject({ state: "exited", image: "busybox:v2", revision: 1 });
     expect((await d.cmd("container.start", { id })).error).toBeUndefined();
     expect(await sh(id, "cat /etc/berth-release; echo $EXTRA")).toBe("v2\n1\n");
+    // -m and --cpus in the same step: the new run's cgroup has them (v1 or v2, whichever the host has).
+    const v1 = `/sys/fs/cgroup/memory/berth/${d.node}/${id}/memory.limit_in_bytes`;
+    const mem = existsSync(v1) ? readFileSync(v1, "utf8") : readFileSync(`/sys/fs/cgroup/berth/${d.node}/${id}/memory.max`, "utf8");
+    expect(mem.trim()).toBe(String(64 * 1024 * 1024));
+    expect((await get(id)).spec).toMatchObject({ resources: { memoryBytes: 64 * 1024 * 1024, cpus: 0.5 } });
     expect((await get(id)).labels).toMatchObject({ tier: "db", "org.berth.release": "v2" });
 
     const p = await run({ name: "paused", cmd: ["sleep", "1000"] });
