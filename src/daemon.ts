@@ -16,6 +16,9 @@ import { CommandService, envelope } from "./handlers/command-service.js";
 import { containerDecider } from "./aggregates/container/index.js";
 import { ContainerService } from "./handlers/container-service.js";
 import { Executor } from "./handlers/executor.js";
+import { CheckpointService } from "./handlers/checkpoint-service.js";
+import { checkpointDecider } from "./aggregates/checkpoint/index.js";
+import { CheckpointArchive } from "./runtime/checkpoint-archive.js";
 import { HealthMonitor } from "./handlers/health-monitor.js";
 import { ImageService } from "./handlers/image-service.js";
 import { ExecService } from "./handlers/exec-service.js";
@@ -126,14 +129,18 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     host: { removePod: (id) => runtime.removePod(id) },
   });
   const images = new ImageService(o.node, store, projector, imageStore);
-  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore));
+  // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
+  const archive = await CheckpointArchive.open(nc).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
+  const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
+  const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive }) : undefined;
+  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined);
   const metrics = createMetrics(projector.model);
   const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
   const attach = new AttachService({ node: o.node, projector, containers, host: runtime });
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ nc, containers, images, exec, pods, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
   await nats.start();
   mark("commandDoorOpen");
 

@@ -13,9 +13,13 @@
 //   upgrade-gate     the new revision is up and its health gate is being watched
 //   upgrade-rollback the upgrade was recorded as failed, before going back
 //   upgrade-settling the saga is done on the host, before its outcome is recorded
+//   checkpoint-dumped  CRIU's dump and the rw layer are on disk, before the exit and the upload
+//   checkpoint-uploaded the archive is in the object store, before its record
+//   restore-fetched  a restore's archive is unpacked and verified, before CRIU restores it
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
-  | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling";
+  | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling"
+  | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

@@ -117,10 +117,6 @@ const NodeView = Type.Object(
   { additionalProperties: true },
 );
 export const NodeList = Type.Object({ nodes: Type.Array(NodeView) });
-export const CheckpointList = Type.Object({
-  checkpoints: Type.Array(Type.Object({}, { additionalProperties: true })),
-});
-
 export const AuditQuery = Type.Object(
   {
     container: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: "container ref: verify only its history" })),

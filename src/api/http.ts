@@ -9,7 +9,7 @@ import type { EventStore } from "../events/store.js";
 import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
 import { logger } from "../log.js";
 import type { ReadModel } from "../projections/read-model.js";
-import { byCreated, toContainerView, toPodView, ContainerView, PodView } from "../projections/views.js";
+import { byCreated, toCheckpointView, toContainerView, toPodView, CheckpointView, ContainerView, PodView } from "../projections/views.js";
 import { Type } from "@sinclair/typebox";
 import type { Metrics } from "./metrics.js";
 import * as S from "./http-schemas.js";
@@ -173,6 +173,22 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       async () => ({ pods: [...model.pods.keys()].map(podView).sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0)) }),
     );
     api.get(
+      "/v1/checkpoints",
+      {
+        schema: {
+          ...v1, tags: ["checkpoints"],
+          querystring: Type.Object({ container: Type.Optional(Type.String({ maxLength: 128 })) }, { additionalProperties: false }),
+          response: { 200: Type.Object({ checkpoints: Type.Array(CheckpointView) }) },
+        },
+      },
+      async (req) => {
+        const ref = (req.query as { container?: string }).container;
+        const of = ref ? resolveId(model, ref, true) : null;
+        const list = [...model.checkpoints.values()].filter((c) => !c.removed && (!of || c.container === of));
+        return { checkpoints: list.sort((a, b) => a.version - b.version).map(toCheckpointView) };
+      },
+    );
+    api.get(
       "/v1/pods/:ref",
       { schema: { ...v1, tags: ["pods"], params: S.RefParams, response: { 200: PodView, ...S.errors(400, 404) } } },
       async (req) => podView(model.podIdOf((req.params as S.RefParams).ref)),
@@ -244,11 +260,6 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       "/v1/audit/quarantine",
       { schema: { ...v1, tags: ["audit"], response: { 200: S.QuarantineList, ...S.errors() } } },
       async () => ({ total: model.quarantinedTotal, events: model.quarantined }),
-    );
-    api.get(
-      "/v1/checkpoints",
-      { schema: { ...v1, tags: ["checkpoints"], response: { 200: S.CheckpointList, ...S.errors() } } },
-      async () => ({ checkpoints: [] }),
     );
   });
 

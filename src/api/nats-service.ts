@@ -13,6 +13,7 @@ export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
 import type { ImageService } from "../handlers/image-service.js";
 import type { ExecService } from "../handlers/exec-service.js";
+import type { CheckpointService } from "../handlers/checkpoint-service.js";
 import type { PodService } from "../handlers/pod-service.js";
 import {
   CreateBody,
@@ -24,6 +25,9 @@ import {
   RefBody,
   RemoveBody,
   UpgradeBody,
+  CheckpointBody,
+  RestoreBody,
+  CheckpointRemoveBody,
   StopBody,
   UpdateBody,
   validator,
@@ -45,6 +49,8 @@ export interface NatsServiceDeps {
   exec?: ExecService;
   /** `pod.*`; without it those verbs are unknown. */
   pods?: PodService;
+  /** `container.checkpoint`, `container.restore`, `checkpoint.remove`; without it those verbs are unknown. */
+  checkpoints?: CheckpointService;
   metrics?: Metrics;
   /** Commands wait (or fail Unavailable) until recovery is over. */
   ready: () => boolean;
@@ -66,6 +72,10 @@ export class NatsCommandService {
     const update = validator(UpdateBody);
     const remove = validator(RemoveBody);
     const upgrade = validator(UpgradeBody);
+    const checkpoint = validator(CheckpointBody);
+    const restore = validator(RestoreBody);
+    const cprm = validator(CheckpointRemoveBody);
+    const k = d.checkpoints;
     const imp = validator(ImageImportBody);
     const irm = validator(ImageRemoveBody);
     const exec = validator(ExecBody);
@@ -94,6 +104,20 @@ export class NatsCommandService {
       "container.upgrade": async (b, r) => { const { rest, o } = split(upgrade(b), r); const { id, ...req } = rest; return c.upgrade(id, req, o); },
       "container.rollback": async (b, r) => { const { rest, o } = split(ref(b), r); return c.rollback(rest.id, o); },
       ...(d.exec ? { "container.exec": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(exec(b), r); return d.exec!.exec(rest, o.meta, o.request); } } : {}),
+      ...(k
+        ? {
+            "container.checkpoint": async (b: unknown, r?: RequestJournal) => {
+              const { rest, o } = split(checkpoint(b), r);
+              const { id, ...opts } = rest;
+              return c.checkpoint(id, opts, o);
+            },
+            "container.restore": async (b: unknown, r?: RequestJournal) => {
+              const { rest, o } = split(restore(b), r);
+              return c.restore({ ...rest, checkpointId: k.resolve(rest.checkpointId) }, o);
+            },
+            "checkpoint.remove": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(cprm(b), r); return k.remove(rest.checkpointId, o); },
+          }
+        : {}),
       ...(p
         ? {
             "pod.create": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(podCreate(b), r); return p.create(rest, o); },

@@ -2,7 +2,7 @@
 // Every body may carry `meta` and `timeoutMs`; unknown fields are rejected everywhere.
 import { Type, type Static, type TObject, type TProperties } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import { ContainerSpec, Healthcheck, PodSpec, Resources, RestartPolicy } from "../shared/spec.js";
+import { ContainerSpec, Healthcheck, NAME_PATTERN, PodSpec, Resources, RestartPolicy } from "../shared/spec.js";
 import { invalid } from "../shared/errors.js";
 
 const Strict = { additionalProperties: false } as const;
@@ -51,6 +51,19 @@ export const UpgradeBody = body({
   resources: Type.Optional(Resources),
   healthGateSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600, description: "how long the new revision must stay up and not turn unhealthy; default: the healthcheck's start period + interval × retries + timeout, else 3" })),
 });
+export const CheckpointBody = body({
+  id: Ref,
+  leaveRunning: Type.Optional(Type.Boolean()),
+  tcpEstablished: Type.Optional(Type.Boolean()),
+  fileLocks: Type.Optional(Type.Boolean()),
+  preDump: Type.Optional(Type.Boolean()),
+});
+const CheckpointRef = Type.String({ minLength: 4, maxLength: 64, pattern: "^[0-9a-f]+$", description: "checkpoint id, or a unique prefix of it (≥ 4)" });
+export const RestoreBody = body({
+  checkpointId: CheckpointRef,
+  name: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
+});
+export const CheckpointRemoveBody = body({ checkpointId: CheckpointRef });
 export const ImageImportBody = body({
   source: Type.String({ minLength: 1, maxLength: 4096 }),
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.:/-]*$" })),

@@ -47,11 +47,36 @@ export const ContainerView = Type.Object(
         { additionalProperties: false, description: "the revision `rollback` returns to (its rw layer is kept)" },
       ),
     ),
+    checkpointed: Type.Boolean({ description: "its process was frozen into a checkpoint (restore it with that checkpoint's id)" }),
+    checkpoint: Nullable(Type.String({ description: "the checkpoint its process was frozen into" })),
     spec: Type.Optional(ContainerSpec),
   },
   { additionalProperties: false },
 );
 export type ContainerView = Static<typeof ContainerView>;
+
+/** A checkpoint as `GET /v1/checkpoints` lists it (API.md). */
+export const CheckpointView = Type.Object(
+  {
+    checkpointId: Type.String(),
+    container: Type.String({ description: "the checkpointed container's id" }),
+    containerName: Type.String(),
+    pod: Nullable(Type.String()),
+    node: Type.String(),
+    image: Type.String(),
+    imageDigest: Type.String(),
+    createdAt: Type.String({ format: "date-time" }),
+    sizeBytes: Type.Integer(),
+    digest: Type.String({ description: "the archive's SHA-256 in the object store (SHA-256=<base64url>)" }),
+    durationMs: Type.Integer(),
+    frozenMs: Type.Integer(),
+    leaveRunning: Type.Boolean(),
+    tcpEstablished: Type.Boolean(),
+    restores: Type.Integer(),
+  },
+  { additionalProperties: false },
+);
+export type CheckpointView = Static<typeof CheckpointView>;
 
 /** `docker ps` order: oldest first, ties broken by id so the order is stable. */
 export function byCreated(a: ContainerView, b: ContainerView): number {

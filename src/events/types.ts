@@ -9,6 +9,7 @@ export const containerSubject = (id: string) => `${SUBJECT_ROOT}.container.${id}
 export const imageSubject = (digest: string) => `${SUBJECT_ROOT}.image.${digest.replace(/^sha256:/, "")}`;
 export const nodeSubject = (node: string) => `${SUBJECT_ROOT}.node.${node}`;
 export const podSubject = (id: string) => `${SUBJECT_ROOT}.pod.${id}`;
+export const checkpointSubject = (id: string) => `${SUBJECT_ROOT}.checkpoint.${id}`;
 
 export interface Meta {
   actor?: string;
@@ -134,7 +135,21 @@ export type ContainerEvent =
   /** The upgrade is settled: the new revision passed its health gate (or the container was stopped). */
   | Envelope<"ContainerUpgraded", ContainerUpgradedData>
   /** Back on the previous revision: after a failed upgrade, or by `berth rollback` (reason "requested"). */
-  | Envelope<"ContainerUpgradeRolledBack", ContainerUpgradeRolledBackData>;
+  | Envelope<"ContainerUpgradeRolledBack", ContainerUpgradeRolledBackData>
+  /** The checkpoint saga's intent: dump it with CRIU into checkpoint `checkpointId`. */
+  | Envelope<"ContainerCheckpointRequested", CheckpointOptions & { checkpointId: string }>
+  /** Its checkpoint is stored (CheckpointCreated on the checkpoint's subject); without leaveRunning its process is gone. */
+  | Envelope<"ContainerCheckpointed", { checkpointId: string; leaveRunning: boolean }>
+  /** The restore's intent: bring back the process checkpoint `checkpointId` froze. */
+  | Envelope<"ContainerRestoreRequested", { checkpointId: string }>
+  /** Its process runs again, restored from the checkpoint (memory, files, rw layer). */
+  | Envelope<"ContainerRestored", { checkpointId: string; pid: number; startedAt: string; ip?: string }>;
+
+export interface CheckpointOptions {
+  leaveRunning: boolean;
+  tcpEstablished: boolean;
+  fileLocks: boolean;
+}
 
 export interface ContainerExecStartedData {
   execId: string;
@@ -159,6 +174,35 @@ export type PodEvent =
   /** Its members are gone; the owning node releases its namespaces, attachment and cgroup. */
   | Envelope<"PodRemoved", { containers: string[] }>;
 
+// --- checkpoint ----------------------------------------------------------------------------
+export interface CheckpointCreatedData {
+  checkpointId: string;
+  container: string;
+  containerName: string;
+  pod: string | null;
+  node: string;
+  image: string;
+  imageDigest: string;
+  /** The container's spec as it was checkpointed: what a restore under a new name is made of. */
+  spec: ContainerSpec;
+  ip?: string;
+  /** The archive in the object store `berth_checkpoints`: its size and digest (`SHA-256=<base64url>`). */
+  sizeBytes: number;
+  digest: string;
+  durationMs: number;
+  frozenMs: number;
+  leaveRunning: boolean;
+  tcpEstablished: boolean;
+  /** CRIU's dump statistics. */
+  stats?: { freezingMs: number; frozenMs: number; memdumpMs: number; memwriteMs: number; pagesScanned: number; pagesWritten: number };
+}
+export type CheckpointEvent =
+  | Envelope<"CheckpointCreated", CheckpointCreatedData>
+  /** It was restored into `container` (the same one, or a new one). */
+  | Envelope<"CheckpointRestored", { checkpointId: string; container: string; durationMs: number }>
+  /** Its archive is gone (`checkpoint rm`, or the retention rule). */
+  | Envelope<"CheckpointRemoved", { checkpointId: string; reason: string }>;
+
 // --- image and node ------------------------------------------------------------------------
 export interface ImageImportedData {
   name: string;
@@ -175,7 +219,7 @@ export type NodeEvent =
   /** Recovery is done: how many of this node's containers it handed back, and how long it took. */
   | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>;
 
-export type BerthEvent = ContainerEvent | PodEvent | ImageEvent | NodeEvent;
+export type BerthEvent = ContainerEvent | PodEvent | CheckpointEvent | ImageEvent | NodeEvent;
 export type EventType = BerthEvent["type"];
 export type EventOf<T extends EventType> = Extract<BerthEvent, { type: T }>;
 export type DataOf<T extends EventType> = EventOf<T>["data"];
@@ -197,6 +241,8 @@ export const OUTCOMES: Partial<Record<EventType, readonly EventType[]>> = {
   ContainerRemoveRequested: ["ContainerRemoved", "ContainerActionFailed"],
   ContainerUpgradeRequested: ["ContainerUpgraded", "ContainerUpgradeRolledBack", "ContainerActionFailed"],
   ContainerRollbackRequested: ["ContainerUpgradeRolledBack", "ContainerActionFailed"],
+  ContainerCheckpointRequested: ["ContainerCheckpointed", "ContainerActionFailed"],
+  ContainerRestoreRequested: ["ContainerRestored", "ContainerStartFailed"],
 };
 
 export const EVENT_VERSION = 1;

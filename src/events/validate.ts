@@ -27,6 +27,7 @@ const CONTAINER = `${SUBJECT_ROOT}.container.`;
 const IMAGE = `${SUBJECT_ROOT}.image.`;
 const POD = `${SUBJECT_ROOT}.pod.`;
 const NODE = `${SUBJECT_ROOT}.node.`;
+const CHECKPOINT = `${SUBJECT_ROOT}.checkpoint.`;
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** Event types of an aggregate the BerthEvent union does not name (one brought by a test or an extension), by type. */
@@ -112,6 +113,11 @@ function subjectMismatch(subject: string, type: EventType, e: Record<string, unk
     const id = subject.slice(POD.length);
     if (!HEX64.test(id)) return `subject ${subject} does not name a pod id`;
     if (type === "PodCreated" && data.id !== id) return `PodCreated of ${String(data.id)} on the subject of ${id}`;
+    return null;
+  }
+  if (type.startsWith("Checkpoint")) {
+    if (!subject.startsWith(CHECKPOINT)) return `${type} on subject ${subject}, not a checkpoint's`;
+    if (subject.slice(CHECKPOINT.length) !== data.checkpointId) return `${type} of ${String(data.checkpointId)} on subject ${subject}`;
     return null;
   }
   if (type.startsWith("Image")) {

@@ -1,7 +1,7 @@
 // The container use cases behind `berth.cmd.container.*`: resolve the ref, decide and append the
 // intent, then wait for the owning node's outcome to be applied before answering.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { ANON_VOLUME_PREFIX, anonVolumeName, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
+import { ANON_VOLUME_PREFIX, anonVolumeName, isAnonVolumeOf, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
@@ -214,6 +214,46 @@ export class ContainerService {
     return { id, state: s.state, image: s.image, revision: s.revision };
   }
 
+  /**
+   * CRIU-checkpoint a running container into the object store (the executor's checkpoint saga).
+   * The checkpoint's id derives from the requestId, so a retry finds its own checkpoint.
+   */
+  async checkpoint(ref: string, o2: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; preDump?: boolean }, o: Opts = {}) {
+    if (o2.preDump) throw invalid("preDump is not supported yet: checkpoint without it");
+    const id = await this.target(ref, o.request);
+    const ctx = this.ctx(o.meta);
+    const checkpointId = o.meta?.requestId ? idFromRequest("checkpoint", o.meta.requestId) : randomBytes(32).toString("hex");
+    const cmd: ContainerCommand = { type: "Checkpoint", checkpointId, leaveRunning: o2.leaveRunning ?? false, tcpEstablished: o2.tcpEstablished ?? false, fileLocks: o2.fileLocks ?? false };
+    await this.act(id, cmd, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 300_000), o.request);
+    const rec = this.model.checkpoints.get(checkpointId);
+    if (!rec) throw new BerthError(ErrorCode.RuntimeError, `checkpoint ${checkpointId} was made but its record is not in the log`);
+    return { id, checkpointId, sizeBytes: rec.sizeBytes, durationMs: rec.durationMs, frozenMs: rec.frozenMs };
+  }
+
+  /**
+   * Bring back a checkpoint's process: into its own container (which must not run), or with
+   * `name` into a new container made from the checkpoint's spec (a new id and IP).
+   */
+  async restore(req: { checkpointId: string; name?: string }, o: Opts = {}) {
+    const rec = this.model.checkpoints.get(req.checkpointId);
+    if (!rec || rec.removed) throw notFound(`no checkpoint '${req.checkpointId}'`);
+    const ctx = this.ctx(o.meta);
+    let id: string;
+    if (req.name === undefined) {
+      if (!this.model.byId(rec.container)) throw notFound(`the container of checkpoint ${req.checkpointId} (${rec.containerName}) is gone: restore it under a new name`);
+      id = rec.container;
+    } else {
+      if (!this.model.image(rec.node, rec.imageDigest)) throw notFound(`image ${rec.image} (${rec.imageDigest}) is not on node ${rec.node}`);
+      // Its own anonymous volumes and a new IP: the spec of the checkpointed container, renamed.
+      const mounts = rec.spec.mounts?.map((m) => (m.type === "volume" && m.source && isAnonVolumeOf(m.source, rec.container) ? { ...m, source: undefined } : m));
+      const { ip: _ip, ...network } = rec.spec.network ?? {};
+      const spec: ContainerSpec = { ...rec.spec, name: req.name, image: rec.imageDigest, ...(mounts ? { mounts } : {}), ...(rec.spec.network ? { network } : {}) };
+      ({ id } = await this.createWith(spec, ctx, o.meta?.requestId));
+    }
+    const s = await this.act(id, { type: "Restore", checkpointId: req.checkpointId }, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 300_000), o.request);
+    return { id, name: s.name, state: s.state, pid: s.pid };
+  }
+
   /** Two stops, two starts and the gate, with room to spare. */
   private sagaTimeoutMs(c: ContainerState, gateSec: number, timeoutMs = DEFAULT_TIMEOUT_MS): number {
     return Math.max(timeoutMs, (2 * ((c.spec.stopTimeoutSec ?? 10) + 10) + gateSec + 60) * 1000);
@@ -335,4 +375,6 @@ const INTENT_OF: Record<ContainerCommand["type"], EventType> = {
   Remove: "ContainerRemoveRequested",
   Upgrade: "ContainerUpgradeRequested",
   Rollback: "ContainerRollbackRequested",
+  Checkpoint: "ContainerCheckpointRequested",
+  Restore: "ContainerRestoreRequested",
 };

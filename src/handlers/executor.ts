@@ -17,6 +17,9 @@ import type { HostOps, NetPlan } from "./ports.js";
 import { networkMode } from "../shared/spec.js";
 import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
 import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/container/upgrade.js";
+import { retire, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
+import type { CheckpointCreatedData, CheckpointOptions } from "../events/types.js";
+import type { ArchivePort } from "./ports.js";
 
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
@@ -34,6 +37,8 @@ export class Executor {
     private readonly projector: Projector,
     private readonly commands: ContainerCommands,
     private readonly host: HostOps,
+    /** Checkpoints: their records (the checkpoint aggregate) and archives (the object store). */
+    private readonly cp?: { checkpoints: CheckpointCommands; archive: ArchivePort; keep?: number },
   ) {
     this.restarts = new RestartScheduler({ node, projector, commands, enqueue: (id, job) => this.enqueue(id, job) });
   }
@@ -92,7 +97,8 @@ export class Executor {
   reconsider(id: string): void {
     this.enqueue(id, async () => {
       const c = this.current(id);
-      if (c?.node === this.node && c.state === "exited" && !c.pending) await this.restarts.consider(id, `boot@${c.startedAt}`, { trigger: "boot" });
+      // A checkpointed one waits for its restore: a fresh start would throw its memory state away.
+      if (c?.node === this.node && c.state === "exited" && !c.pending && !c.checkpointed) await this.restarts.consider(id, `boot@${c.startedAt}`, { trigger: "boot" });
     });
   }
 
@@ -192,6 +198,12 @@ export class Executor {
           await this.host.cleanup(id);
           await this.outcome(id, { type: "ContainerRemoved", data: {} }, ctx, intentKey(ctx));
           break;
+        case "ContainerCheckpointRequested":
+          await this.checkpointLeg(c, intent.data as unknown as CheckpointOptions & { checkpointId: string }, ctx);
+          break;
+        case "ContainerRestoreRequested":
+          await this.restoreLeg(c, (intent.data as { checkpointId: string }).checkpointId, ctx);
+          break;
         case "ContainerUpgradeRequested":
         case "ContainerRollbackRequested":
           if (!(await this.sagaLeg(id, intentId, ctx))) return;
@@ -205,7 +217,7 @@ export class Executor {
       const e = toBerthError(err);
       log.warn({ err: e.message, ms: Math.round(performance.now() - t0) }, `${action} failed`);
       const failed: NewEvent =
-        intent.type === "ContainerStartRequested" || intent.type === "ContainerRestartRequested"
+        intent.type === "ContainerStartRequested" || intent.type === "ContainerRestartRequested" || intent.type === "ContainerRestoreRequested"
           ? { type: "ContainerStartFailed", data: { error: e.message } }
           : { type: "ContainerActionFailed", data: { action, error: e.message } };
       await this.outcome(id, failed, ctx, intentKey(ctx)).catch((err2) =>
@@ -291,6 +303,76 @@ export class Executor {
         }
       }
     }
+  }
+
+  /**
+   * The checkpoint saga: CRIU dump (with the rw layer) into a local dir → the exit it caused →
+   * the archive into the object store → its record (CheckpointCreated) → the retention rule →
+   * the outcome. Re-performed after a crash, each step finds what the last run left: a
+   * recorded checkpoint, a finished dump on disk (CRIU outlives the daemon), or a process to dump.
+   */
+  private async checkpointLeg(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<void> {
+    if (!this.cp) throw new BerthError(ErrorCode.Unavailable, "checkpoints need the object store, which this daemon has not opened");
+    const { checkpoints, archive } = this.cp;
+    const t0 = performance.now();
+    let rec = this.projector.model.checkpoints.get(d.checkpointId);
+    if (!rec) {
+      const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
+      const { stats } = await this.host.checkpoint(c.id, d.checkpointId, d, meta);
+      fault("checkpoint-dumped");
+      if (!d.leaveRunning) {
+        // The dump ended the process: record that exit (conmon writes it) before anything else.
+        const info = await this.host.waitExit(c.id, KILL_GRACE_MS);
+        if (info) await this.recordExit(c.id, info, ctx);
+      }
+      const stored = await archive.put(d.checkpointId, this.host.packCheckpoint(d.checkpointId));
+      fault("checkpoint-uploaded");
+      const data: CheckpointCreatedData = {
+        checkpointId: d.checkpointId, container: c.id, containerName: c.name, pod: c.spec.pod ?? null, node: this.node,
+        image: c.image, imageDigest: c.imageDigest, spec: c.spec, ...(c.ip ? { ip: c.ip } : {}),
+        sizeBytes: stored.sizeBytes, digest: stored.digest, durationMs: Math.round(performance.now() - t0),
+        frozenMs: Math.round(stats?.frozenMs ?? 0), leaveRunning: d.leaveRunning, tcpEstablished: d.tcpEstablished,
+        ...(stats ? { stats } : {}),
+      };
+      await checkpoints.appendFact(d.checkpointId, (s) => (s ? [] : [{ type: "CheckpointCreated", data }]),
+        { ...ctx, requestId: factKey(d.checkpointId, "CheckpointCreated", d.checkpointId) }, "CheckpointCreated", () => this.stopped);
+      rec = this.projector.model.checkpoints.get(d.checkpointId);
+    }
+    await this.host.removeCheckpointDir(d.checkpointId);
+    await this.retire(c.id, ctx);
+    await this.outcome(c.id, { type: "ContainerCheckpointed", data: { checkpointId: d.checkpointId, leaveRunning: d.leaveRunning } }, ctx, intentKey(ctx));
+  }
+
+  /** The retention rule: a container keeps its newest few checkpoints; older archives go. */
+  private async retire(container: string, ctx: Ctx): Promise<void> {
+    const { checkpoints, archive, keep } = this.cp!;
+    for (const old of retire([...this.projector.model.checkpoints.values()], container, keep)) {
+      await archive.remove(old);
+      await checkpoints.appendFact(old, (s) => (s && !s.removed ? [{ type: "CheckpointRemoved", data: { checkpointId: old, reason: "retention" } }] : []),
+        { ...ctx, requestId: factKey(old, "CheckpointRemoved", "retention") }, "CheckpointRemoved", () => this.stopped);
+    }
+  }
+
+  /**
+   * The restore: the archive from the object store (its digest checked) → the rw layer → CRIU
+   * under conmon in the container's network → ContainerRestored, and CheckpointRestored on the
+   * checkpoint's record.
+   */
+  private async restoreLeg(c: ContainerState, checkpointId: string, ctx: Ctx): Promise<void> {
+    if (!this.cp) throw new BerthError(ErrorCode.Unavailable, "checkpoints need the object store, which this daemon has not opened");
+    const rec = this.projector.model.checkpoints.get(checkpointId);
+    if (!rec || rec.removed) throw new BerthError(ErrorCode.NotFound, `checkpoint ${checkpointId} is gone`);
+    const t0 = performance.now();
+    const { data, verified } = await this.cp.archive.get(checkpointId);
+    await this.host.unpackCheckpoint(checkpointId, data);
+    await verified;
+    fault("restore-fetched");
+    const r = await this.host.prepareAndRestore(c, this.netPlan(c), checkpointId, { tcpEstablished: rec.tcpEstablished });
+    const restored = { checkpointId, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
+    await this.outcome(c.id, { type: "ContainerRestored", data: restored }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
+    await this.cp.checkpoints.appendFact(checkpointId, (s) => (s && !s.removed ? [{ type: "CheckpointRestored", data: { checkpointId, container: c.id, durationMs: Math.round(performance.now() - t0) } }] : []),
+      { ...ctx, requestId: factKey(checkpointId, "CheckpointRestored", intentKey(ctx)) }, "CheckpointRestored", () => this.stopped);
+    await this.host.removeCheckpointDir(checkpointId);
   }
 
   private async startLeg(c: ContainerState, ctx: Ctx): Promise<void> {

@@ -3,7 +3,9 @@
 // (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
-import type { Revision } from "../events/types.js";
+import type { CheckpointOptions, Revision } from "../events/types.js";
+import type { Readable } from "node:stream";
+import type { DumpStats } from "../shared/host-facts.js";
 import type { PortMapping, Resources } from "../shared/spec.js";
 import type { ConsoleSession, ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
 
@@ -27,6 +29,22 @@ export interface HostOps {
   activateRevision(id: string, revision: Revision): Promise<void>;
   /** Removes the rw layers of the container's other revisions. */
   pruneRevisions(id: string, keep: readonly number[]): Promise<void>;
+  /** CRIU-dump a running container into checkpoint `checkpointId`'s local dir (with its rw layer and `meta`). Idempotent. */
+  checkpoint(id: string, checkpointId: string, o: CheckpointOptions, meta: unknown): Promise<{ stats: DumpStats | null }>;
+  /** The local checkpoint as one stream (for the archive store). */
+  packCheckpoint(checkpointId: string): Readable;
+  /** Fill the local checkpoint dir from an archive stream. */
+  unpackCheckpoint(checkpointId: string, data: Readable): Promise<void>;
+  /** Restore the checkpoint's process into this (stopped) container: its rw layer, then CRIU under conmon. A live one is answered as it is. */
+  prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null }>;
+  removeCheckpointDir(checkpointId: string): Promise<void>;
+}
+
+/** The checkpoint archives (the object store), as the executor and the services use them. */
+export interface ArchivePort {
+  put(id: string, data: Readable): Promise<{ sizeBytes: number; digest: string }>;
+  get(id: string): Promise<{ data: Readable; verified: Promise<void> }>;
+  remove(id: string): Promise<void>;
 }
 
 /**

@@ -4,6 +4,7 @@ import type { ImageImportedData, StoredEvent } from "../events/types.js";
 import { isRejected, type RejectedEvent } from "../events/validate.js";
 import type { AggregateState, Decider } from "../aggregates/decider.js";
 import { podDecider, type PodState } from "../aggregates/pod/index.js";
+import { checkpointDecider, type CheckpointState } from "../aggregates/checkpoint/index.js";
 import { containerDecider } from "../aggregates/container/index.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import { AggregateProjection, parseSubject } from "./registry.js";
@@ -56,6 +57,7 @@ export class ReadModel {
   readonly containers: Map<string, ContainerState> = this.containerStates.states;
   /** Every pod not yet removed, by id. */
   readonly pods: Map<string, PodState> = this.register(podDecider).states;
+  readonly checkpoints: Map<string, CheckpointState> = this.register(checkpointDecider).states;
   private readonly byName = new Map<string, string>();
   /** Images by node, then by name. */
   readonly images = new Map<string, Map<string, ImageView>>();

@@ -1,11 +1,20 @@
 // The read model's container state as clients see it (the contract's ContainerView): hides
 // bookkeeping (stoppedByUser, removed, the pending intent's payload).
 import type { ContainerState } from "../aggregates/container/state.js";
-import type { ContainerView, PodView } from "../contract/views.js";
+import type { CheckpointView, ContainerView, PodView } from "../contract/views.js";
+import type { CheckpointState } from "../aggregates/checkpoint/index.js";
 import { DEFAULT_SHARE, type PodState } from "../aggregates/pod/index.js";
 import { networkMode } from "../shared/spec.js";
 
-export { ContainerView, PodView, byCreated } from "../contract/views.js";
+export { CheckpointView, ContainerView, PodView, byCreated } from "../contract/views.js";
+
+export function toCheckpointView(s: CheckpointState): CheckpointView {
+  return {
+    checkpointId: s.id, container: s.container, containerName: s.containerName, pod: s.pod, node: s.node,
+    image: s.image, imageDigest: s.imageDigest, createdAt: s.createdAt, sizeBytes: s.sizeBytes, digest: s.digest,
+    durationMs: s.durationMs, frozenMs: s.frozenMs, leaveRunning: s.leaveRunning, tcpEstablished: s.tcpEstablished, restores: s.restores,
+  };
+}
 
 export function toContainerView(c: ContainerState, withSpec: boolean): ContainerView {
   const v: ContainerView = {
@@ -35,6 +44,8 @@ export function toContainerView(c: ContainerState, withSpec: boolean): Container
     pod: c.spec.pod ?? null,
     revision: c.revision,
     previous: c.previous ? { revision: c.previous.revision, image: c.previous.image, imageDigest: c.previous.imageDigest } : null,
+    checkpointed: c.checkpointed !== null,
+    checkpoint: c.checkpointed,
   };
   if (withSpec) v.spec = c.spec;
   return v;

@@ -15,6 +15,7 @@ import { readFile } from "node:fs/promises";
 import { RuntimeFailure } from "../shared/errors.js";
 import type { Logger } from "../log.js";
 import { toolEnv, toolPaths } from "./exec.js";
+import { CRIU_ENV, CRIU_PATH } from "./criu.js";
 
 export interface ConmonOptions {
   conmonPath?: string;
@@ -42,6 +43,16 @@ export interface ConmonOptions {
   terminal?: boolean;
   /** Attached clients' input reaches the terminal; it stays open when one detaches, for the next. */
   stdin?: boolean;
+  /** Restore the process a checkpoint froze (conmon runs `runc restore`) instead of creating one. */
+  restore?: RestoreFrom;
+}
+
+/** A checkpoint's CRIU images and the restore's work dir (its restore.log), and CRIU's options. */
+export interface RestoreFrom {
+  imagePath: string;
+  workPath: string;
+  tcpEstablished?: boolean;
+  fileLocks?: boolean;
 }
 
 export interface ConmonStarted {
@@ -69,7 +80,14 @@ export function conmonArgs(o: ConmonOptions): string[] {
   ];
   if (o.terminal) args.push("-t");
   if (o.stdin) args.push("-i", "--leave-stdin-open");
-  for (const a of [...o.runtimeArgs, `--log=${o.runcLog}`, "--log-format=json"]) args.push("--runtime-arg", a);
+  const runtimeArgs = [...o.runtimeArgs, `--log=${o.runcLog}`, "--log-format=json"];
+  if (o.restore) {
+    runtimeArgs.push(`--criu=${CRIU_PATH}`);
+    args.push("--restore", o.restore.imagePath, "--runtime-opt", `--work-path=${o.restore.workPath}`);
+    if (o.restore.tcpEstablished) args.push("--runtime-opt", "--tcp-established");
+    if (o.restore.fileLocks) args.push("--runtime-opt", "--file-locks");
+  }
+  for (const a of runtimeArgs) args.push("--runtime-arg", a);
   return args;
 }
 
@@ -111,7 +129,7 @@ export function startConmon(o: ConmonOptions): Promise<ConmonStarted> {
       detached: true,
       cwd: o.persistDir,
       stdio: ["ignore", "ignore", "pipe", "pipe"],
-      env: toolEnv({ _OCI_SYNCPIPE: "3" }),
+      env: toolEnv({ _OCI_SYNCPIPE: "3", ...(o.restore ? CRIU_ENV : {}) }),
     });
     const sync = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
     const errStream = child.stderr!;

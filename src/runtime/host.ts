@@ -13,7 +13,7 @@ import { ensurePodCgroup, removePodCgroup } from "./pod-cgroup.js";
 import type { Resources } from "../shared/spec.js";
 import type { Logger } from "../log.js";
 import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
-import { resolveTool, toolPaths } from "./exec.js";
+import { resolveTool, run, toolPaths } from "./exec.js";
 import { validateMountSources } from "./mounts.js";
 import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay, type OverlayDirs } from "./overlay.js";
@@ -28,6 +28,9 @@ import { readLogLines, readLogs, type LogQuery } from "./logs.js";
 import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
 import { resolveUserIn } from "./users.js";
 import { ConsoleHub } from "./console.js";
+import { criuError, dumpFinished, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
+import { pipeInto, spawnStream } from "./streams.js";
+import type { RestoreFrom } from "./conmon.js";
 
 export interface HostRuntimeOptions {
   dataRoot: string;
@@ -89,7 +92,7 @@ export class HostRuntime {
 
   async init(): Promise<void> {
     const p = this.paths;
-    for (const d of [p.runcRoot, p.exitDir, p.containersDir, p.volumesDir, p.imagesDir]) {
+    for (const d of [p.runcRoot, p.exitDir, p.containersDir, p.volumesDir, p.imagesDir, p.checkpointsDir]) {
       await mkdir(d, { recursive: true, mode: 0o700 });
     }
     await mkdir(p.socketDir, { recursive: true, mode: 0o700 });
@@ -178,7 +181,11 @@ export class HostRuntime {
     return { bundle: cp.bundle };
   }
 
-  async start(id: string): Promise<StartResult> {
+  /**
+   * Start the container's process: a new one (runc create + start under conmon), or, with
+   * `restore`, the one a checkpoint froze (conmon runs `runc restore` from its images).
+   */
+  async start(id: string, restore?: RestoreFrom): Promise<StartResult> {
     const cp = this.paths.container(id);
     if (!(await exists(cp.config))) throw notFound(`container ${id} has no bundle; prepare it first`);
     // A restart (the common case) finds a stopped container: tell that without exec'ing runc.
@@ -212,8 +219,17 @@ export class HostRuntime {
       id, name, bundle: cp.bundle, pidFile: cp.pidFile, conmonPidFile: cp.conmonPidFile,
       exitDir: this.paths.exitDir, socketDir: this.paths.socketDir, logPath: cp.log,
       persistDir: cp.persistDir, runcLog: cp.runcLog, timeoutMs: this.startTimeoutMs, log: this.log,
-      terminal, stdin,
+      terminal, stdin, restore,
+    }).catch(async (err) => {
+      if (!restore) throw err;
+      // CRIU's own reason is in its log, not in conmon's words.
+      const why = await criuError(join(restore.workPath, "restore.log"));
+      throw why ? new RuntimeFailure("runc", ["restore", id], `criu restore failed: ${why}`, 1) : err;
     });
+    if (restore) {
+      this.log.debug({ id, pid: started.pid }, "container restored");
+      return { pid: started.pid, startedAt: new Date().toISOString(), conmonPid: started.conmonPid };
+    }
     // The process waits for `runc start`: a client connected now loses none of its output.
     // Without it the container still runs; a client then misses what came before it attached.
     if (terminal) await this.consoles.hold(id, this.paths.attachSocket(id), cp.ctlFifo).catch((err) => this.log.warn({ err, id }, "cannot hold the terminal's first output"));
@@ -263,6 +279,79 @@ export class HostRuntime {
     const layer = this.paths.layer(id, revision);
     await writeAtomic(cp.overlay, JSON.stringify({ lower: lowerRootfs, upper: layer.upper, work: layer.work, target: layer.rootfs }));
     // The other revisions' rootfs are unmounted by pruneRevisions, once the new one runs.
+  }
+
+  /**
+   * Dump a running container with CRIU into the checkpoint's dir, with its rw layer as a tar
+   * beside the images. Without `leaveRunning` the container's process is gone afterwards.
+   */
+  async checkpoint(id: string, checkpointId: string, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean }, meta: unknown): Promise<{ stats: DumpStats | null }> {
+    const k = this.paths.checkpoint(checkpointId);
+    if (!(await exists(k.dumped))) {
+      // A dump the daemon died during may have finished on its own (runc and CRIU outlive us).
+      if (!(await dumpFinished(k.work))) {
+        await rm(k.dir, { recursive: true, force: true });
+        await mkdir(k.images, { recursive: true, mode: 0o700 });
+        await mkdir(k.work, { recursive: true, mode: 0o700 });
+        await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o }, this.log);
+      }
+      const overlay = await this.overlayOf(id);
+      if (!overlay) throw notFound(`container ${id} has no rootfs`);
+      await run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+      await writeAtomic(k.meta, JSON.stringify(meta));
+      await writeAtomic(k.dumped, "");
+    }
+    return { stats: await readDumpStats(k.images) };
+  }
+
+  /** The checkpoint's dir as one tar stream (images, rootfs diff, meta.json), for the object store. */
+  packCheckpoint(checkpointId: string): Readable {
+    const k = this.paths.checkpoint(checkpointId);
+    return spawnStream(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-cf", "-", "checkpoint", "rootfs-diff.tar", "meta.json"]);
+  }
+
+  /** Fill the checkpoint's dir from a stream made by packCheckpoint (GNU tar refuses absolute and `..` paths). */
+  async unpackCheckpoint(checkpointId: string, data: Readable): Promise<void> {
+    const k = this.paths.checkpoint(checkpointId);
+    await rm(k.dir, { recursive: true, force: true });
+    await mkdir(k.dir, { recursive: true, mode: 0o700 });
+    await pipeInto(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-xf", "-"], data);
+    for (const f of [k.images, k.rootfsDiff, k.meta]) {
+      if (!(await exists(f))) throw invalid(`not a berth checkpoint archive: ${f.slice(k.dir.length + 1)} is missing`);
+    }
+  }
+
+  /** Whether the container's process runs (from runc's state file, no exec). */
+  async isLive(id: string): Promise<boolean> {
+    return (await this.runc.liveness(checkId(id))) === "live";
+  }
+
+  /**
+   * Put the checkpoint's rw layer in place of the container's (the active revision's upper dir,
+   * emptied first), with its rootfs unmounted meanwhile; the next start mounts it again.
+   */
+  async restoreRootfs(id: string, checkpointId: string): Promise<void> {
+    const k = this.paths.checkpoint(checkpointId);
+    const overlay = await this.overlayOf(id);
+    if (!overlay) throw notFound(`container ${id} has no rootfs`);
+    const live = await this.runc.liveness(id);
+    if (live === "live") throw invalid(`container ${id} runs: stop it before restoring a checkpoint into it`);
+    if (live === "stopped") await this.runc.delete(id, true);
+    await unmountOverlay(overlay.target, this.log);
+    await rm(overlay.upper, { recursive: true, force: true });
+    await rm(overlay.work, { recursive: true, force: true });
+    for (const d of [overlay.upper, overlay.work]) await mkdir(d, { recursive: true, mode: 0o755 });
+    await run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "--same-permissions", "-C", overlay.upper, "-xf", k.rootfsDiff], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+  }
+
+  /** What a restore from this checkpoint hands conmon. */
+  restoreFrom(checkpointId: string, o: { tcpEstablished?: boolean; fileLocks?: boolean }): RestoreFrom {
+    const k = this.paths.checkpoint(checkpointId);
+    return { imagePath: k.images, workPath: k.restoreWork, tcpEstablished: o.tcpEstablished, fileLocks: o.fileLocks };
+  }
+
+  async removeCheckpointDir(checkpointId: string): Promise<void> {
+    await rm(this.paths.checkpoint(checkpointId).dir, { recursive: true, force: true });
   }
 
   /**

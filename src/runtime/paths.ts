@@ -45,6 +45,21 @@ export class Paths {
   /** Unpacked image rootfs dirs, one per manifest digest: `<rootfsDir>/<hex>/rootfs`. */
   get imageRootfsDir(): string { return join(this.imagesDir, "rootfs"); }
   get imageIndex(): string { return join(this.imagesDir, "index.json"); }
+  /** CRIU dumps being made, uploaded or restored: one dir per checkpoint id. */
+  get checkpointsDir(): string { return join(this.dataRoot, "checkpoints"); }
+
+  checkpoint(checkpointId: string): CheckpointPaths {
+    const dir = join(this.checkpointsDir, checkId(checkpointId));
+    return {
+      dir,
+      images: join(dir, "checkpoint"),
+      work: join(dir, "work"),
+      restoreWork: join(dir, "restore-work"),
+      rootfsDiff: join(dir, "rootfs-diff.tar"),
+      meta: join(dir, "meta.json"),
+      dumped: join(dir, "dumped"),
+    };
+  }
 
   /** conmon --socket-dir-path: short, and distinct per data root (hash of its absolute path). */
   get socketDir(): string {
@@ -94,6 +109,21 @@ export class Paths {
       overlay: join(dir, "overlay.json"),
     };
   }
+}
+
+export interface CheckpointPaths {
+  dir: string;
+  /** CRIU's images (runc --image-path). */
+  images: string;
+  /** runc --work-path of the dump: dump.log. */
+  work: string;
+  /** The restore's work path: restore.log. */
+  restoreWork: string;
+  /** The rw layer (overlay upper dir) as a tar, whiteouts and xattrs kept. */
+  rootfsDiff: string;
+  meta: string;
+  /** Written once the dump and the diff are complete. */
+  dumped: string;
 }
 
 export interface ContainerPaths {

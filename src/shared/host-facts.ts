@@ -123,3 +123,13 @@ export interface ConsoleSession {
   detach(): void;
   readonly ended: Promise<void>;
 }
+
+/** CRIU's dump statistics (its µs as ms). */
+export interface DumpStats {
+  freezingMs: number;
+  frozenMs: number;
+  memdumpMs: number;
+  memwriteMs: number;
+  pagesScanned: number;
+  pagesWritten: number;
+}

@@ -11,6 +11,26 @@ import type { ImageStore } from "../runtime/images.js";
 import type { Revision } from "../events/types.js";
 
 export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
+  /** The bundle for a start or a restore: its image, its network (bridge sandbox or pod), config.json. */
+  const prepareFor = async (c: ContainerState, plan: NetPlan): Promise<NetSetup | undefined> => {
+    const image = await images.resolve(c.imageDigest);
+    if (!image) throw new BerthError(ErrorCode.RuntimeError, `image ${c.image} (${c.imageDigest}) is not in this node's image store`);
+    let net: NetSetup | undefined;
+    if (plan.kind === "bridge") {
+      const sb = await rt.ensureSandbox(c.id, {
+        kinds: ["net"],
+        bridge: { ip: plan.ip, exclude: plan.exclude, ports: c.spec.network?.ports ?? [] },
+      });
+      net = { namespacePaths: sb.paths, ip: sb.ip };
+    } else if (plan.kind === "pod") {
+      await rt.ensurePodCgroup(plan.pod, plan.resources);
+      const sb = await rt.ensureSandbox(plan.pod, { kinds: plan.share, hostname: plan.hostname, bridge: plan.bridge ?? undefined });
+      net = { namespacePaths: sb.paths, ip: sb.ip, hostname: plan.hostname };
+    }
+    if (net) fault("after-attach");
+    await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined, revision: c.revision });
+    return net;
+  };
   const imageOf = async (r: Revision) => {
     const image = await images.resolve(r.imageDigest);
     if (!image) throw new BerthError(ErrorCode.NotFound, `image ${r.image} (${r.imageDigest}) is not in this node's image store`);
@@ -18,25 +38,26 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
   };
   return {
     async prepareAndStart(c: ContainerState, plan: NetPlan) {
-      const image = await images.resolve(c.imageDigest);
-      if (!image) throw new BerthError(ErrorCode.RuntimeError, `image ${c.image} (${c.imageDigest}) is not in this node's image store`);
-      let net: NetSetup | undefined;
-      if (plan.kind === "bridge") {
-        const sb = await rt.ensureSandbox(c.id, {
-          kinds: ["net"],
-          bridge: { ip: plan.ip, exclude: plan.exclude, ports: c.spec.network?.ports ?? [] },
-        });
-        net = { namespacePaths: sb.paths, ip: sb.ip };
-      } else if (plan.kind === "pod") {
-        await rt.ensurePodCgroup(plan.pod, plan.resources);
-        const sb = await rt.ensureSandbox(plan.pod, { kinds: plan.share, hostname: plan.hostname, bridge: plan.bridge ?? undefined });
-        net = { namespacePaths: sb.paths, ip: sb.ip, hostname: plan.hostname };
-      }
-      if (net) fault("after-attach");
-      await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined, revision: c.revision });
+      const net = await prepareFor(c, plan);
       const r = await rt.start(c.id);
       return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
     },
+    async prepareAndRestore(c, plan, checkpointId, o) {
+      if (await rt.isLive(c.id)) {
+        // Restored before the daemon died, not yet recorded: it is the restore's result.
+        const st = await rt.state(c.id);
+        return { pid: st!.pid, startedAt: st!.created, ip: c.ip };
+      }
+      // The bundle first (a new container has none yet), then its rw layer from the checkpoint.
+      const net = await prepareFor(c, plan);
+      await rt.restoreRootfs(c.id, checkpointId);
+      const r = await rt.start(c.id, rt.restoreFrom(checkpointId, o));
+      return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
+    },
+    checkpoint: (id, checkpointId, o, meta) => rt.checkpoint(id, checkpointId, o, meta),
+    packCheckpoint: (checkpointId) => rt.packCheckpoint(checkpointId),
+    unpackCheckpoint: (checkpointId, data) => rt.unpackCheckpoint(checkpointId, data),
+    removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),
     detachNetwork: (id) => rt.detachNetwork(id),
     signal: (id, signal) => rt.signal(id, signal),
     pause: (id) => rt.pause(id),

@@ -27,6 +27,17 @@ const checks: Record<string, () => boolean> = {
   cni: () => ["bridge", "host-local", "portmap", "loopback"].every((p) => existsSync(`${process.env.BERTH_CNI_PATH ?? "/usr/lib/cni"}/${p}`)) && onPath("iptables"),
   "busybox image": () => existsSync(process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.oci.tar"),
   "upgrade images": () => Object.values(UPGRADE_IMAGES).every(existsSync),
+  // The setup's CRIU 4 wrapper, and `criu check` passing on this kernel.
+  criu: () => {
+    const criu = process.env.BERTH_CRIU ?? "/opt/berth/criu/criu";
+    if (!existsSync(criu)) return false;
+    try {
+      execFileSync(criu, ["check"], { stdio: "ignore", timeout: 30_000 });
+      return true;
+    } catch {
+      return false;
+    }
+  },
 };
 
 /** Names of missing prerequisites; throws in CI so the run fails instead of skipping. */

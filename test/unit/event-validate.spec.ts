@@ -2,7 +2,7 @@
 // quarantine of what fails it or the transition table.
 import { describe, expect, it } from "vitest";
 import { PAYLOADS } from "../../src/events/event-schemas.js";
-import { containerSubject, podSubject, imageSubject, nodeSubject, type EventType, type StoredEvent } from "../../src/events/types.js";
+import { containerSubject, podSubject, checkpointSubject, imageSubject, nodeSubject, type EventType, type StoredEvent } from "../../src/events/types.js";
 import { admit, isRejected, type RejectedEvent } from "../../src/events/validate.js";
 import { ReadModel } from "../../src/projections/read-model.js";
 
@@ -50,13 +50,25 @@ const VALID: Record<EventType, unknown> = {
   ContainerUpgradeFailed: { reason: "start: no such file" },
   ContainerUpgraded: { fromImage: "busybox:latest", fromDigest: DIGEST, toImage: "busybox:v2", toDigest: DIGEST, revision: 1 },
   ContainerUpgradeRolledBack: { reason: "requested", revision: 0, image: "busybox:latest", imageDigest: DIGEST, fromRevision: 1 },
+  ContainerCheckpointRequested: { checkpointId: ID, leaveRunning: false, tcpEstablished: false, fileLocks: false },
+  ContainerCheckpointed: { checkpointId: ID, leaveRunning: false },
+  ContainerRestoreRequested: { checkpointId: ID },
+  ContainerRestored: { checkpointId: ID, pid: 77, startedAt: AT, ip: "10.89.3.7" },
+  CheckpointCreated: {
+    checkpointId: ID, container: ID, containerName: "web", pod: null, node: "n1", image: "busybox:latest", imageDigest: DIGEST,
+    spec: { image: "busybox:latest", cmd: ["sleep", "1"] }, ip: "10.89.3.7", sizeBytes: 4096, digest: "SHA-256=abc", durationMs: 300,
+    frozenMs: 120, leaveRunning: false, tcpEstablished: false,
+    stats: { freezingMs: 1, frozenMs: 120, memdumpMs: 5, memwriteMs: 3, pagesScanned: 100, pagesWritten: 40 },
+  },
+  CheckpointRestored: { checkpointId: ID, container: ID, durationMs: 200 },
+  CheckpointRemoved: { checkpointId: ID, reason: "retention" },
   ImageImported: { name: "busybox:latest", digest: DIGEST, sizeBytes: 1, config: { entrypoint: null, cmd: ["sh"], env: [], workdir: "/", user: "", stopSignal: null, labels: {} } },
   ImageRemoved: { name: "busybox:latest", digest: DIGEST },
   NodeStarted: { httpUrl: "http://127.0.0.1:1", version: "0.1.0", dataRoot: "/var/lib/berth" },
   NodeRestored: { containers: 1, durationMs: 2, failed: 0, orphans: [] },
 };
 const subjectOf = (t: string) =>
-  t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Pod") ? podSubject(ID) : containerSubject(ID);
+  t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Pod") ? podSubject(ID) : t.startsWith("Checkpoint") ? checkpointSubject(ID) : containerSubject(ID);
 const reason = (r: StoredEvent | RejectedEvent) => (isRejected(r) ? r.reason : null);
 
 describe("admit: a message read back from the stream", () => {

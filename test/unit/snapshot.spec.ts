@@ -133,6 +133,14 @@ function dataFor(type: EventType, s: Step, at: string, name: string, id: string)
       return { revision: s.pick % 3 };
     case "ContainerUpgradeFailed":
       return { reason: `exited ${s.pick}` };
+    case "ContainerCheckpointRequested":
+      return { checkpointId: "c".repeat(64), leaveRunning: s.flag, tcpEstablished: false, fileLocks: false };
+    case "ContainerCheckpointed":
+      return { checkpointId: "c".repeat(64), leaveRunning: s.flag };
+    case "ContainerRestoreRequested":
+      return { checkpointId: "c".repeat(64) };
+    case "ContainerRestored":
+      return { checkpointId: "c".repeat(64), pid: 100 + s.pick, startedAt: at };
     case "ContainerUpgraded":
       return { fromImage: "img0:latest", fromDigest: imageDigest(s), toImage: "img1:latest", toDigest: imageDigest(s), revision: 1 + (s.pick % 3) };
     case "ContainerUpgradeRolledBack":
@@ -163,6 +171,7 @@ const CONTAINER_TYPES = Object.keys({
   ContainerRestoreFailed: 1, ContainerActionFailed: 1, ContainerExecStarted: 1, ContainerExecExited: 1,
   ContainerUpgradeRequested: 1, ContainerRollbackRequested: 1, ContainerRevisionActivated: 1, ContainerUpgradeFailed: 1,
   ContainerUpgraded: 1, ContainerUpgradeRolledBack: 1,
+  ContainerCheckpointRequested: 1, ContainerCheckpointed: 1, ContainerRestoreRequested: 1, ContainerRestored: 1,
 } satisfies Record<Extract<EventType, `Container${string}`>, 1>) as Extract<EventType, `Container${string}`>[];
 const OTHER_TYPES: EventType[] = ["ImageImported", "ImageRemoved", "NodeStarted", "NodeRestored"];
 /** Facts the host may report at any time (the executor checks the table before appending them). */

@@ -34,7 +34,7 @@ describe("the Container view", () => {
       pid: 42, exitCode: null, oomKilled: false, restartCount: 0, health: "none",
       createdAt: "2026-03-01T10:00:00.000Z", startedAt: "2026-03-01T10:00:01.000Z", finishedAt: null,
       labels: { app: "web" }, annotations: {}, restartPolicy: { name: "always" }, version: s.version,
-      pending: null, lastError: null, networkMode: "none", ip: null, ports: [], pod: null, revision: 0, previous: null,
+      pending: null, lastError: null, networkMode: "none", ip: null, ports: [], pod: null, revision: 0, previous: null, checkpointed: false, checkpoint: null,
     });
     expect(Value.Check(ContainerView, v)).toBe(true);
     const full = toContainerView(s, true);

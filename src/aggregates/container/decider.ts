@@ -26,7 +26,9 @@ export type ContainerCommand =
    * `oldImage` is null when the image the container runs is no longer known.
    */
   | { type: "Upgrade"; image: { name: string; digest: string; config: ImageConfig }; oldImage: ImageConfig | null; changes: UpgradeChanges; healthGateSec: number }
-  | { type: "Rollback" };
+  | { type: "Rollback" }
+  | { type: "Checkpoint"; checkpointId: string; leaveRunning: boolean; tcpEstablished: boolean; fileLocks: boolean }
+  | { type: "Restore"; checkpointId: string };
 
 /** A container event before the store gives it an envelope. */
 export type NewEvent = NewEventOf<ContainerEvent>;
@@ -43,6 +45,8 @@ const verb: Record<ContainerCommand["type"], string> = {
   Remove: "remove",
   Upgrade: "upgrade",
   Rollback: "roll back",
+  Checkpoint: "checkpoint",
+  Restore: "restore",
 };
 
 export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEvent[] {
@@ -134,6 +138,18 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       upgradable();
       if (!s.previous) refuse("it has no previous revision (no upgrade since it was created or last rolled back)");
       return guard({ type: "ContainerRollbackRequested", data: { revision: s.previous!.revision } });
+    case "Checkpoint": {
+      busy();
+      if (s.state === "paused") refuse("it is paused; unpause it first");
+      if (s.state !== "running") refuse(`it is not running (${s.state})`);
+      const { type: _t, ...data } = cmd;
+      return guard({ type: "ContainerCheckpointRequested", data });
+    }
+    case "Restore":
+      busy();
+      if (s.state === "running" || s.state === "paused") refuse(`it is ${s.state}; stop it first, or restore the checkpoint under a new name`);
+      if (s.state !== "created" && s.state !== "exited") refuse(`it is ${s.state}`);
+      return guard({ type: "ContainerRestoreRequested", data: { checkpointId: cmd.checkpointId } });
     default: {
       const _never: never = cmd;
       throw new Error(`unknown command ${JSON.stringify(_never)}`);

@@ -79,6 +79,8 @@ export interface ContainerState {
   /** The revision before the last upgrade, kept (with its rw layer) for `rollback`; null when there is none. */
   previous: Revision | null;
   upgrade: UpgradeSaga | null;
+  /** The checkpoint its process was frozen into (a checkpoint without leaveRunning), until it runs again. */
+  checkpointed: string | null;
 }
 
 /**
@@ -119,6 +121,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       lastRevision: 0,
       previous: null,
       upgrade: null,
+      checkpointed: null,
     };
   }
   if (!s) return null;
@@ -143,7 +146,9 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     case "ContainerRestartRequested":
       n.stoppedByUser = false;
       break;
+    case "ContainerRestored":
     case "ContainerStarted":
+      n.checkpointed = null;
       n.restartDueAt = null;
       n.pid = e.data.pid;
       n.startedAt = e.data.startedAt;
@@ -209,6 +214,14 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       break;
     case "ContainerRestoreFailed":
       n.lastError = `restore: ${e.data.reason}`;
+      break;
+    case "ContainerCheckpointed":
+      if (!e.data.leaveRunning) n.checkpointed = e.data.checkpointId;
+      break;
+    case "ContainerRestoreRequested":
+      n.stoppedByUser = false;
+      break;
+    case "ContainerCheckpointRequested":
       break;
     case "ContainerUpgradeRequested": {
       const { healthGateSec, ...to } = e.data;

@@ -14,11 +14,15 @@ type Row = Partial<Record<ContainerEvent["type"], Target>>;
 // Intents keep the state (the outcome moves it); `ContainerActionFailed` answers an intent.
 // An upgrade or rollback (a saga on the container's own subject, upgrade.ts) starts from created,
 // running or exited; its revision is switched only while no process runs (created, exited).
+// A checkpoint starts from running; without leaveRunning its process's exit comes before its
+// outcome. A restore (of a checkpoint's process) starts from created or exited.
 // An exec session starts only in a running container and changes no state; its end is recorded
 // whatever the container did meanwhile (the exec ends when the container does), except before
 // the container ever ran.
 export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
   created: {
+    ContainerRestoreRequested: "created",
+    ContainerRestored: "running",
     ContainerUpgradeRequested: "created",
     ContainerRollbackRequested: "created",
     ContainerRevisionActivated: "created",
@@ -35,6 +39,8 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   running: {
+    ContainerCheckpointRequested: "running",
+    ContainerCheckpointed: "running",
     ContainerUpgradeRequested: "running",
     ContainerRollbackRequested: "running",
     ContainerUpgradeFailed: "running",
@@ -82,6 +88,9 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   exited: {
+    ContainerCheckpointed: "exited",
+    ContainerRestoreRequested: "exited",
+    ContainerRestored: "running",
     ContainerUpgradeRequested: "exited",
     ContainerRollbackRequested: "exited",
     ContainerRevisionActivated: "exited",

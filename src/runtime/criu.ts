@@ -1,0 +1,132 @@
+// Checkpoint and restore with CRIU, through runc (DESIGN.md "Checkpoint, restore, migrate"):
+// `runc checkpoint` with the setup's CRIU 4 wrapper dumps a container into an image dir; a
+// restore goes through conmon (`--restore DIR`, see HostRuntime.start), which runs `runc restore`
+// and watches the restored process as it watches a created one. On failure the error carries
+// CRIU's own words from dump.log / restore.log, not just "criu failed".
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { RuntimeFailure } from "../shared/errors.js";
+import type { Logger } from "../log.js";
+import { run } from "./exec.js";
+import type { DumpStats } from "../shared/host-facts.js";
+
+/** The wrapper the setup makes (CRIU 4.1 in a private prefix); BERTH_CRIU overrides it. */
+export const CRIU_PATH = process.env.BERTH_CRIU ?? "/opt/berth/criu/criu";
+
+/**
+ * CRIU stops a task leaving its parasite on a hardware breakpoint. On these machines (Firecracker
+ * VMs, kernel 6.18) the breakpoint never fires and every dump hangs in the parasite's cleanup
+ * (measured: `criu dump` of a `sh` loop waited for its trap for minutes). CRIU's fault code 130
+ * (FI_NO_BREAKPOINTS, its documented workaround for Xen guests) makes it step to the sigreturn
+ * with PTRACE_SYSCALL instead, which works everywhere. BERTH_CRIU_BREAKPOINTS=1 lets CRIU use them.
+ */
+export const CRIU_ENV: Record<string, string> = process.env.BERTH_CRIU_BREAKPOINTS === "1" ? {} : { CRIU_FAULT: "130" };
+
+export interface DumpOptions {
+  imagePath: string;
+  workPath: string;
+  leaveRunning?: boolean;
+  tcpEstablished?: boolean;
+  fileLocks?: boolean;
+  timeoutMs?: number;
+}
+
+export type { DumpStats };
+
+export const DUMP_DONE = "Dumping finished successfully";
+
+/** `runc checkpoint` of a running container; throws with CRIU's reason when it fails. */
+export async function runcCheckpoint(runcPath: string, globalArgs: string[], id: string, o: DumpOptions, log?: Logger): Promise<void> {
+  const args = [...globalArgs, `--criu=${CRIU_PATH}`, "checkpoint", "--image-path", o.imagePath, "--work-path", o.workPath];
+  if (o.leaveRunning) args.push("--leave-running");
+  if (o.tcpEstablished) args.push("--tcp-established");
+  if (o.fileLocks) args.push("--file-locks");
+  args.push(id);
+  try {
+    await run(runcPath, args, { timeoutMs: o.timeoutMs ?? 120_000, log, toolName: "runc", env: CRIU_ENV });
+  } catch (err) {
+    const why = await criuError(join(o.workPath, "dump.log"));
+    const f = err as RuntimeFailure;
+    throw new RuntimeFailure("runc", ["checkpoint", id], why ? `criu dump failed: ${why}` : f.stderr ?? String(err), f.exitCode);
+  }
+}
+
+/** Whether a dump in `workPath` ran to its end (its log says so), e.g. after the daemon died during it. */
+export async function dumpFinished(workPath: string): Promise<boolean> {
+  const text = await readFile(join(workPath, "dump.log"), "utf8").catch(() => "");
+  return text.includes(DUMP_DONE);
+}
+
+/** The first `Error (…)` lines of a CRIU log: the cause, in CRIU's words. */
+export async function criuError(logPath: string): Promise<string | null> {
+  if (!existsSync(logPath)) return null;
+  const text = await readFile(logPath, "utf8").catch(() => "");
+  const errors = text
+    .split("\n")
+    .filter((l) => /Error \(/.test(l))
+    .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, "").trim());
+  return errors.length ? errors.slice(0, 3).join("; ").slice(0, 2000) : null;
+}
+
+/**
+ * CRIU's stats-dump image: a magic pair, then one length-prefixed protobuf StatsEntry whose
+ * field 1 is the DumpStatsEntry (freezing_time 1, frozen_time 2, memdump_time 3, memwrite_time 4,
+ * pages_scanned 5, pages_skipped_parent 6, pages_written 7; times in µs). Null when absent or odd.
+ */
+export async function readDumpStats(imagePath: string): Promise<DumpStats | null> {
+  const buf = await readFile(join(imagePath, "stats-dump")).catch(() => null);
+  if (!buf || buf.length < 12) return null;
+  try {
+    const len = buf.readUInt32LE(8);
+    const entry = fields(buf.subarray(12, 12 + len));
+    const dump = entry.get(1);
+    if (!(dump instanceof Uint8Array)) return null;
+    const d = fields(dump);
+    const n = (k: number) => Number(d.get(k) ?? 0);
+    return { freezingMs: n(1) / 1000, frozenMs: n(2) / 1000, memdumpMs: n(3) / 1000, memwriteMs: n(4) / 1000, pagesScanned: n(5), pagesWritten: n(7) };
+  } catch {
+    return null;
+  }
+}
+
+/** The varint and length-delimited fields of one protobuf message (enough for CRIU's stats). */
+function fields(b: Uint8Array): Map<number, bigint | Uint8Array> {
+  const out = new Map<number, bigint | Uint8Array>();
+  let i = 0;
+  const varint = (): bigint => {
+    let v = 0n;
+    let shift = 0n;
+    for (;;) {
+      if (i >= b.length) throw new Error("truncated varint");
+      const byte = b[i++];
+      v |= BigInt(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) return v;
+      shift += 7n;
+    }
+  };
+  while (i < b.length) {
+    const key = Number(varint());
+    const field = key >> 3;
+    switch (key & 7) {
+      case 0:
+        out.set(field, varint());
+        break;
+      case 2: {
+        const len = Number(varint());
+        out.set(field, b.subarray(i, i + len));
+        i += len;
+        break;
+      }
+      case 1:
+        i += 8;
+        break;
+      case 5:
+        i += 4;
+        break;
+      default:
+        throw new Error("unsupported wire type");
+    }
+  }
+  return out;
+}

@@ -1,0 +1,40 @@
+// A host tool's stdout as a stream, and a stream into a tool's stdin: how checkpoint archives go
+// to and from the object store without a copy on disk or in memory. The tool's failure (its exit
+// status and stderr) becomes the stream's error.
+import { spawn } from "node:child_process";
+import { PassThrough, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { RuntimeFailure } from "../shared/errors.js";
+import { toolEnv } from "./exec.js";
+
+/** `tool args…`'s stdout; errors with the tool's stderr if it exits non-zero. */
+export function spawnStream(tool: string, args: string[]): Readable {
+  const child = spawn(tool, args, { stdio: ["ignore", "pipe", "pipe"], env: toolEnv() });
+  const out = new PassThrough();
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4096)));
+  child.stdout.pipe(out, { end: false });
+  child.once("error", (err) => out.destroy(err));
+  child.once("close", (code) => {
+    if (code === 0) out.end();
+    else out.destroy(new RuntimeFailure(tool, args, stderr.trim() || `exited with ${code}`, code ?? undefined));
+  });
+  return out;
+}
+
+/** Feed `data` to `tool args…`'s stdin; resolves when the tool exits 0. */
+export async function pipeInto(tool: string, args: string[], data: Readable): Promise<void> {
+  const child = spawn(tool, args, { stdio: ["pipe", "ignore", "pipe"], env: toolEnv() });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4096)));
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", resolve);
+  });
+  const fed = pipeline(data, child.stdin).catch((err: NodeJS.ErrnoException) => {
+    // The tool stopped reading (it failed): its exit status says why.
+    if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_PREMATURE_CLOSE") throw err;
+  });
+  const [code] = await Promise.all([exited, fed]);
+  if (code !== 0) throw new RuntimeFailure(tool, args, stderr.trim() || `exited with ${code}`, code ?? undefined);
+}

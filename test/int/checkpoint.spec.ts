@@ -1,0 +1,134 @@
+// Checkpoint and restore with real CRIU (the setup's CRIU 4 wrapper) through runc and conmon,
+// archives in the real JetStream object store (issue 9's stories 1, 2 and 5, and its bad input).
+import { execFileSync } from "node:child_process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
+import { missing } from "../support/prereq.js";
+import { alive, until } from "../support/proc.js";
+
+const skip = missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
+
+type C = { id: string; name: string; state: string; pid: number | null; ip: string | null; checkpointed: boolean; checkpoint: string | null; pending: string | null; version: number };
+type Cp = { checkpointId: string; container: string; containerName: string; node: string; sizeBytes: number; digest: string; durationMs: number; frozenMs: number; restores: number };
+const COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; echo $i; sleep 0.1; done"];
+
+describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
+  let d: TestDaemon;
+  const get = (ref: string) => d.get<C>(`/v1/containers/${ref}`);
+  const exec = async (ref: string, script: string) => {
+    const r = await d.cmd<{ stdout: string }>("container.exec", { id: ref, cmd: ["sh", "-c", script], timeoutSec: 20 });
+    expect(r.error).toBeUndefined();
+    return r.result!.stdout;
+  };
+  const counterNow = async (ref: string) => Number((await exec(ref, "cat /tmp/n")).trim());
+  const checkpoint = (body: Record<string, unknown>) => d.cmd<{ id: string; checkpointId: string; sizeBytes: number; durationMs: number; frozenMs: number }>("container.checkpoint", body, 120_000);
+  const restore = (body: Record<string, unknown>) => d.cmd<{ id: string; name: string; state: string; pid: number }>("container.restore", body, 120_000);
+  const list = async () => (await d.get<{ checkpoints: Cp[] }>("/v1/checkpoints")).checkpoints;
+
+  beforeAll(async () => {
+    d = await startTestDaemon();
+  });
+  afterAll(async () => {
+    await d?.destroy();
+  });
+
+  it("checkpoints a counter (exited, checkpointed) and restores it where it was, with its files, logs and IP", async () => {
+    const run = await d.cmd<{ id: string }>("container.run", { name: "counter", image: "busybox:latest", cmd: COUNTER });
+    expect(run.error).toBeUndefined();
+    const id = run.result!.id;
+    await until(async () => (await counterNow("counter")) >= 10, 10_000);
+    await exec("counter", "echo kept > /root/change");
+    const before = await get("counter");
+
+    const cp = await checkpoint({ id: "counter" });
+    expect(cp.error).toBeUndefined();
+    expect(cp.result).toMatchObject({ id });
+    expect(cp.result!.checkpointId).toMatch(/^[0-9a-f]{64}$/);
+    expect(cp.result!.sizeBytes).toBeGreaterThan(1000);
+    expect(cp.result!.frozenMs).toBeGreaterThanOrEqual(0);
+    const stopped = await get("counter");
+    expect(stopped).toMatchObject({ state: "exited", checkpointed: true, checkpoint: cp.result!.checkpointId, pending: null });
+    expect(alive(before.pid!)).toBe(false);
+    const lastLine = Number(execFileSync("sh", ["-c", `tail -n 1 ${d.dataRoot}/containers/${id}/ctr.log`], { encoding: "utf8" }).trim().split(" ").at(-1));
+    expect((await list()).map((c) => c.checkpointId)).toContain(cp.result!.checkpointId);
+
+    const r = await restore({ checkpointId: cp.result!.checkpointId });
+    expect(r.error).toBeUndefined();
+    expect(r.result).toMatchObject({ id, name: "counter", state: "running" });
+    const after = await get("counter");
+    expect(after).toMatchObject({ state: "running", checkpointed: false, ip: before.ip });
+    // It goes on from where it was, not from 1; its rw layer came back; its log goes on.
+    const n = await counterNow("counter");
+    expect(n).toBeGreaterThanOrEqual(lastLine);
+    expect(n).toBeLessThan(lastLine + 100);
+    expect(await exec("counter", "cat /root/change")).toBe("kept\n");
+    await until(async () => {
+      const logs = await (await d.http(`/v1/containers/counter/logs?tail=1`)).text();
+      return Number(logs.trim()) > lastLine;
+    }, 10_000);
+    const types = (await d.get<{ events: { type: string }[] }>(`/v1/containers/${id}/events`)).events.map((e) => e.type).filter((t) => !t.startsWith("ContainerExec"));
+    expect(types.slice(-5)).toEqual(["ContainerCheckpointRequested", "ContainerExited", "ContainerCheckpointed", "ContainerRestoreRequested", "ContainerRestored"]);
+    expect((await list()).find((c) => c.checkpointId === cp.result!.checkpointId)?.restores).toBe(1);
+  });
+
+  it("checkpoints with leaveRunning, and restores a second container from it under a new name (new id, new IP)", async () => {
+    const first = await get("counter");
+    const cp = await checkpoint({ id: "counter", leaveRunning: true });
+    expect(cp.error).toBeUndefined();
+    const still = await get("counter");
+    expect(still).toMatchObject({ state: "running", pid: first.pid, checkpointed: false });
+    const r = await restore({ checkpointId: cp.result!.checkpointId.slice(0, 12), name: "counter2" });
+    expect(r.error).toBeUndefined();
+    const c2 = await get("counter2");
+    expect(c2.id).not.toBe(first.id);
+    expect(c2).toMatchObject({ state: "running", name: "counter2" });
+    expect(c2.ip).not.toBe(first.ip);
+    expect(await counterNow("counter2")).toBeGreaterThan(1);
+    expect(alive(first.pid!)).toBe(true);
+    expect((await d.cmd("container.remove", { id: "counter2", force: true })).error).toBeUndefined();
+  });
+
+  it("lists, removes, and keeps the newest three checkpoints of a container by itself", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const cp = await checkpoint({ id: "counter", leaveRunning: true });
+      expect(cp.error).toBeUndefined();
+      ids.push(cp.result!.checkpointId);
+    }
+    const mine = (await list()).filter((c) => c.containerName === "counter").map((c) => c.checkpointId);
+    expect(mine).toEqual(ids.slice(1));
+    const rm = await d.cmd("checkpoint.remove", { checkpointId: ids[3] });
+    expect(rm.error).toBeUndefined();
+    expect((await list()).map((c) => c.checkpointId)).not.toContain(ids[3]);
+    expect((await restore({ checkpointId: ids[3] })).error?.code).toBe("NotFound");
+  });
+
+  it("refuses bad checkpoints and restores with a clear error, and the container keeps running", async () => {
+    const c = await get("counter");
+    const cases: [string, Record<string, unknown>, string, RegExp][] = [
+      ["container.checkpoint", { id: "nosuch" }, "NotFound", /./],
+      ["container.checkpoint", { id: "counter", preDump: true }, "InvalidArgument", /preDump/],
+      ["container.checkpoint", { id: "counter", bogus: 1 }, "InvalidArgument", /unknown field/],
+      ["container.restore", { checkpointId: "ffffffff" }, "NotFound", /no checkpoint/],
+      ["container.restore", { checkpointId: "../../etc" }, "InvalidArgument", /checkpointId/],
+      ["checkpoint.remove", { checkpointId: "abc" }, "InvalidArgument", /checkpointId/],
+    ];
+    for (const [verb, body, code, msg] of cases) {
+      const r = await d.cmd(verb, body);
+      expect(r.error?.code, `${verb} ${JSON.stringify(body)}`).toBe(code);
+      expect(r.error?.message).toMatch(msg);
+    }
+    // Restore into a running container without a new name; a name already taken.
+    const some = (await list()).at(-1)!.checkpointId;
+    const running = await restore({ checkpointId: some });
+    expect(running.error?.code).toBe("Conflict");
+    expect(running.error?.message).toMatch(/running; stop it first, or restore the checkpoint under a new name/);
+    expect((await restore({ checkpointId: some, name: "counter" })).error?.code).toBe("AlreadyExists");
+    // A stopped container cannot be checkpointed; a created one neither.
+    const made = await d.cmd<{ id: string }>("container.create", { image: "busybox:latest", cmd: ["sleep", "100"] });
+    const cr = await checkpoint({ id: made.result!.id });
+    expect(cr.error?.code).toBe("Conflict");
+    expect(cr.error?.message).toMatch(/not running \(created\)/);
+    expect(await get("counter")).toMatchObject({ state: "running", pid: c.pid });
+  });
+});
