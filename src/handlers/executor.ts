@@ -318,7 +318,11 @@ export class Executor {
     let rec = this.projector.model.checkpoints.get(d.checkpointId);
     if (!rec) {
       const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
-      const { stats } = await this.host.checkpoint(c.id, d.checkpointId, d, meta);
+      const { stats } = await this.host.checkpoint(c.id, d.checkpointId, d, meta).catch(async (err) => {
+        // CRIU let the container run on (it resumes what it froze): nothing of the attempt stays.
+        await this.host.removeCheckpointDir(d.checkpointId).catch(() => undefined);
+        throw err;
+      });
       fault("checkpoint-dumped");
       if (!d.leaveRunning) {
         // The dump ended the process: record that exit (conmon writes it) before anything else.
