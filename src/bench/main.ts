@@ -23,6 +23,7 @@ import { benchRestart } from "./restart.js";
 import { benchExec } from "./exec.js";
 import { benchCli } from "./cli.js";
 import { benchUpgrade } from "./upgrade.js";
+import { benchCheckpoint } from "./checkpoint.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The daemon's own entry point, as deploy/ starts it.
@@ -99,8 +100,10 @@ async function main(): Promise<void> {
   // podman when on PATH); BENCH_CLI_RUNS rounds (default 30).
   // BENCH_SECTIONS=upgrade: container.upgrade's downtime against stop + start and stop + rm + run
   // on the same volume (BENCH_UPGRADE_RUNS), and a failed upgrade's way back.
+  // BENCH_SECTIONS=checkpoint: container.checkpoint / restore (small, 256 MB touched) against raw
+  // runc checkpoint / restore, and the upload against a raw object-store put (BENCH_CHECKPOINT_RUNS).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade,checkpoint").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -174,6 +177,7 @@ async function main(): Promise<void> {
   if (sections.has("cli")) out.cli = await benchCli();
   if (sections.has("network")) out.network = await benchNetwork();
   if (sections.has("upgrade")) out.upgrade = await benchUpgrade();
+  if (sections.has("checkpoint")) out.checkpoint = await benchCheckpoint();
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

@@ -2,6 +2,7 @@
 // Exit status: 0 ok, 1 error (`berth: <code>: <message>` on stderr), 2 usage.
 import { createRequire } from "node:module";
 import { Command, CommanderError } from "commander";
+import { checkpoint, restore } from "./checkpoint.js";
 import { CliError, DEFAULT_DATA_ROOT } from "./client.js";
 import { verbs as containers } from "./containers.js";
 import { daemon } from "./daemon.js";
@@ -23,7 +24,7 @@ import { rollback, upgrade } from "./upgrade.js";
 //  2. import it above and add `<verb>,` below.
 // Only the named verb is built on a run, but every verb's file is loaded: import anything heavy
 // inside the action (`await import(...)`), not at the top of the file.
-const VERBS: VerbTable = { ...containers, exec, logs, upgrade, rollback, pod, ...events, image, audit, daemon };
+const VERBS: VerbTable = { ...containers, exec, logs, upgrade, rollback, checkpoint, restore, pod, ...events, image, audit, daemon };
 
 /** The package's version; the bundle has it inlined (esbuild `define`), tsc's build reads it. */
 declare const BERTH_VERSION: string | undefined;

@@ -107,6 +107,8 @@ export const PAYLOADS = {
     digest: Type.String({ minLength: 1, maxLength: 128 }),
     durationMs: Type.Integer({ minimum: 0 }),
     frozenMs: Type.Integer({ minimum: 0 }),
+    dumpMs: Type.Integer({ minimum: 0 }),
+    uploadMs: Type.Integer({ minimum: 0 }),
     leaveRunning: Type.Boolean(),
     tcpEstablished: Type.Boolean(),
     stats: Type.Optional(Obj({

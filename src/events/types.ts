@@ -191,6 +191,9 @@ export interface CheckpointCreatedData {
   digest: string;
   durationMs: number;
   frozenMs: number;
+  /** Of durationMs: CRIU's dump with the rw layer's tar, and the archive's upload. */
+  dumpMs: number;
+  uploadMs: number;
   leaveRunning: boolean;
   tcpEstablished: boolean;
   /** CRIU's dump statistics. */

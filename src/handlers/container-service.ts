@@ -227,7 +227,7 @@ export class ContainerService {
     await this.act(id, cmd, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 300_000), o.request);
     const rec = this.model.checkpoints.get(checkpointId);
     if (!rec) throw new BerthError(ErrorCode.RuntimeError, `checkpoint ${checkpointId} was made but its record is not in the log`);
-    return { id, checkpointId, sizeBytes: rec.sizeBytes, durationMs: rec.durationMs, frozenMs: rec.frozenMs };
+    return { id, checkpointId, sizeBytes: rec.sizeBytes, durationMs: rec.durationMs, frozenMs: rec.frozenMs, dumpMs: rec.dumpMs, uploadMs: rec.uploadMs };
   }
 
   /**

@@ -323,19 +323,23 @@ export class Executor {
         await this.host.removeCheckpointDir(d.checkpointId).catch(() => undefined);
         throw err;
       });
+      const tDumped = performance.now();
       fault("checkpoint-dumped");
       if (!d.leaveRunning) {
         // The dump ended the process: record that exit (conmon writes it) before anything else.
         const info = await this.host.waitExit(c.id, KILL_GRACE_MS);
         if (info) await this.recordExit(c.id, info, ctx);
       }
+      const tUpload = performance.now();
       const stored = await archive.put(d.checkpointId, this.host.packCheckpoint(d.checkpointId));
+      const uploadMs = Math.round(performance.now() - tUpload);
       fault("checkpoint-uploaded");
       const data: CheckpointCreatedData = {
         checkpointId: d.checkpointId, container: c.id, containerName: c.name, pod: c.spec.pod ?? null, node: this.node,
         image: c.image, imageDigest: c.imageDigest, spec: c.spec, ...(c.ip ? { ip: c.ip } : {}),
         sizeBytes: stored.sizeBytes, digest: stored.digest, durationMs: Math.round(performance.now() - t0),
-        frozenMs: Math.round(stats?.frozenMs ?? 0), leaveRunning: d.leaveRunning, tcpEstablished: d.tcpEstablished,
+        frozenMs: Math.round(stats?.frozenMs ?? 0), dumpMs: Math.round(tDumped - t0), uploadMs,
+        leaveRunning: d.leaveRunning, tcpEstablished: d.tcpEstablished,
         ...(stats ? { stats } : {}),
       };
       await checkpoints.appendFact(d.checkpointId, (s) => (s ? [] : [{ type: "CheckpointCreated", data }]),

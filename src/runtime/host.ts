@@ -301,7 +301,8 @@ export class HostRuntime {
       await writeAtomic(k.meta, JSON.stringify(meta));
       await writeAtomic(k.dumped, "");
     }
-    return { stats: await readDumpStats(k.images) };
+    // CRIU writes its stats-dump into runc's work path.
+    return { stats: (await readDumpStats(k.work)) ?? (await readDumpStats(k.images)) };
   }
 
   /** The checkpoint's dir as one tar stream (images, rootfs diff, meta.json), for the object store. */

@@ -47,7 +47,8 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
     expect(cp.result).toMatchObject({ id });
     expect(cp.result!.checkpointId).toMatch(/^[0-9a-f]{64}$/);
     expect(cp.result!.sizeBytes).toBeGreaterThan(1000);
-    expect(cp.result!.frozenMs).toBeGreaterThanOrEqual(0);
+    // CRIU's own stats: the process was frozen for a while (tens of ms here).
+    expect(cp.result!.frozenMs).toBeGreaterThan(0);
     const stopped = await get("counter");
     expect(stopped).toMatchObject({ state: "exited", checkpointed: true, checkpoint: cp.result!.checkpointId, pending: null });
     expect(alive(before.pid!)).toBe(false);

@@ -12,7 +12,7 @@ import { Paths } from "../../src/runtime/paths.js";
 import { freePort } from "../support/nats.js";
 import { BIN, BUILT, startDaemonProc, stopProc, running, type DaemonProc } from "../support/daemon-proc.js";
 import { IN_CI, missing, UPGRADE_IMAGES } from "../support/prereq.js";
-import { alive } from "../support/proc.js";
+import { alive, until } from "../support/proc.js";
 
 const built = BUILT;
 if (!built && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
@@ -111,6 +111,39 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
     expect((await berth("upgrade", "--health-gate", "soon", "svc", "busybox:v2")).exitCode).toBe(2);
     expect((await berth("rm", "-f", "svc")).exitCode).toBe(0);
   });
+
+  it("checkpoint, checkpoint ls, restore and checkpoint rm of a counter", async () => {
+    if (missing("criu").length) return;
+    const run = await berth("run", "--name", "counter", "busybox:latest", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done");
+    expect(run.exitCode).toBe(0);
+    const counter = async () => Number((await berth("exec", "counter", "cat", "/tmp/n")).stdout.trim());
+    try {
+      await until(async () => (await counter()) > 1, 20_000);
+      const cp = await berth("checkpoint", "counter");
+      expect(cp.stderr).toBe("");
+      expect(cp.exitCode).toBe(0);
+      const id = cp.stdout.trim();
+      expect(id).toMatch(/^[0-9a-f]{64}$/);
+      const row = (await berth("checkpoint", "ls")).stdout.split("\n").find((l) => l.startsWith(id.slice(0, 12)));
+      expect(row).toMatch(/^[0-9a-f]{12}\s+counter\s+\S+\s+[\d.]+[kMG]?B\s+\d+ms\s+(just now|\d+ seconds? ago)$/);
+
+      const r = await berth("restore", id);
+      expect(r.stderr).toBe("");
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.trim()).toMatch(/^[0-9a-f]{64} counter running$/);
+      expect(await counter()).toBeGreaterThan(1);
+
+      const rm = await berth("checkpoint", "rm", id);
+      expect(rm.exitCode).toBe(0);
+      expect(rm.stdout.trim()).toBe(id);
+      expect((await berth("checkpoint", "ls")).stdout).not.toContain(id.slice(0, 12));
+      const again = await berth("restore", id);
+      expect(again.exitCode).toBe(1);
+      expect(again.stderr).toMatch(/^berth: NotFound: /);
+    } finally {
+      expect((await berth("rm", "-f", "counter")).exitCode).toBe(0);
+    }
+  }, 180_000);
 
   it("image ls lists busybox:latest", async () => {
     const ls = await berth("image", "ls");

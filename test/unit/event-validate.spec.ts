@@ -57,7 +57,7 @@ const VALID: Record<EventType, unknown> = {
   CheckpointCreated: {
     checkpointId: ID, container: ID, containerName: "web", pod: null, node: "n1", image: "busybox:latest", imageDigest: DIGEST,
     spec: { image: "busybox:latest", cmd: ["sleep", "1"] }, ip: "10.89.3.7", sizeBytes: 4096, digest: "SHA-256=abc", durationMs: 300,
-    frozenMs: 120, leaveRunning: false, tcpEstablished: false,
+    frozenMs: 120, dumpMs: 200, uploadMs: 100, leaveRunning: false, tcpEstablished: false,
     stats: { freezingMs: 1, frozenMs: 120, memdumpMs: 5, memwriteMs: 3, pagesScanned: 100, pagesWritten: 40 },
   },
   CheckpointRestored: { checkpointId: ID, container: ID, durationMs: 200 },

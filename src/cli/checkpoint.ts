@@ -1,0 +1,153 @@
+// `berth checkpoint REF | ls | rm ID…` and `berth restore ID`: CRIU checkpoints of containers
+// (docs/API.md, `berth.cmd.container.checkpoint`, `…restore`, `berth.cmd.checkpoint.remove`,
+// `GET /v1/checkpoints`). `checkpoint` is one command whose first word is checked: `ls` and `rm`
+// are its sub-verbs, anything else is the container to checkpoint (so a container named `ls` or
+// `rm` is checkpointed by its id).
+import type { Command } from "commander";
+import type { CheckpointView } from "../contract/views.js";
+import { ago, shortId, table } from "./format.js";
+import { out, printJson, type Json, type Register } from "./kit.js";
+
+/**
+ * The reply deadline of a checkpoint or a restore: the daemon gives CRIU 300 s (its own deadline,
+ * whatever the body says); a little more here, so that its Timeout reply comes before ours.
+ */
+export const CRIU_REPLY_MS = 310_000;
+
+export interface CheckpointOptions extends Json {
+  leaveRunning?: boolean;
+  tcpEstablished?: boolean;
+  fileLocks?: boolean;
+  container?: string;
+}
+
+/** What the words after `checkpoint` ask for; `usage` with the reason when they make no sense. */
+export type CheckpointForm =
+  | { form: "create"; ref: string; body: { id: string; leaveRunning?: true; tcpEstablished?: true; fileLocks?: true } }
+  | { form: "ls"; route: string }
+  | { form: "rm"; ids: string[] }
+  | { form: "usage"; message: string };
+
+const CHECKPOINT_ID = /^[0-9a-f]{4,64}$/;
+
+/** A checkpoint id as the daemon takes it (full, or a prefix of ≥ 4 hex digits), lower-cased; undefined if it is none. */
+export function checkpointRef(s: string): string | undefined {
+  const t = s.trim().toLowerCase();
+  return CHECKPOINT_ID.test(t) ? t : undefined;
+}
+
+const notAnId = (s: string) => `'${s}' is not a checkpoint id: 4 to 64 hex digits (a unique prefix is enough)`;
+
+/** `checkpoint`'s arguments (`first` and the words after it) and options → the form it is. */
+export function checkpointForm(first: string, rest: readonly string[], o: CheckpointOptions): CheckpointForm {
+  const usage = (message: string): CheckpointForm => ({ form: "usage", message });
+  const criuFlags = [o.leaveRunning && "--leave-running", o.tcpEstablished && "--tcp-established", o.fileLocks && "--file-locks"].filter(
+    (f): f is string => typeof f === "string",
+  );
+  if (first === "ls") {
+    if (rest.length) return usage(`checkpoint ls takes no arguments (got ${rest.join(" ")}); --container REF for one container's`);
+    if (criuFlags.length) return usage(`${criuFlags.join(", ")}: only for checkpointing a container, not for ls`);
+    return { form: "ls", route: `/v1/checkpoints${o.container ? `?${new URLSearchParams({ container: o.container })}` : ""}` };
+  }
+  if (first === "rm") {
+    if (!rest.length) return usage("checkpoint rm needs the ids of the checkpoints to remove");
+    const flags = [...criuFlags, ...(o.container !== undefined ? ["--container"] : [])];
+    if (flags.length) return usage(`${flags.join(", ")}: not for rm`);
+    const ids: string[] = [];
+    for (const s of rest) {
+      const id = checkpointRef(s);
+      if (!id) return usage(notAnId(s));
+      ids.push(id);
+    }
+    return { form: "rm", ids };
+  }
+  if (rest.length) return usage(`checkpoint takes one container, not ${rest.length + 1} (ls and rm are its only sub-verbs)`);
+  if (o.container !== undefined) return usage("--container is for checkpoint ls");
+  return {
+    form: "create",
+    ref: first,
+    body: { id: first, ...(o.leaveRunning ? { leaveRunning: true } : {}), ...(o.tcpEstablished ? { tcpEstablished: true } : {}), ...(o.fileLocks ? { fileLocks: true } : {}) },
+  };
+}
+
+/** docker's sizes: `512B`, `1.2kB`, `34.5MB`, `123MB` (powers of 1000). */
+export function humanSize(n: number): string {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (i < units.length - 1 && Math.round((n / 1000 ** i) * 10) / 10 >= 1000) i++;
+  const v = n / 1000 ** i;
+  return `${i === 0 ? Math.round(v) : v < 99.95 ? v.toFixed(1) : v.toFixed(0)}${units[i]}`;
+}
+
+export function checkpointTable(cps: readonly CheckpointView[], now = Date.now()): string {
+  return table(
+    ["CHECKPOINT ID", "CONTAINER", "NODE", "SIZE", "FROZEN", "CREATED"],
+    cps.map((c) => [shortId(c.checkpointId), c.containerName, c.node, humanSize(c.sizeBytes), `${c.frozenMs}ms`, ago(c.createdAt, now)]),
+  );
+}
+
+const FORMS = `
+Forms:
+  berth checkpoint [--leave-running] [--tcp-established] [--file-locks] REF
+      checkpoint the running container REF (name or id) with CRIU; prints the checkpoint's id.
+      The container is exited (and marked checkpointed) after it, unless --leave-running.
+  berth checkpoint ls [--container REF]
+      list the checkpoints (only REF's with --container)
+  berth checkpoint rm ID...
+      remove checkpoints, by id or a unique prefix of one (≥ 4 hex digits)
+
+ls and rm are sub-verbs: checkpoint a container named ls or rm by its id.
+Bring a checkpoint back with: berth restore [--name N] ID`;
+
+interface CheckpointReply {
+  id: string;
+  checkpointId: string;
+  sizeBytes: number;
+  durationMs: number;
+  frozenMs: number;
+}
+
+export const checkpoint: Register = (program, cli, name) =>
+  cli
+    .verb(program, name, "checkpoint a running container with CRIU (its processes and rw layer, into the object store); or list (ls) or remove (rm) checkpoints")
+    .usage("[options] REF | ls [--container REF] | rm ID...")
+    .option("--leave-running", "keep the container running after the checkpoint")
+    .option("--tcp-established", "checkpoint established TCP connections too")
+    .option("--file-locks", "checkpoint file locks too")
+    .option("--container <ref>", "with ls: only this container's checkpoints")
+    .argument("<ref|ls|rm>", "the container to checkpoint (name or id), or ls, or rm")
+    .argument("[id...]", "with rm: the checkpoints to remove")
+    .addHelpText("after", FORMS)
+    .action(async (first: string, rest: string[], o: CheckpointOptions, cmd: Command) => {
+      const f = checkpointForm(first, rest, o);
+      if (f.form === "usage") return cmd.error(`error: ${f.message}`, { exitCode: 2, code: "berth.usage" });
+      const c = await cli.client(cmd);
+      if (f.form === "create") {
+        const r = await c.command<CheckpointReply>("berth.cmd.container.checkpoint", f.body, CRIU_REPLY_MS);
+        if (o.json) printJson(r);
+        else out(`${r.checkpointId}\n`);
+      } else if (f.form === "ls") {
+        const r = await c.get<{ checkpoints: CheckpointView[] }>(f.route);
+        if (o.json) printJson(r.checkpoints);
+        else out(checkpointTable(r.checkpoints));
+      } else {
+        await cli.each(f.ids, o, (checkpointId) => c.command("berth.cmd.checkpoint.remove", { checkpointId }));
+      }
+    });
+
+export const restore: Register = (program, cli, name) =>
+  cli
+    .verb(program, name, "bring a checkpoint's processes back: into its own container (which must not be running), or with --name into a new one")
+    .option("--name <name>", "restore into a new container of this name (a new id and IP, the checkpointed container's spec)")
+    .argument("<id>", "the checkpoint's id, or a unique prefix of it (≥ 4 hex digits)")
+    .action(async (id: string, o: Json & { name?: string }, cmd: Command) => {
+      const checkpointId = checkpointRef(id);
+      if (!checkpointId) return cmd.error(`error: ${notAnId(id)}`, { exitCode: 2, code: "berth.usage" });
+      const r = await (await cli.client(cmd)).command<{ id: string; name: string; state: string; pid: number | null }>(
+        "berth.cmd.container.restore",
+        { checkpointId, ...(o.name !== undefined ? { name: o.name } : {}) },
+        CRIU_REPLY_MS,
+      );
+      if (o.json) printJson(r);
+      else out(`${r.id} ${r.name} ${r.state}\n`);
+    });
