@@ -5,11 +5,10 @@
 // restore yields one running container.
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Paths } from "../../src/runtime/paths.js";
 import { BUILT, ProcSession } from "../support/daemon-proc.js";
 import { freePort } from "../support/nats.js";
 import { IN_CI, missing } from "../support/prereq.js";
@@ -48,14 +47,7 @@ describe.skipIf(skip)("checkpoint crash matrix", () => {
     session = new ProcSession(dataRoot, node, await freePort());
   });
   afterAll(async () => {
-    if (session) {
-      await session.up();
-      const { body } = await http<{ containers: { id: string }[] }>("/v1/containers?all=true");
-      for (const c of body?.containers ?? []) await cmd("remove", { id: c.id, force: true });
-      await session.down();
-    }
-    await rm(dataRoot, { recursive: true, force: true });
-    await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
+    await session?.destroy();
   });
 
   for (const c of CASES) {

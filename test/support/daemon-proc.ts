@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Paths } from "../../src/runtime/paths.js";
 import type { ClientConfig } from "../../src/config.js";
 
 export const BIN = resolve(__dirname, "../../bin/berth");
@@ -92,6 +93,19 @@ export class ProcSession {
     await this.nc?.close().catch(() => undefined);
     this.nc = null;
     if (this.d) await stopProc(this.d, signal);
+  }
+
+  /**
+   * At the end of a suite: what its cases left (a failed case leaves containers) is removed
+   * through a daemon of its own, as a user would, then the data root and socket dir go.
+   */
+  async destroy(): Promise<void> {
+    await this.up();
+    const { body } = await this.http<{ containers: { id: string }[] }>("/v1/containers?all=true");
+    for (const c of body?.containers ?? []) await this.cmd("remove", { id: c.id, force: true });
+    await this.down();
+    await rm(this.dataRoot, { recursive: true, force: true });
+    await rm(new Paths(this.dataRoot).socketDir, { recursive: true, force: true });
   }
 
   /** `berth.cmd.container.<verb>` as any client sends it (`pod.<verb>`, `image.<verb>` for theirs). */
