@@ -132,7 +132,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
   const archive = await CheckpointArchive.open(nc).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
   const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
-  const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive }) : undefined;
+  const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined);
   const metrics = createMetrics(projector.model);
   const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
@@ -155,6 +155,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     logs: (id, q) => runtime.readLogs(id, q),
     exec,
     attach,
+    checkpoints,
   });
   await http.listen({ host: listen.host, port: listen.port });
   const addr = http.server.address();

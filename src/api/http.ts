@@ -17,6 +17,8 @@ import { logsRoute, type LogsSource } from "./logs-route.js";
 import type { ExecService } from "../handlers/exec-service.js";
 import { registerExecRoute } from "./exec-ws.js";
 import type { AttachService } from "../handlers/attach-service.js";
+import type { Readable } from "node:stream";
+import type { CheckpointService } from "../handlers/checkpoint-service.js";
 import { registerAttachRoute } from "./attach-ws.js";
 import { verifyLog } from "./audit.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
@@ -34,6 +36,8 @@ export interface HttpOptions {
   exec?: ExecService;
   /** Clients on containers' own terminals (a WebSocket route, with exec's). */
   attach?: AttachService;
+  /** Checkpoint archives in and out (export, import): bodies too big for a NATS message. */
+  checkpoints?: CheckpointService;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -188,6 +192,34 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
         return { checkpoints: list.sort((a, b) => a.version - b.version).map(toCheckpointView) };
       },
     );
+    const cps = opts.checkpoints;
+    if (cps) {
+      api.get(
+        "/v1/checkpoints/:ref/archive",
+        { schema: { ...v1, tags: ["checkpoints"], params: S.RefParams, response: { ...S.errors(400, 404) } } },
+        async (req, reply) => {
+          const { checkpointId, data } = await cps.exportArchive((req.params as S.RefParams).ref);
+          return reply.type("application/x-tar").header("content-disposition", `attachment; filename="checkpoint-${checkpointId.slice(0, 12)}.tar"`).send(data);
+        },
+      );
+      // The archive is the body, streamed (never parsed, never held in memory).
+      api.addContentTypeParser("application/x-tar", (_req, payload, done) => done(null, payload));
+      api.post(
+        "/v1/checkpoints",
+        {
+          schema: {
+            ...v1, tags: ["checkpoints"],
+            response: { 201: Type.Object({ checkpointId: Type.String(), containerName: Type.String() }), ...S.errors(400, 404) },
+          },
+        },
+        async (req, reply) => {
+          if (!(req.headers["content-type"] ?? "").startsWith("application/x-tar")) {
+            throw new BerthError(ErrorCode.InvalidArgument, "send the archive as application/x-tar");
+          }
+          return reply.code(201).send(await cps.importArchive(req.body as Readable));
+        },
+      );
+    }
     api.get(
       "/v1/pods/:ref",
       { schema: { ...v1, tags: ["pods"], params: S.RefParams, response: { 200: PodView, ...S.errors(400, 404) } } },

@@ -4,6 +4,8 @@
 // are its sub-verbs, anything else is the container to checkpoint (so a container named `ls` or
 // `rm` is checkpointed by its id).
 import type { Command } from "commander";
+import { CliError } from "./client.js";
+import { importModule } from "./load.js";
 import type { CheckpointView } from "../contract/views.js";
 import { ago, shortId, table } from "./format.js";
 import { out, printJson, type Json, type Register } from "./kit.js";
@@ -19,6 +21,7 @@ export interface CheckpointOptions extends Json {
   tcpEstablished?: boolean;
   fileLocks?: boolean;
   container?: string;
+  export?: string;
 }
 
 /** What the words after `checkpoint` ask for; `usage` with the reason when they make no sense. */
@@ -115,6 +118,7 @@ export const checkpoint: Register = (program, cli, name) =>
     .option("--tcp-established", "checkpoint established TCP connections too")
     .option("--file-locks", "checkpoint file locks too")
     .option("--container <ref>", "with ls: only this container's checkpoints")
+    .option("--export <file>", "also write the checkpoint's archive to this file (.tar.gz), as podman does")
     .argument("<ref|ls|rm>", "the container to checkpoint (name or id), or ls, or rm")
     .argument("[id...]", "with rm: the checkpoints to remove")
     .addHelpText("after", FORMS)
@@ -124,6 +128,7 @@ export const checkpoint: Register = (program, cli, name) =>
       const c = await cli.client(cmd);
       if (f.form === "create") {
         const r = await c.command<CheckpointReply>("berth.cmd.container.checkpoint", f.body, CRIU_REPLY_MS);
+        if (o.export) await exportTo(await c.open(`/v1/checkpoints/${r.checkpointId}/archive`, "application/x-tar"), o.export);
         if (o.json) printJson(r);
         else out(`${r.checkpointId}\n`);
       } else if (f.form === "ls") {
@@ -135,17 +140,59 @@ export const checkpoint: Register = (program, cli, name) =>
       }
     });
 
+/** The archive (a tar stream) gzipped into `file`, whole or not at all. */
+async function exportTo(res: NodeJS.ReadableStream, file: string): Promise<void> {
+  const [{ createWriteStream }, { rename, rm }, { pipeline }, { createGzip }] = await Promise.all([
+    importModule<typeof import("node:fs")>("node:fs"), importModule<typeof import("node:fs/promises")>("node:fs/promises"),
+    importModule<typeof import("node:stream/promises")>("node:stream/promises"), importModule<typeof import("node:zlib")>("node:zlib"),
+  ]);
+  const tmp = `${file}.part`;
+  try {
+    await pipeline(res, createGzip(), createWriteStream(tmp, { mode: 0o600 }));
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Upload an exported archive (gzipped or not) as a checkpoint of the daemon's node. */
+async function importFrom(c: Awaited<ReturnType<Parameters<Register>[1]["client"]>>, file: string): Promise<{ checkpointId: string; containerName: string }> {
+  const [{ createReadStream }, { open }, { createGunzip }] = await Promise.all([
+    importModule<typeof import("node:fs")>("node:fs"), importModule<typeof import("node:fs/promises")>("node:fs/promises"),
+    importModule<typeof import("node:zlib")>("node:zlib"),
+  ]);
+  const fh = await open(file, "r").catch((err: Error) => {
+    throw new CliError("InvalidArgument", `cannot read ${file}: ${err.message}`);
+  });
+  const magic = Buffer.alloc(2);
+  await fh.read(magic, 0, 2, 0);
+  await fh.close();
+  const raw = createReadStream(file);
+  const body = magic[0] === 0x1f && magic[1] === 0x8b ? raw.pipe(createGunzip()) : raw;
+  return c.upload("/v1/checkpoints", "application/x-tar", body);
+}
+
 export const restore: Register = (program, cli, name) =>
   cli
     .verb(program, name, "bring a checkpoint's processes back: into its own container (which must not be running), or with --name into a new one")
     .option("--name <name>", "restore into a new container of this name (a new id and IP, the checkpointed container's spec)")
-    .argument("<id>", "the checkpoint's id, or a unique prefix of it (≥ 4 hex digits)")
-    .action(async (id: string, o: Json & { name?: string }, cmd: Command) => {
-      const checkpointId = checkpointRef(id);
-      if (!checkpointId) return cmd.error(`error: ${notAnId(id)}`, { exitCode: 2, code: "berth.usage" });
-      const r = await (await cli.client(cmd)).command<{ id: string; name: string; state: string; pid: number | null }>(
+    .option("--import <file>", "restore from an archive written by checkpoint --export (into a new container: its old name, or --name)")
+    .argument("[id]", "the checkpoint's id, or a unique prefix of it (≥ 4 hex digits)")
+    .action(async (id: string | undefined, o: Json & { name?: string; import?: string }, cmd: Command) => {
+      if ((id === undefined) === (o.import === undefined)) return cmd.error("error: restore takes a checkpoint id or --import FILE", { exitCode: 2, code: "berth.usage" });
+      const c = await cli.client(cmd);
+      let checkpointId = id === undefined ? undefined : checkpointRef(id);
+      let restoreAs = o.name;
+      if (o.import !== undefined) {
+        const imported = await importFrom(c, o.import);
+        checkpointId = imported.checkpointId;
+        restoreAs ??= imported.containerName;
+      }
+      if (!checkpointId) return cmd.error(`error: ${notAnId(id!)}`, { exitCode: 2, code: "berth.usage" });
+      const r = await c.command<{ id: string; name: string; state: string; pid: number | null }>(
         "berth.cmd.container.restore",
-        { checkpointId, ...(o.name !== undefined ? { name: o.name } : {}) },
+        { checkpointId, ...(restoreAs !== undefined ? { name: restoreAs } : {}) },
         CRIU_REPLY_MS,
       );
       if (o.json) printJson(r);

@@ -85,12 +85,15 @@ export class Client {
    * unread, to stream (`for await (const chunk of res)`, or `lines` below); a status other than
    * 2xx is thrown as the daemon's error (`berth: <code>: <message>`). Aborting `signal` ends it.
    */
-  async open(route: string, accept: string, signal?: AbortSignal): Promise<IncomingMessage> {
+  async open(route: string, accept: string, signal?: AbortSignal, upload?: { contentType: string; body: NodeJS.ReadableStream }): Promise<IncomingMessage> {
     const http = await loadHttp();
     const url = this.cfg.http.url.replace(/\/$/, "") + route;
     let res: IncomingMessage;
     try {
-      res = await http.get(url, { headers: { authorization: `Bearer ${this.cfg.http.token}`, accept }, signal });
+      const headers = { authorization: `Bearer ${this.cfg.http.token}`, accept };
+      res = upload
+        ? await http.post(url, upload.body, { headers: { ...headers, "content-type": upload.contentType }, signal })
+        : await http.get(url, { headers, signal });
     } catch (err) {
       throw new CliError("Unavailable", `cannot reach ${this.cfg.http.url}: ${(err as Error).message} (is the daemon running?)`);
     }
@@ -103,6 +106,12 @@ export class Client {
       /* not our error body */
     }
     throw new CliError(error?.code ?? `HTTP${status}`, error?.message ?? `${status} ${res.statusMessage ?? ""} from ${route}`);
+  }
+
+  /** POST a body (streamed) to a route of the API; its JSON answer, or the daemon's error thrown. */
+  async upload<T = unknown>(route: string, contentType: string, body: NodeJS.ReadableStream): Promise<T> {
+    const text = await (await loadHttp()).readText(await this.open(route, "application/json", undefined, { contentType, body }));
+    return JSON.parse(text) as T;
   }
 
   /**

@@ -26,6 +26,18 @@ export async function get(url: string, o: GetOptions = {}): Promise<IncomingMess
   });
 }
 
+/** POST `body` (streamed) to `url`; resolves with the response once its head is in. */
+export async function post(url: string, body: NodeJS.ReadableStream, o: GetOptions = {}): Promise<IncomingMessage> {
+  const u = new URL(url);
+  const req = u.protocol === "https:" ? (await importModule<typeof import("node:https")>("node:https")).request : request;
+  return new Promise((resolve, reject) => {
+    const r = req(u, { method: "POST", headers: o.headers, signal: o.signal, agent: false }, resolve);
+    r.once("error", reject);
+    body.once("error", (err) => r.destroy(err));
+    body.pipe(r);
+  });
+}
+
 /** The whole body as text (for bounded answers: JSON documents, `logs` without follow). */
 export async function readText(res: IncomingMessage): Promise<string> {
   res.setEncoding("utf8");

@@ -2,17 +2,86 @@
 // leaves the object store. In that order: a crash between the two leaves an archive nobody lists
 // (the next remove or retention pass of the same id deletes it), never a listed checkpoint whose
 // archive is missing.
+import { randomBytes } from "node:crypto";
+import type { Readable } from "node:stream";
+import { Type } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
 import type { Meta } from "../events/types.js";
-import { notFound } from "../shared/errors.js";
+import { invalid, notFound } from "../shared/errors.js";
+import { ContainerSpec, NAME_PATTERN } from "../shared/spec.js";
 import type { Projector } from "../projections/projector.js";
 import type { CheckpointCommands } from "../aggregates/checkpoint/index.js";
 import { ctxFromMeta, type RequestJournal } from "./command-service.js";
 import type { ArchivePort } from "./ports.js";
 
+/** What an imported archive's meta.json must say (the checkpoint saga writes it). */
+const ImportMeta = Type.Object({
+  container: Type.String({ pattern: "^[0-9a-f]{64}$" }),
+  name: Type.String({ pattern: NAME_PATTERN }),
+  image: Type.String({ minLength: 1, maxLength: 512 }),
+  imageDigest: Type.String({ pattern: "^sha256:[0-9a-f]{64}$" }),
+  spec: ContainerSpec,
+  ip: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Null()])),
+  node: Type.String({ pattern: NAME_PATTERN }),
+});
+
+/** An import bigger than this is refused (the archive is kept on disk while it is checked). */
+export const MAX_IMPORT_BYTES = 16 * 1024 ** 3;
+
+/** The host's part of an import (HostRuntime implements it). */
+export interface ImportHost {
+  importCheckpoint(checkpointId: string, data: Readable, maxBytes: number): Promise<unknown>;
+  packCheckpoint(checkpointId: string): Readable;
+  removeCheckpointDir(checkpointId: string): Promise<void>;
+}
+
 export class CheckpointService {
   constructor(
-    private readonly d: { node: string; projector: Projector; checkpoints: CheckpointCommands; archive: ArchivePort },
+    private readonly d: { node: string; projector: Projector; checkpoints: CheckpointCommands; archive: ArchivePort; host?: ImportHost },
   ) {}
+
+  /** A checkpoint's archive as stored (the export). */
+  async exportArchive(ref: string): Promise<{ checkpointId: string; data: Readable }> {
+    const checkpointId = this.resolve(ref);
+    return { checkpointId, data: (await this.d.archive.get(checkpointId)).data };
+  }
+
+  /**
+   * An archive made elsewhere (an export): checked, unpacked, packed again from what was
+   * checked into the object store, and recorded as a checkpoint of this node. Its container is
+   * the one it was taken of; a restore makes a new container from it (by the name it had, or another).
+   */
+  async importArchive(data: Readable, o: { meta?: Meta } = {}): Promise<{ checkpointId: string; containerName: string }> {
+    const host = this.d.host;
+    if (!host) throw invalid("this daemon cannot import checkpoints");
+    const checkpointId = randomBytes(32).toString("hex");
+    try {
+      const meta = await host.importCheckpoint(checkpointId, data, MAX_IMPORT_BYTES);
+      if (!Value.Check(ImportMeta, meta)) {
+        const e = Value.Errors(ImportMeta, meta).First();
+        throw invalid(`not a berth checkpoint archive: meta.json ${e ? `${e.path || "/"} ${e.message}` : "is not berth's"}`);
+      }
+      if (!this.d.projector.model.image(this.d.node, meta.imageDigest)) {
+        throw notFound(`the checkpoint's image ${meta.image} (${meta.imageDigest}) is not on node ${this.d.node}: import it first`);
+      }
+      const t0 = performance.now();
+      const stored = await this.d.archive.put(checkpointId, host.packCheckpoint(checkpointId));
+      const ctx = ctxFromMeta(this.d.node, o.meta, "anonymous");
+      await this.d.checkpoints.handle(checkpointId, {
+        type: "Create",
+        data: {
+          checkpointId, container: meta.container, containerName: meta.name, pod: null, node: this.d.node,
+          // Its pod and its node are the exporter's: here it is a container of this node of its own.
+          image: meta.image, imageDigest: meta.imageDigest, spec: withoutPod({ ...meta.spec, node: this.d.node }),
+          sizeBytes: stored.sizeBytes, digest: stored.digest, durationMs: Math.round(performance.now() - t0), frozenMs: 0,
+          dumpMs: 0, uploadMs: Math.round(performance.now() - t0), leaveRunning: true, tcpEstablished: false,
+        },
+      }, ctx);
+      return { checkpointId, containerName: meta.name };
+    } finally {
+      await host.removeCheckpointDir(checkpointId);
+    }
+  }
 
   /** A checkpoint by its full id or a unique prefix of ≥ 4 characters. */
   resolve(ref: string): string {
@@ -34,4 +103,9 @@ export class CheckpointService {
     await this.d.archive.remove(checkpointId);
     return { checkpointId };
   }
+}
+
+function withoutPod(spec: ContainerSpec): ContainerSpec {
+  const { pod: _pod, ...rest } = spec;
+  return rest;
 }

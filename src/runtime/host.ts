@@ -21,7 +21,9 @@ import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult, type ExecUser } from "./runc.js";
 import type { ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 import writeFileAtomic from "write-file-atomic";
-import type { Readable } from "node:stream";
+import { Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createWriteStream } from "node:fs";
 import type { LogPolicy } from "./log-files.js";
 import { DEFAULT_LOG_POLICY, LogRotator } from "./log-rotator.js";
 import { readLogLines, readLogs, type LogQuery } from "./logs.js";
@@ -343,6 +345,75 @@ export class HostRuntime {
     await rm(overlay.work, { recursive: true, force: true });
     for (const d of [overlay.upper, overlay.work]) await mkdir(d, { recursive: true, mode: 0o755 });
     await run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "--same-permissions", "-C", overlay.upper, "-xf", k.rootfsDiff], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+  }
+
+  /**
+   * An archive from outside (`restore --import`): kept to a file first (at most `maxBytes`), its
+   * members checked before anything is unpacked — only `checkpoint/…` (CRIU's files),
+   * `rootfs-diff.tar` and `meta.json`, regular files and dirs, no absolute or `..` path; the rw
+   * layer's tar inside likewise has no absolute or `..` names or link targets — then unpacked
+   * into the checkpoint's dir. Returns its meta.json, parsed (the caller checks its shape).
+   */
+  async importCheckpoint(checkpointId: string, data: Readable, maxBytes: number): Promise<unknown> {
+    const k = this.paths.checkpoint(checkpointId);
+    await rm(k.dir, { recursive: true, force: true });
+    await mkdir(k.dir, { recursive: true, mode: 0o700 });
+    const file = join(k.dir, "import.tar");
+    try {
+      let n = 0;
+      const cap = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          n += chunk.length;
+          cb(n > maxBytes ? invalid(`the archive is larger than ${maxBytes} bytes`) : null, chunk);
+        },
+      });
+      await pipeline(data, cap, createWriteStream(file, { mode: 0o600 }));
+      const outer = await this.tarMembers(file, "the archive");
+      for (const m of outer) {
+        if (!/^(checkpoint(\/[^/]+)*\/?|rootfs-diff\.tar|meta\.json)$/.test(m.name) || !"-d".includes(m.type)) {
+          throw invalid(`not a berth checkpoint archive: it holds '${m.name.slice(0, 200)}'${"-d".includes(m.type) ? "" : ` (type ${m.type})`}`);
+        }
+      }
+      await run(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-xf", file], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+      for (const f of [k.images, k.rootfsDiff, k.meta]) {
+        if (!(await exists(f))) throw invalid(`not a berth checkpoint archive: ${f.slice(k.dir.length + 1)} is missing`);
+      }
+      await this.tarMembers(k.rootfsDiff, "its rw layer");
+      await writeAtomic(k.dumped, "");
+      return JSON.parse(await readFile(k.meta, "utf8"));
+    } catch (err) {
+      await rm(k.dir, { recursive: true, force: true });
+      if (err instanceof SyntaxError) throw invalid("not a berth checkpoint archive: meta.json is not JSON");
+      throw err;
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  /** A tar's members (type char and name, link target), refusing absolute or `..` names and targets. */
+  private async tarMembers(file: string, what: string): Promise<{ type: string; name: string }[]> {
+    let listing: string;
+    try {
+      listing = (await run(toolPaths.tar, ["--numeric-owner", "--quoting-style=escape", "-tvf", file], { timeoutMs: 600_000, log: this.log, toolName: "tar" })).stdout;
+    } catch {
+      throw invalid(`not a berth checkpoint archive: ${what} is not a tar file`);
+    }
+    const out: { type: string; name: string }[] = [];
+    for (const line of listing.split("\n")) {
+      if (!line) continue;
+      // `drwxr-xr-x 0/0 0 2026-12-02 01:02 name[ -> target| link to target]`
+      const m = /^(\S)\S*\s+\S+\s+\S+\s+\S+\s+\S+\s+(.*)$/.exec(line);
+      if (!m) throw invalid(`not a berth checkpoint archive: ${what} has an entry tar cannot list`);
+      const [name, target] = m[2].split(/ -> | link to /);
+      for (const p of [name, target].filter((x): x is string => x !== undefined)) {
+        if (p.startsWith("/") || p.split("/").includes("..")) {
+          if (p === target && m[1] === "l") continue; // a symlink's target is read inside the container only
+          throw invalid(`not a berth checkpoint archive: ${what} holds a path that leaves its dir ('${p.slice(0, 200)}')`);
+        }
+      }
+      out.push({ type: m[1], name: name.replace(/^\.\//, "") });
+    }
+    return out;
   }
 
   /** What a restore from this checkpoint hands conmon. */

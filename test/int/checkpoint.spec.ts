@@ -1,6 +1,9 @@
 // Checkpoint and restore with real CRIU (the setup's CRIU 4 wrapper) through runc and conmon,
 // archives in the real JetStream object store (issue 9's stories 1, 2 and 5, and its bad input).
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
@@ -143,6 +146,50 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
     const n1 = await lines();
     await until(async () => (await lines()) > n1 + 3, 10_000);
     expect((await d.cmd("container.remove", { id: "tcp", force: true })).error).toBeUndefined();
+  });
+
+  it("exports a checkpoint's archive over HTTP and imports it back as a new checkpoint, restored under a name", async () => {
+    expect((await d.cmd("container.run", { name: "exp", image: "busybox:latest", cmd: COUNTER })).error).toBeUndefined();
+    await until(async () => (await counterNow("exp")) >= 3, 10_000);
+    const cp = await checkpoint({ id: "exp", leaveRunning: true });
+    expect(cp.error).toBeUndefined();
+    const res = await d.http(`/v1/checkpoints/${cp.result!.checkpointId}/archive`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/x-tar");
+    const tar = Buffer.from(await res.arrayBuffer());
+    expect(tar.length).toBe(cp.result!.sizeBytes);
+    const imp = await d.http("/v1/checkpoints", { method: "POST", headers: { "content-type": "application/x-tar" }, body: new Uint8Array(tar) });
+    expect(imp.status).toBe(201);
+    const { checkpointId, containerName } = (await imp.json()) as { checkpointId: string; containerName: string };
+    expect(checkpointId).not.toBe(cp.result!.checkpointId);
+    expect(containerName).toBe("exp");
+    const r = await restore({ checkpointId, name: "imported" });
+    expect(r.error).toBeUndefined();
+    expect(await counterNow("imported")).toBeGreaterThan(1);
+    expect((await d.cmd("container.remove", { id: "imported", force: true })).error).toBeUndefined();
+
+    // What is not a berth archive is refused, and nothing is recorded.
+    const before = (await list()).length;
+    const tmp = mkdtempSync(join(tmpdir(), "berth-badtar-"));
+    try {
+      writeFileSync(join(tmp, "evil"), "x");
+      const escaping = execFileSync("tar", ["-C", tmp, "-cf", "-", "--transform", "s,^evil$,../../evil,", "evil"]);
+      const other = execFileSync("tar", ["-C", tmp, "-cf", "-", "evil"]);
+      const post = (b: Buffer | string) => d.http("/v1/checkpoints", { method: "POST", headers: { "content-type": "application/x-tar" }, body: typeof b === "string" ? b : new Uint8Array(b) });
+      for (const [b, msg] of [[escaping, /leaves its dir|holds/], [other, /holds 'evil'/], ["not a tar at all", /not a tar file/]] as const) {
+        const bad = await post(b);
+        expect(bad.status).toBe(400);
+        expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(msg);
+      }
+      const wrongType = await d.http("/v1/checkpoints", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+      expect(wrongType.status).toBeGreaterThanOrEqual(400);
+      expect(readdirSync(join(d.dataRoot, "checkpoints"))).toEqual([]);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    expect((await list()).length).toBe(before);
+    expect((await d.http("/v1/checkpoints/ffffffff/archive")).status).toBe(404);
+    expect((await d.cmd("container.remove", { id: "exp", force: true })).error).toBeUndefined();
   });
 
   it("refuses bad checkpoints and restores with a clear error, and the container keeps running", async () => {

@@ -140,8 +140,22 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
       const again = await berth("restore", id);
       expect(again.exitCode).toBe(1);
       expect(again.stderr).toMatch(/^berth: NotFound: /);
+
+      // Through a file, as podman does: --export writes a .tar.gz, --import brings it back.
+      const file = join(dataRoot, "counter.tar.gz");
+      const ex = await berth("checkpoint", "--leave-running", "--export", file, "counter");
+      expect(ex.exitCode).toBe(0);
+      expect(readFileSync(file).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+      const im = await berth("restore", "--import", file, "--name", "counter-copy");
+      expect(im.stderr).toBe("");
+      expect(im.stdout.trim()).toMatch(/^[0-9a-f]{64} counter-copy running$/);
+      expect(Number((await berth("exec", "counter-copy", "cat", "/tmp/n")).stdout.trim())).toBeGreaterThan(1);
+      const notArchive = await berth("restore", "--import", join(dataRoot, "client.json"));
+      expect(notArchive.exitCode).toBe(1);
+      expect(notArchive.stderr).toMatch(/^berth: InvalidArgument: not a berth checkpoint archive/);
     } finally {
       expect((await berth("rm", "-f", "counter")).exitCode).toBe(0);
+      await berth("rm", "-f", "counter-copy");
     }
   }, 180_000);
 
