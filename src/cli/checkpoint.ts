@@ -181,18 +181,18 @@ export const restore: Register = (program, cli, name) =>
     .argument("[id]", "the checkpoint's id, or a unique prefix of it (≥ 4 hex digits)")
     .action(async (id: string | undefined, o: Json & { name?: string; import?: string }, cmd: Command) => {
       if ((id === undefined) === (o.import === undefined)) return cmd.error("error: restore takes a checkpoint id or --import FILE", { exitCode: 2, code: "berth.usage" });
-      const c = await cli.client(cmd);
       let checkpointId = id === undefined ? undefined : checkpointRef(id);
+      if (id !== undefined && !checkpointId) return cmd.error(`error: ${notAnId(id)}`, { exitCode: 2, code: "berth.usage" });
+      const c = await cli.client(cmd);
       let restoreAs = o.name;
       if (o.import !== undefined) {
         const imported = await importFrom(c, o.import);
         checkpointId = imported.checkpointId;
         restoreAs ??= imported.containerName;
       }
-      if (!checkpointId) return cmd.error(`error: ${notAnId(id!)}`, { exitCode: 2, code: "berth.usage" });
       const r = await c.command<{ id: string; name: string; state: string; pid: number | null }>(
         "berth.cmd.container.restore",
-        { checkpointId, ...(restoreAs !== undefined ? { name: restoreAs } : {}) },
+        { checkpointId: checkpointId!, ...(restoreAs !== undefined ? { name: restoreAs } : {}) },
         CRIU_REPLY_MS,
       );
       if (o.json) printJson(r);
