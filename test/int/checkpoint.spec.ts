@@ -208,7 +208,7 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
       expect(r.error?.message).toMatch(msg);
     }
     // Restore into a running container without a new name; a name already taken.
-    const some = (await list()).at(-1)!.checkpointId;
+    const some = (await list()).filter((k) => k.containerName === "counter").at(-1)!.checkpointId;
     const running = await restore({ checkpointId: some });
     expect(running.error?.code).toBe("Conflict");
     expect(running.error?.message).toMatch(/running; stop it first, or restore the checkpoint under a new name/);
