@@ -26,7 +26,7 @@ let loaded: Promise<NodePty> | null = null;
 const nodePty = () => (loaded ??= import("node-pty").then((m) => ((m as { default?: NodePty }).default ?? m) as NodePty));
 
 export async function execTty(runc: Runc, id: string, argv: readonly string[], o: TtyExecOptions): Promise<TtyExec> {
-  const pidFile = Runc.pidFile();
+  const pidFile = await runc.pidFile();
   const args = runc.execArgs(id, argv, { pidFile, tty: true, env: o.env, user: o.user, cwd: o.cwd });
   const pty = await nodePty();
   const p: IPty = pty.spawn(runc.path, args, {

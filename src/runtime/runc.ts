@@ -2,9 +2,9 @@
 // the container is already gone say so by their return value instead of throwing.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { access, readFile, rm } from "node:fs/promises";
-import { constants as osConstants, tmpdir } from "node:os";
-import { join } from "node:path";
+import { access, mkdir, readFile, rm } from "node:fs/promises";
+import { constants as osConstants } from "node:os";
+import { dirname, join } from "node:path";
 import { invalid, RuntimeFailure } from "../shared/errors.js";
 import { checkId } from "./paths.js";
 import type { Logger } from "../log.js";
@@ -193,9 +193,19 @@ export class Runc {
     return [...args, id, ...argv];
   }
 
-  /** A fresh pid file path for one exec. */
-  static pidFile(): string {
-    return join(tmpdir(), `berth-exec-${randomBytes(8).toString("hex")}.pid`);
+  private execDir: Promise<string> | null = null;
+
+  /**
+   * A fresh pid file path for one exec, beside the runc root (`<data root>/exec/`): one left by a
+   * daemon that died during an exec goes with its data root, not into /tmp.
+   */
+  async pidFile(): Promise<string> {
+    this.execDir ??= (async () => {
+      const dir = join(dirname(this.root), "exec");
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      return dir;
+    })();
+    return join(await this.execDir, `${randomBytes(8).toString("hex")}.pid`);
   }
 
   /**
@@ -206,7 +216,7 @@ export class Runc {
    * the whole session is killed, then runc: nothing the command started outlives it.
    */
   async exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
-    const pidFile = opts.pidFile ?? Runc.pidFile();
+    const pidFile = opts.pidFile ?? (await this.pidFile());
     const args = this.execArgs(id, argv, { pidFile, env: opts.env, user: opts.user, cwd: opts.cwd });
     const child = spawn(this.path, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, env: toolEnv() });
     const max = opts.maxOutput ?? EXEC_OUTPUT_MAX;
