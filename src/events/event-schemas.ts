@@ -89,8 +89,8 @@ export const PAYLOADS = {
   ContainerUpgradeFailed: Obj({ reason: Text() }),
   ContainerUpgraded: Obj({ fromImage: ImageName, fromDigest: Digest, toImage: ImageName, toDigest: Digest, revision: RevisionNo }),
   ContainerUpgradeRolledBack: Obj({ reason: Text(), revision: RevisionNo, image: ImageName, imageDigest: Digest, fromRevision: RevisionNo }),
-  ContainerCheckpointRequested: Obj({ checkpointId: Id, leaveRunning: Type.Boolean(), tcpEstablished: Type.Boolean(), fileLocks: Type.Boolean() }),
-  ContainerCheckpointed: Obj({ checkpointId: Id, leaveRunning: Type.Boolean() }),
+  ContainerCheckpointRequested: Obj({ checkpointId: Id, leaveRunning: Type.Boolean(), tcpEstablished: Type.Boolean(), fileLocks: Type.Boolean(), preDump: Type.Optional(Type.Boolean()) }),
+  ContainerCheckpointed: Obj({ checkpointId: Id, leaveRunning: Type.Boolean(), preDump: Type.Optional(Type.Boolean()), frozenMs: Type.Optional(Type.Integer({ minimum: 0 })) }),
   ContainerRestoreRequested: Obj({ checkpointId: Id }),
   ContainerRestored: Obj({ checkpointId: Id, pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
   CheckpointCreated: Obj({

@@ -139,7 +139,7 @@ export type ContainerEvent =
   /** The checkpoint saga's intent: dump it with CRIU into checkpoint `checkpointId`. */
   | Envelope<"ContainerCheckpointRequested", CheckpointOptions & { checkpointId: string }>
   /** Its checkpoint is stored (CheckpointCreated on the checkpoint's subject); without leaveRunning its process is gone. */
-  | Envelope<"ContainerCheckpointed", { checkpointId: string; leaveRunning: boolean }>
+  | Envelope<"ContainerCheckpointed", { checkpointId: string; leaveRunning: boolean; preDump?: boolean; frozenMs?: number }>
   /** The restore's intent: bring back the process checkpoint `checkpointId` froze. */
   | Envelope<"ContainerRestoreRequested", { checkpointId: string }>
   /** Its process runs again, restored from the checkpoint (memory, files, rw layer). */
@@ -149,6 +149,8 @@ export interface CheckpointOptions {
   leaveRunning: boolean;
   tcpEstablished: boolean;
   fileLocks: boolean;
+  /** A pre-dump (memory only, the container runs on), the parent of its next checkpoint. */
+  preDump?: boolean;
 }
 
 export interface ContainerExecStartedData {

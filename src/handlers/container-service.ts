@@ -219,12 +219,22 @@ export class ContainerService {
    * The checkpoint's id derives from the requestId, so a retry finds its own checkpoint.
    */
   async checkpoint(ref: string, o2: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; preDump?: boolean }, o: Opts = {}) {
-    if (o2.preDump) throw invalid("preDump is not supported yet: checkpoint without it");
+    if (o2.preDump && o2.leaveRunning === false) throw invalid("a pre-dump always leaves the container running");
     const id = await this.target(ref, o.request);
     const ctx = this.ctx(o.meta);
     const checkpointId = o.meta?.requestId ? idFromRequest("checkpoint", o.meta.requestId) : randomBytes(32).toString("hex");
-    const cmd: ContainerCommand = { type: "Checkpoint", checkpointId, leaveRunning: o2.leaveRunning ?? false, tcpEstablished: o2.tcpEstablished ?? false, fileLocks: o2.fileLocks ?? false };
+    const cmd: ContainerCommand = {
+      type: "Checkpoint", checkpointId, leaveRunning: (o2.leaveRunning ?? false) || (o2.preDump ?? false), tcpEstablished: o2.tcpEstablished ?? false,
+      fileLocks: o2.fileLocks ?? false, ...(o2.preDump ? { preDump: true } : {}),
+    };
+    const t0 = performance.now();
     await this.act(id, cmd, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 300_000), o.request);
+    if (o2.preDump) {
+      // A pre-dump is no checkpoint of its own: what it froze is in its outcome.
+      const done = (await this.d.history(id)).find((e) => e.type === "ContainerCheckpointed" && e.data.checkpointId === checkpointId);
+      const frozenMs = done?.type === "ContainerCheckpointed" ? done.data.frozenMs ?? 0 : 0;
+      return { id, checkpointId, preDump: true, sizeBytes: 0, durationMs: Math.round(performance.now() - t0), frozenMs };
+    }
     const rec = this.model.checkpoints.get(checkpointId);
     if (!rec) throw new BerthError(ErrorCode.RuntimeError, `checkpoint ${checkpointId} was made but its record is not in the log`);
     return { id, checkpointId, sizeBytes: rec.sizeBytes, durationMs: rec.durationMs, frozenMs: rec.frozenMs, dumpMs: rec.dumpMs, uploadMs: rec.uploadMs };

@@ -315,10 +315,17 @@ export class Executor {
     if (!this.cp) throw new BerthError(ErrorCode.Unavailable, "checkpoints need the object store, which this daemon has not opened");
     const { checkpoints, archive } = this.cp;
     const t0 = performance.now();
+    if (d.preDump) {
+      // Memory only, the container runs on: no archive, no record; its next checkpoint builds on it.
+      const { stats } = await this.host.preDump(c.id, c.startedAt ?? "", d);
+      const data = { checkpointId: d.checkpointId, leaveRunning: true, preDump: true, frozenMs: Math.round(stats?.frozenMs ?? 0) };
+      await this.outcome(c.id, { type: "ContainerCheckpointed", data }, ctx, intentKey(ctx));
+      return;
+    }
     let rec = this.projector.model.checkpoints.get(d.checkpointId);
     if (!rec) {
       const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
-      const { stats } = await this.host.checkpoint(c.id, d.checkpointId, d, meta).catch(async (err) => {
+      const { stats } = await this.host.checkpoint(c.id, d.checkpointId, { ...d, runStartedAt: c.startedAt }, meta).catch(async (err) => {
         // CRIU let the container run on (it resumes what it froze): nothing of the attempt stays.
         await this.host.removeCheckpointDir(d.checkpointId).catch(() => undefined);
         throw err;

@@ -30,7 +30,9 @@ export interface HostOps {
   /** Removes the rw layers of the container's other revisions. */
   pruneRevisions(id: string, keep: readonly number[]): Promise<void>;
   /** CRIU-dump a running container into checkpoint `checkpointId`'s local dir (with its rw layer and `meta`). Idempotent. */
-  checkpoint(id: string, checkpointId: string, o: CheckpointOptions, meta: unknown): Promise<{ stats: DumpStats | null }>;
+  checkpoint(id: string, checkpointId: string, o: CheckpointOptions & { runStartedAt: string | null }, meta: unknown): Promise<{ stats: DumpStats | null }>;
+  /** A pre-dump of a running container (memory only; it runs on), the parent of its next checkpoint in this run. */
+  preDump(id: string, runStartedAt: string, o: CheckpointOptions): Promise<{ stats: DumpStats | null }>;
   /** The local checkpoint as one stream (for the archive store). */
   packCheckpoint(checkpointId: string): Readable;
   /** Fill the local checkpoint dir from an archive stream. */

@@ -29,6 +29,10 @@ export interface DumpOptions {
   leaveRunning?: boolean;
   tcpEstablished?: boolean;
   fileLocks?: boolean;
+  /** Memory only; the container runs on (a later dump's parent). */
+  preDump?: boolean;
+  /** The previous (pre-)dump's images, relative to imagePath (runc's rule). */
+  parentPath?: string;
   timeoutMs?: number;
 }
 
@@ -42,6 +46,8 @@ export async function runcCheckpoint(runcPath: string, globalArgs: string[], id:
   if (o.leaveRunning) args.push("--leave-running");
   if (o.tcpEstablished) args.push("--tcp-established");
   if (o.fileLocks) args.push("--file-locks");
+  if (o.preDump) args.push("--pre-dump");
+  if (o.parentPath) args.push("--parent-path", o.parentPath);
   args.push(id);
   try {
     await run(runcPath, args, { timeoutMs: o.timeoutMs ?? 120_000, log, toolName: "runc", env: CRIU_ENV });
@@ -50,6 +56,14 @@ export async function runcCheckpoint(runcPath: string, globalArgs: string[], id:
     const f = err as RuntimeFailure;
     throw new RuntimeFailure("runc", ["checkpoint", id], why ? `criu dump failed: ${why}` : f.stderr ?? String(err), f.exitCode);
   }
+}
+
+let tracking: Promise<boolean> | null = null;
+
+/** Whether the kernel tracks dirty memory for CRIU (soft-dirty: what a pre-dump needs). Asked once. */
+export function memoryTracking(): Promise<boolean> {
+  tracking ??= run(CRIU_PATH, ["check", "--feature", "mem_dirty_track"], { timeoutMs: 30_000, toolName: "criu", env: CRIU_ENV }).then(() => true, () => false);
+  return tracking;
 }
 
 /** Whether a dump in `workPath` ran to its end (its log says so), e.g. after the daemon died during it. */

@@ -3,7 +3,7 @@
 // whether to start, restart or remove is the handlers' business.
 import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
-import { access, mkdir, readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
+import { access, mkdir, readFile, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { RuntimeFailure, invalid, notFound } from "../shared/errors.js";
 import { NAME_RE, hostnameFor, isAnonVolumeOf, networkMode } from "../shared/spec.js";
 import { BridgeNetwork } from "./bridge-network.js";
@@ -23,14 +23,14 @@ import type { ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartR
 import writeFileAtomic from "write-file-atomic";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import type { LogPolicy } from "./log-files.js";
 import { DEFAULT_LOG_POLICY, LogRotator } from "./log-rotator.js";
 import { readLogLines, readLogs, type LogQuery } from "./logs.js";
 import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
 import { resolveUserIn } from "./users.js";
 import { ConsoleHub } from "./console.js";
-import { criuError, dumpFinished, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
+import { criuError, dumpFinished, memoryTracking, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
 import { pipeInto, spawnStream } from "./streams.js";
 import type { RestoreFrom } from "./conmon.js";
 
@@ -287,15 +287,21 @@ export class HostRuntime {
    * Dump a running container with CRIU into the checkpoint's dir, with its rw layer as a tar
    * beside the images. Without `leaveRunning` the container's process is gone afterwards.
    */
-  async checkpoint(id: string, checkpointId: string, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean }, meta: unknown): Promise<{ stats: DumpStats | null }> {
+  async checkpoint(id: string, checkpointId: string, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; runStartedAt?: string | null }, meta: unknown): Promise<{ stats: DumpStats | null }> {
     const k = this.paths.checkpoint(checkpointId);
     if (!(await exists(k.dumped))) {
       // A dump the daemon died during may have finished on its own (runc and CRIU outlive us).
       if (!(await dumpFinished(k.work))) {
-        await rm(k.dir, { recursive: true, force: true });
+        for (const d of [k.images, k.work, k.rootfsDiff, k.meta]) await rm(d, { recursive: true, force: true });
         await mkdir(k.images, { recursive: true, mode: 0o700 });
         await mkdir(k.work, { recursive: true, mode: 0o700 });
-        await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o }, this.log);
+        // This run's pre-dump becomes the checkpoint's parent (kept inside its dir, so the archive holds both).
+        const pre = this.paths.preDump(id);
+        const run = (await readFile(pre.run, "utf8").catch(() => null))?.trim();
+        if (run && run === o.runStartedAt && (await dumpFinished(pre.work))) await rename(pre.images, k.parent);
+        await rm(pre.dir, { recursive: true, force: true });
+        const parentPath = (await exists(k.parent)) ? "../parent" : undefined;
+        await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o, parentPath }, this.log);
       }
       const overlay = await this.overlayOf(id);
       if (!overlay) throw notFound(`container ${id} has no rootfs`);
@@ -307,10 +313,35 @@ export class HostRuntime {
     return { stats: (await readDumpStats(k.work)) ?? (await readDumpStats(k.images)) };
   }
 
-  /** The checkpoint's dir as one tar stream (images, rootfs diff, meta.json), for the object store. */
+  /**
+   * A pre-dump of a running container (CRIU's memory only, it runs on): the parent of its next
+   * checkpoint, which then freezes it for less time. A second one replaces the first. Kept for
+   * this run of the container only (`runStartedAt`).
+   */
+  async preDump(id: string, runStartedAt: string, o: { tcpEstablished?: boolean; fileLocks?: boolean }): Promise<{ stats: DumpStats | null }> {
+    const pre = this.paths.preDump(id);
+    await rm(pre.dir, { recursive: true, force: true });
+    await mkdir(pre.images, { recursive: true, mode: 0o700 });
+    await mkdir(pre.work, { recursive: true, mode: 0o700 });
+    try {
+      await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: pre.images, workPath: pre.work, preDump: true, ...o }, this.log);
+    } catch (err) {
+      await rm(pre.dir, { recursive: true, force: true });
+      // runc says only "CRIU is missing features": name the one a pre-dump needs.
+      if (!(await memoryTracking())) {
+        throw new RuntimeFailure("runc", ["checkpoint", "--pre-dump", id], "pre-dump needs the kernel's memory dirty tracking (CONFIG_MEM_SOFT_DIRTY; `criu check --feature mem_dirty_track` fails on this host): checkpoint without it", 1);
+      }
+      throw err;
+    }
+    await writeAtomic(pre.run, runStartedAt);
+    return { stats: (await readDumpStats(pre.work)) ?? (await readDumpStats(pre.images)) };
+  }
+
+  /** The checkpoint's dir as one tar stream (images, its pre-dump parent if any, rootfs diff, meta.json), for the object store. */
   packCheckpoint(checkpointId: string): Readable {
     const k = this.paths.checkpoint(checkpointId);
-    return spawnStream(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-cf", "-", "checkpoint", "rootfs-diff.tar", "meta.json"]);
+    const parts = ["checkpoint", ...(existsSync(k.parent) ? ["parent"] : []), "rootfs-diff.tar", "meta.json"];
+    return spawnStream(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-cf", "-", ...parts]);
   }
 
   /** Fill the checkpoint's dir from a stream made by packCheckpoint (GNU tar refuses absolute and `..` paths). */
@@ -370,7 +401,9 @@ export class HostRuntime {
       await pipeline(data, cap, createWriteStream(file, { mode: 0o600 }));
       const outer = await this.tarMembers(file, "the archive");
       for (const m of outer) {
-        if (!/^(checkpoint(\/[^/]+)*\/?|rootfs-diff\.tar|meta\.json)$/.test(m.name) || !"-d".includes(m.type)) {
+        // CRIU's link to a pre-dump parent is the one link allowed, and only as CRIU makes it.
+        if (m.name === "checkpoint/parent" && m.type === "l" && m.target === "../parent") continue;
+        if (!/^((checkpoint|parent)(\/[^/]+)*\/?|rootfs-diff\.tar|meta\.json)$/.test(m.name) || !"-d".includes(m.type)) {
           throw invalid(`not a berth checkpoint archive: it holds '${m.name.slice(0, 200)}'${"-d".includes(m.type) ? "" : ` (type ${m.type})`}`);
         }
       }
@@ -391,14 +424,14 @@ export class HostRuntime {
   }
 
   /** A tar's members (type char and name, link target), refusing absolute or `..` names and targets. */
-  private async tarMembers(file: string, what: string): Promise<{ type: string; name: string }[]> {
+  private async tarMembers(file: string, what: string): Promise<{ type: string; name: string; target?: string }[]> {
     let listing: string;
     try {
       listing = (await run(toolPaths.tar, ["--numeric-owner", "--quoting-style=escape", "-tvf", file], { timeoutMs: 600_000, log: this.log, toolName: "tar" })).stdout;
     } catch {
       throw invalid(`not a berth checkpoint archive: ${what} is not a tar file`);
     }
-    const out: { type: string; name: string }[] = [];
+    const out: { type: string; name: string; target?: string }[] = [];
     for (const line of listing.split("\n")) {
       if (!line) continue;
       // `drwxr-xr-x 0/0 0 2026-12-02 01:02 name[ -> target| link to target]`
@@ -407,11 +440,12 @@ export class HostRuntime {
       const [name, target] = m[2].split(/ -> | link to /);
       for (const p of [name, target].filter((x): x is string => x !== undefined)) {
         if (p.startsWith("/") || p.split("/").includes("..")) {
-          if (p === target && m[1] === "l") continue; // a symlink's target is read inside the container only
+          // A symlink's target is read where it is used: inside the container, or CRIU's parent link.
+          if (p === target && m[1] === "l") continue;
           throw invalid(`not a berth checkpoint archive: ${what} holds a path that leaves its dir ('${p.slice(0, 200)}')`);
         }
       }
-      out.push({ type: m[1], name: name.replace(/^\.\//, "") });
+      out.push({ type: m[1], name: name.replace(/^\.\//, ""), ...(target !== undefined ? { target } : {}) });
     }
     return out;
   }

@@ -48,6 +48,12 @@ export class Paths {
   /** CRIU dumps being made, uploaded or restored: one dir per checkpoint id. */
   get checkpointsDir(): string { return join(this.dataRoot, "checkpoints"); }
 
+  /** A container's pre-dump (memory only, the parent of its next checkpoint): `images`, `work`, `run`. */
+  preDump(containerId: string): { dir: string; images: string; work: string; run: string } {
+    const dir = join(this.checkpointsDir, `predump-${checkId(containerId)}`);
+    return { dir, images: join(dir, "images"), work: join(dir, "work"), run: join(dir, "run") };
+  }
+
   checkpoint(checkpointId: string): CheckpointPaths {
     const dir = join(this.checkpointsDir, checkId(checkpointId));
     return {
@@ -58,6 +64,7 @@ export class Paths {
       rootfsDiff: join(dir, "rootfs-diff.tar"),
       meta: join(dir, "meta.json"),
       dumped: join(dir, "dumped"),
+      parent: join(dir, "parent"),
     };
   }
 
@@ -124,6 +131,8 @@ export interface CheckpointPaths {
   meta: string;
   /** Written once the dump and the diff are complete. */
   dumped: string;
+  /** The pre-dump this checkpoint was made on (CRIU's images link `checkpoint/parent` → `../parent`). */
+  parent: string;
 }
 
 export interface ContainerPaths {

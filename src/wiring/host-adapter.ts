@@ -55,6 +55,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
     },
     checkpoint: (id, checkpointId, o, meta) => rt.checkpoint(id, checkpointId, o, meta),
+    preDump: (id, runStartedAt, o) => rt.preDump(id, runStartedAt, o),
     packCheckpoint: (checkpointId) => rt.packCheckpoint(checkpointId),
     unpackCheckpoint: (checkpointId, data) => rt.unpackCheckpoint(checkpointId, data),
     removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),

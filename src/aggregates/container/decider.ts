@@ -27,7 +27,7 @@ export type ContainerCommand =
    */
   | { type: "Upgrade"; image: { name: string; digest: string; config: ImageConfig }; oldImage: ImageConfig | null; changes: UpgradeChanges; healthGateSec: number }
   | { type: "Rollback" }
-  | { type: "Checkpoint"; checkpointId: string; leaveRunning: boolean; tcpEstablished: boolean; fileLocks: boolean }
+  | { type: "Checkpoint"; checkpointId: string; leaveRunning: boolean; tcpEstablished: boolean; fileLocks: boolean; preDump?: boolean }
   | { type: "Restore"; checkpointId: string };
 
 /** A container event before the store gives it an envelope. */
