@@ -65,13 +65,11 @@ describe.skipIf(skip)("checkpoint crash matrix", () => {
     let id: string;
     let checkpointId: string | null = null;
     let before = 0;
-    const dies = (verb: string, body: unknown) =>
-      Promise.race([cmd(verb, body, 60_000).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"), session.d!.exited.then(() => "died")]);
     if (saga === "checkpoint") {
       await session.up({ BERTH_FAULT: fault });
       id = (await cmd("run", { image: "busybox", cmd: COUNTER })).result!.id as string;
       await until(async () => (await counter(id)) >= 5, 10_000);
-      expect(await dies("checkpoint", { id })).toBe("died");
+      expect(await session.diesDuring("checkpoint", { id })).toBe("died");
     } else {
       await session.up();
       id = (await cmd("run", { image: "busybox", cmd: COUNTER })).result!.id as string;
@@ -81,16 +79,9 @@ describe.skipIf(skip)("checkpoint crash matrix", () => {
       checkpointId = cp.result!.checkpointId as string;
       await session.down();
       await session.up({ BERTH_FAULT: fault });
-      expect(await dies("restore", { checkpointId })).toBe("died");
+      expect(await session.diesDuring("restore", { checkpointId })).toBe("died");
     }
-    expect(session.d!.child.signalCode).toBe("SIGKILL");
-    await session.down();
-
-    await session.up();
-    const settled = await until(async () => {
-      const r = await http<C>(`/v1/containers/${id}`);
-      return r.body.pending === null && r.body;
-    }, 60_000);
+    const settled = await session.restartSettled<C>(id, 60_000);
     const { checkpoints } = (await http<{ checkpoints: { checkpointId: string; container: string }[] }>("/v1/checkpoints")).body;
     const mine = checkpoints.filter((k) => k.container === id);
     const { events } = (await http<{ events: Ev[] }>(`/v1/containers/${id}/events`)).body;

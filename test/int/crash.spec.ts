@@ -188,11 +188,7 @@ describe.skipIf(skip)("crash matrix", () => {
         const before = id ? (await http<C>(`/v1/containers/${id}`)).body : null;
         const pidBefore = before?.pid ?? null;
         // The daemon dies while this command is under way: no reply comes.
-        const outcome = await Promise.race([
-          cmd(c.verb, c.body(id), 10_000).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"),
-          session.d!.exited.then(() => "died"),
-        ]);
-        expect(outcome).toBe("died");
+        expect(await session.diesDuring(c.verb, c.body(id), 10_000)).toBe("died");
         expect(session.d!.child.signalCode).toBe("SIGKILL");
         await session.nc!.close().catch(() => undefined);
 

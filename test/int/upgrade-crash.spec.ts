@@ -101,19 +101,8 @@ describe.skipIf(skip)("upgrade crash matrix", () => {
     }
     const before = (await http<C>(`/v1/containers/${id}`)).body;
     const body = c.saga === "rollback" ? { id } : { id, image: c.saga.upgrade, healthGateSec: 2 };
-    const outcome = await Promise.race([
-      cmd(c.saga === "rollback" ? "rollback" : "upgrade", body, 60_000).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"),
-      session.d!.exited.then(() => "died"),
-    ]);
-    expect(outcome).toBe("died");
-    expect(session.d!.child.signalCode).toBe("SIGKILL");
-    await session.down();
-
-    await session.up();
-    const settled = await until(async () => {
-      const r = await http<C>(`/v1/containers/${id}`);
-      return r.body.pending === null && r.body;
-    }, 40_000);
+    expect(await session.diesDuring(c.saga === "rollback" ? "rollback" : "upgrade", body)).toBe("died");
+    const settled = await session.restartSettled<C>(id, 40_000);
     expect(settled).toMatchObject({ state: "running", image: c.ends.image, revision: c.ends.revision, ip: before.ip });
     // It runs once: the process the saga stopped is gone, the one the log names is alive.
     expect(alive(before.pid!)).toBe(false);

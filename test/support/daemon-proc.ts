@@ -108,6 +108,31 @@ export class ProcSession {
     await rm(new Paths(this.dataRoot).socketDir, { recursive: true, force: true });
   }
 
+  /** Send a command the daemon is meant to die during (BERTH_FAULT): "died", or what it replied. */
+  diesDuring(verb: string, body: unknown, timeoutMs = 60_000): Promise<string> {
+    return Promise.race([
+      this.cmd(verb, body, timeoutMs).then((r) => `replied ${JSON.stringify(r)}`, () => "no reply"),
+      this.d!.exited.then(() => "died"),
+    ]);
+  }
+
+  /**
+   * After a daemon killed -9: a new one on the same data root, and container `id` once nothing is
+   * pending on it any more (recovery finished what the dead one left), as GET /v1/containers/{id}.
+   */
+  async restartSettled<T extends { pending: string | null }>(id: string, timeoutMs: number): Promise<T> {
+    if (this.d!.child.signalCode !== "SIGKILL") throw new Error(`the daemon ended with ${this.d!.child.signalCode ?? this.d!.child.exitCode}, not SIGKILL`);
+    await this.down();
+    await this.up();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.http<T>(`/v1/containers/${id}`);
+      if (r.body?.pending === null) return r.body;
+      if (Date.now() > deadline) throw new Error(`container ${id} still has ${r.body?.pending ?? `status ${r.status}`} pending after ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
   /** `berth.cmd.container.<verb>` as any client sends it (`pod.<verb>`, `image.<verb>` for theirs). */
   async cmd(verb: string, body: unknown, timeoutMs = 30_000): Promise<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } }> {
     const subject = /^(pod|image)\./.test(verb) ? `berth.cmd.${verb}` : `berth.cmd.container.${verb}`;
