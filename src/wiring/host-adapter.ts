@@ -8,13 +8,17 @@ import type { ContainerState } from "../aggregates/container/state.js";
 import type { HostRuntime } from "../runtime/host.js";
 import { hostPortFree } from "../runtime/bridge-network.js";
 import type { ImageStore } from "../runtime/images.js";
-import type { Revision } from "../events/types.js";
 
 export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
+  /** The image a container (or one of its revisions) runs, from this node's store. */
+  const imageOf = async (r: { image: string; imageDigest: string }) => {
+    const image = await images.resolve(r.imageDigest);
+    if (!image) throw new BerthError(ErrorCode.RuntimeError, `image ${r.image} (${r.imageDigest}) is not in this node's image store`);
+    return image;
+  };
   /** The bundle for a start or a restore: its image, its network (bridge sandbox or pod), config.json. */
   const prepareFor = async (c: ContainerState, plan: NetPlan): Promise<NetSetup | undefined> => {
-    const image = await images.resolve(c.imageDigest);
-    if (!image) throw new BerthError(ErrorCode.RuntimeError, `image ${c.image} (${c.imageDigest}) is not in this node's image store`);
+    const image = await imageOf(c);
     let net: NetSetup | undefined;
     if (plan.kind === "bridge") {
       const sb = await rt.ensureSandbox(c.id, {
@@ -30,11 +34,6 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     if (net) fault("after-attach");
     await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined, revision: c.revision });
     return net;
-  };
-  const imageOf = async (r: Revision) => {
-    const image = await images.resolve(r.imageDigest);
-    if (!image) throw new BerthError(ErrorCode.NotFound, `image ${r.image} (${r.imageDigest}) is not in this node's image store`);
-    return image;
   };
   return {
     async prepareAndStart(c: ContainerState, plan: NetPlan) {
