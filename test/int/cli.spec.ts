@@ -144,7 +144,7 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
       // Through a file, as podman does: --export writes a .tar.gz, --import brings it back.
       const file = join(dataRoot, "counter.tar.gz");
       const ex = await berth("checkpoint", "--leave-running", "--export", file, "counter");
-      expect(ex.exitCode).toBe(0);
+      expect(ex.exitCode, ex.stderr).toBe(0);
       expect(readFileSync(file).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
       const im = await berth("restore", "--import", file, "--name", "counter-copy");
       expect(im.stderr).toBe("");
