@@ -120,6 +120,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     history: (id) => store.readSubject(containerSubject(id)),
     network: networkPort(runtime),
   });
+  const images = new ImageService(o.node, store, projector, imageStore);
+  // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
+  const archive = await CheckpointArchive.open(nc).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
+  const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
+  const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
   const pods = new PodService({
     node: o.node,
     projector,
@@ -127,12 +132,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     containers,
     network: networkPort(runtime),
     host: { removePod: (id) => runtime.removePod(id) },
+    checkpoints,
   });
-  const images = new ImageService(o.node, store, projector, imageStore);
-  // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
-  const archive = await CheckpointArchive.open(nc).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
-  const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
-  const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined);
   const metrics = createMetrics(projector.model);
   const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
@@ -185,6 +186,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   executor.start();
   // Restarts the log shows scheduled: due ones (the daemon was down) fire now.
   executor.restarts.rearm();
+  // Pod checkpoints a killed daemon left under way go on (their members' steps need the executor).
+  pods.checkpoints?.resume();
   // Health checks of running containers resume with the status the log has.
   const health = new HealthMonitor(o.node, projector, commands, runtime);
   health.start();
@@ -235,6 +238,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await http.close().catch(() => undefined);
       // Exec sessions end with the daemon (their end is recorded); a command waiting for one must not hold the stop.
       await exec.stop();
+      pods.checkpoints?.stop();
       attach.stop();
       await nats.stop();
       stopWatch();

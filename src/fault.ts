@@ -16,10 +16,15 @@
 //   checkpoint-dumped  CRIU's dump and the rw layer are on disk, before the exit and the upload
 //   checkpoint-uploaded the archive is in the object store, before its record
 //   restore-fetched  a restore's archive is unpacked and verified, before CRIU restores it
+//   checkpoint-uploading the archive's first bytes went to the object store, the rest not yet
+//   pod-checkpoint-frozen   every member of a pod checkpoint is frozen, before the first dump
+//   pod-checkpoint-dumped   every member is dumped, before the pod checkpoint's record
+//   pod-checkpoint-recorded the pod checkpoint's record is written, before its members are stopped or thawed
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
   | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling"
-  | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched";
+  | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched" | "checkpoint-uploading"
+  | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");
@@ -30,4 +35,9 @@ export function fault(at: FaultPoint): void {
   if (--remaining > 0) return;
   process.stderr.write(`berth: BERTH_FAULT: dying at ${at}\n`);
   process.kill(process.pid, "SIGKILL");
+}
+
+/** Whether a point is armed (to add a probe only where one is wanted, e.g. inside a stream). */
+export function armed(at: FaultPoint): boolean {
+  return point === at;
 }

@@ -19,6 +19,7 @@ import { registerExecRoute } from "./exec-ws.js";
 import type { AttachService } from "../handlers/attach-service.js";
 import type { Readable } from "node:stream";
 import type { CheckpointService } from "../handlers/checkpoint-service.js";
+import { isPodCheckpoint } from "../aggregates/checkpoint/index.js";
 import { registerAttachRoute } from "./attach-ws.js";
 import { verifyLog } from "./audit.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
@@ -188,7 +189,7 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
       async (req) => {
         const ref = (req.query as { container?: string }).container;
         const of = ref ? resolveId(model, ref, true) : null;
-        const list = [...model.checkpoints.values()].filter((c) => !c.removed && (!of || c.container === of));
+        const list = [...model.checkpoints.values()].filter((c) => !c.removed && (!of || (!isPodCheckpoint(c) && c.container === of)));
         return { checkpoints: list.sort((a, b) => a.version - b.version).map(toCheckpointView) };
       },
     );

@@ -22,6 +22,8 @@ import {
   ImageRemoveBody,
   KillBody,
   PodCreateBody,
+  PodCheckpointBody,
+  PodRestoreBody,
   RefBody,
   RemoveBody,
   UpgradeBody,
@@ -80,6 +82,8 @@ export class NatsCommandService {
     const irm = validator(ImageRemoveBody);
     const exec = validator(ExecBody);
     const podCreate = validator(PodCreateBody);
+    const podCheckpoint = validator(PodCheckpointBody);
+    const podRestore = validator(PodRestoreBody);
     const p = d.pods;
     // The body's own fields, and the options every use case takes (the request journal comes
     // from `once` when the body has a requestId).
@@ -128,6 +132,19 @@ export class NatsCommandService {
               return p.kill(rest.id, rest.signal === undefined ? undefined : String(rest.signal), o);
             },
             "pod.remove": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(remove(b), r); return p.remove(rest.id, rest.force, o); },
+            ...(k
+              ? {
+                  "pod.checkpoint": async (b: unknown, r?: RequestJournal) => {
+                    const { rest, o } = split(podCheckpoint(b), r);
+                    const { id, ...opts } = rest;
+                    return p.checkpoint(id, opts, o);
+                  },
+                  "pod.restore": async (b: unknown, r?: RequestJournal) => {
+                    const { rest, o } = split(podRestore(b), r);
+                    return p.restore({ ...rest, checkpointId: k.resolve(rest.checkpointId) }, o);
+                  },
+                }
+              : {}),
           }
         : {}),
       "image.import": async (b, r) => { const { rest, o } = split(imp(b), r); return d.images.import(rest.source, rest.name, o); },

@@ -64,6 +64,16 @@ export const RestoreBody = body({
   name: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
 });
 export const CheckpointRemoveBody = body({ checkpointId: CheckpointRef });
+export const PodCheckpointBody = body({
+  id: Ref,
+  leaveRunning: Type.Optional(Type.Boolean()),
+  tcpEstablished: Type.Optional(Type.Boolean()),
+  fileLocks: Type.Optional(Type.Boolean()),
+});
+export const PodRestoreBody = body({
+  checkpointId: CheckpointRef,
+  name: Type.Optional(Type.String({ pattern: NAME_PATTERN, description: "restore into a new pod of this name (new IP; members named <name>-<member>)" })),
+});
 export const ImageImportBody = body({
   source: Type.String({ minLength: 1, maxLength: 4096 }),
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.:/-]*$" })),

@@ -20,13 +20,14 @@ export interface CheckpointOptions extends Json {
   leaveRunning?: boolean;
   tcpEstablished?: boolean;
   fileLocks?: boolean;
+  preDump?: boolean;
   container?: string;
   export?: string;
 }
 
 /** What the words after `checkpoint` ask for; `usage` with the reason when they make no sense. */
 export type CheckpointForm =
-  | { form: "create"; ref: string; body: { id: string; leaveRunning?: true; tcpEstablished?: true; fileLocks?: true } }
+  | { form: "create"; ref: string; body: { id: string; leaveRunning?: true; tcpEstablished?: true; fileLocks?: true; preDump?: true } }
   | { form: "ls"; route: string }
   | { form: "rm"; ids: string[] }
   | { form: "usage"; message: string };
@@ -44,7 +45,7 @@ const notAnId = (s: string) => `'${s}' is not a checkpoint id: 4 to 64 hex digit
 /** `checkpoint`'s arguments (`first` and the words after it) and options → the form it is. */
 export function checkpointForm(first: string, rest: readonly string[], o: CheckpointOptions): CheckpointForm {
   const usage = (message: string): CheckpointForm => ({ form: "usage", message });
-  const criuFlags = [o.leaveRunning && "--leave-running", o.tcpEstablished && "--tcp-established", o.fileLocks && "--file-locks"].filter(
+  const criuFlags = [o.leaveRunning && "--leave-running", o.tcpEstablished && "--tcp-established", o.fileLocks && "--file-locks", o.preDump && "--pre-dump"].filter(
     (f): f is string => typeof f === "string",
   );
   if (first === "ls") {
@@ -66,10 +67,14 @@ export function checkpointForm(first: string, rest: readonly string[], o: Checkp
   }
   if (rest.length) return usage(`checkpoint takes one container, not ${rest.length + 1} (ls and rm are its only sub-verbs)`);
   if (o.container !== undefined) return usage("--container is for checkpoint ls");
+  if (o.preDump && o.export !== undefined) return usage("a pre-dump makes no archive to --export: export the checkpoint that follows it");
   return {
     form: "create",
     ref: first,
-    body: { id: first, ...(o.leaveRunning ? { leaveRunning: true } : {}), ...(o.tcpEstablished ? { tcpEstablished: true } : {}), ...(o.fileLocks ? { fileLocks: true } : {}) },
+    body: {
+      id: first, ...(o.leaveRunning ? { leaveRunning: true } : {}), ...(o.tcpEstablished ? { tcpEstablished: true } : {}), ...(o.fileLocks ? { fileLocks: true } : {}),
+      ...(o.preDump ? { preDump: true } : {}),
+    },
   };
 }
 
@@ -84,16 +89,23 @@ export function humanSize(n: number): string {
 
 export function checkpointTable(cps: readonly CheckpointView[], now = Date.now()): string {
   return table(
-    ["CHECKPOINT ID", "CONTAINER", "NODE", "SIZE", "FROZEN", "CREATED"],
-    cps.map((c) => [shortId(c.checkpointId), c.containerName, c.node, humanSize(c.sizeBytes), `${c.frozenMs}ms`, ago(c.createdAt, now)]),
+    ["CHECKPOINT ID", "CONTAINER", "POD", "NODE", "SIZE", "FROZEN", "CREATED"],
+    cps.map((c) => [
+      shortId(c.checkpointId), c.kind === "pod" ? `(${c.members?.length ?? 0} members)` : c.containerName ?? "-", c.podName ?? (c.pod ? shortId(c.pod) : "-"),
+      c.node, humanSize(c.sizeBytes), `${c.frozenMs}ms`, ago(c.createdAt, now),
+    ]),
   );
 }
 
 const FORMS = `
 Forms:
-  berth checkpoint [--leave-running] [--tcp-established] [--file-locks] REF
-      checkpoint the running container REF (name or id) with CRIU; prints the checkpoint's id.
-      The container is exited (and marked checkpointed) after it, unless --leave-running.
+  berth checkpoint [--leave-running] [--tcp-established] [--file-locks] [--export F] REF
+      checkpoint the running (or paused) container REF (name or id) with CRIU; prints the
+      checkpoint's id. The container is exited (and marked checkpointed) after it, unless
+      --leave-running.
+  berth checkpoint --pre-dump REF
+      dump REF's memory while it runs on; its next checkpoint is made on top of it and freezes
+      it for less time (needs the kernel's soft-dirty tracking)
   berth checkpoint ls [--container REF]
       list the checkpoints (only REF's with --container)
   berth checkpoint rm ID...
@@ -117,6 +129,7 @@ export const checkpoint: Register = (program, cli, name) =>
     .option("--leave-running", "keep the container running after the checkpoint")
     .option("--tcp-established", "checkpoint established TCP connections too")
     .option("--file-locks", "checkpoint file locks too")
+    .option("--pre-dump", "only dump the memory, the container runs on; the next checkpoint builds on it")
     .option("--container <ref>", "with ls: only this container's checkpoints")
     .option("--export <file>", "also write the checkpoint's archive to this file (.tar.gz), as podman does")
     .argument("<ref|ls|rm>", "the container to checkpoint (name or id), or ls, or rm")
@@ -130,7 +143,7 @@ export const checkpoint: Register = (program, cli, name) =>
         const r = await c.command<CheckpointReply>("berth.cmd.container.checkpoint", f.body, CRIU_REPLY_MS);
         if (o.export) await exportTo(await c.open(`/v1/checkpoints/${r.checkpointId}/archive`, "application/x-tar"), o.export);
         if (o.json) printJson(r);
-        else out(`${r.checkpointId}\n`);
+        else out(o.preDump ? `pre-dump of ${r.id.slice(0, 12)}: frozen ${r.frozenMs} ms\n` : `${r.checkpointId}\n`);
       } else if (f.form === "ls") {
         const r = await c.get<{ checkpoints: CheckpointView[] }>(f.route);
         if (o.json) printJson(r.checkpoints);

@@ -1,10 +1,12 @@
-// `berth pod create|ps|inspect|start|stop|kill|rm` (podman's pod verbs): one verb with subverbs.
+// `berth pod create|ps|inspect|start|stop|kill|rm|checkpoint|restore` (podman's pod verbs, and
+// CRIU checkpoints of a whole pod): one verb with subverbs.
 import type { Command } from "commander";
 import type { PodView } from "../contract/views.js";
 import type { PodSpec, PortMapping } from "../shared/spec.js";
 import { addResourceOptions, parseKeyValues, parsePublish, resourcesFromOptions } from "./args.js";
 import { podTable } from "./format.js";
 import { collect, enc, out, printJson, seconds, timeouts, type Json, type Register } from "./kit.js";
+import { CRIU_REPLY_MS, checkpointRef } from "./checkpoint.js";
 
 type CreateOpts = Json & { name?: string; publish?: PortMapping[]; ip?: string; network?: "none" | "bridge"; share?: string; label?: string[]; annotation?: string[]; memory?: number; cpus?: number; pidsLimit?: number };
 
@@ -71,6 +73,31 @@ export const pod: Register = (program, cli, name) => {
     .action(async (refs: string[], o: Json & { signal?: string }, cmd: Command) => {
       const c = await cli.client(cmd);
       await cli.each(refs, o, (id) => c.command("berth.cmd.pod.kill", { id, ...(o.signal ? { signal: o.signal } : {}) }));
+    });
+
+  sub("checkpoint", "checkpoint every container of a pod with CRIU at one point (all frozen, then each dumped); prints the pod checkpoint's id")
+    .option("--leave-running", "let the pod's containers run on after the checkpoint")
+    .option("--tcp-established", "checkpoint established TCP connections too")
+    .option("--file-locks", "checkpoint file locks too")
+    .argument("<ref>", "pod name or id")
+    .action(async (ref: string, o: Json & { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean }, cmd: Command) => {
+      const body = { id: ref, ...(o.leaveRunning ? { leaveRunning: true } : {}), ...(o.tcpEstablished ? { tcpEstablished: true } : {}), ...(o.fileLocks ? { fileLocks: true } : {}) };
+      const r = await (await cli.client(cmd)).command<{ checkpointId: string }>("berth.cmd.pod.checkpoint", body, CRIU_REPLY_MS);
+      if (o.json) printJson(r);
+      else out(`${r.checkpointId}\n`);
+    });
+
+  sub("restore", "bring a pod checkpoint back: into its pod (stopped), or, when the pod is gone or with --name, into a new pod")
+    .option("--name <name>", "restore into a new pod of this name (new IP; its containers named <name>-<container>)")
+    .argument("<id>", "the pod checkpoint's id, or a unique prefix of it (≥ 4 hex digits)")
+    .action(async (id: string, o: Json & { name?: string }, cmd: Command) => {
+      const checkpointId = checkpointRef(id);
+      if (!checkpointId) return cmd.error(`error: '${id}' is not a checkpoint id: 4 to 64 hex digits (a unique prefix is enough)`, { exitCode: 2, code: "berth.usage" });
+      const r = await (await cli.client(cmd)).command<{ id: string; name: string; state: string }>(
+        "berth.cmd.pod.restore", { checkpointId, ...(o.name !== undefined ? { name: o.name } : {}) }, CRIU_REPLY_MS * 4,
+      );
+      if (o.json) printJson(r);
+      else out(`${r.id} ${r.name} ${r.state}\n`);
     });
 
   sub("rm", "remove pods (-f: with their containers)")

@@ -151,6 +151,8 @@ export interface CheckpointOptions {
   fileLocks: boolean;
   /** A pre-dump (memory only, the container runs on), the parent of its next checkpoint. */
   preDump?: boolean;
+  /** The pod checkpoint this one is a member's part of (its retention is the pod checkpoint's). */
+  partOf?: string;
 }
 
 export interface ContainerExecStartedData {
@@ -174,7 +176,24 @@ export type PodEvent =
   /** Every member was stopped (`pod stop`). */
   | Envelope<"PodStopped", { containers: string[] }>
   /** Its members are gone; the owning node releases its namespaces, attachment and cgroup. */
-  | Envelope<"PodRemoved", { containers: string[] }>;
+  | Envelope<"PodRemoved", { containers: string[] }>
+  /**
+   * The pod checkpoint saga's intent: freeze `members` (all that ran), dump each, then stop them
+   * or let them run on. `pausedBefore`: members the user had paused, which stay paused.
+   */
+  | Envelope<"PodCheckpointRequested", PodCheckpointOptions & { checkpointId: string; members: string[]; pausedBefore: string[] }>
+  /** Its outcome: PodCheckpointCreated is on the checkpoint's subject; without leaveRunning its members are stopped. */
+  | Envelope<"PodCheckpointed", { checkpointId: string; leaveRunning: boolean }>
+  /** Its other outcome: a member could not be frozen or dumped; the others run on as before, no checkpoint is kept. */
+  | Envelope<"PodCheckpointFailed", { checkpointId: string; reason: string }>
+  /** Every member was restored from the pod checkpoint `checkpointId`. */
+  | Envelope<"PodRestored", { checkpointId: string; containers: string[] }>;
+
+export interface PodCheckpointOptions {
+  leaveRunning: boolean;
+  tcpEstablished: boolean;
+  fileLocks: boolean;
+}
 
 // --- checkpoint ----------------------------------------------------------------------------
 export interface CheckpointCreatedData {
@@ -198,11 +217,37 @@ export interface CheckpointCreatedData {
   uploadMs: number;
   leaveRunning: boolean;
   tcpEstablished: boolean;
+  /** The pod checkpoint it is a member's part of. */
+  partOf?: string;
   /** CRIU's dump statistics. */
   stats?: { freezingMs: number; frozenMs: number; memdumpMs: number; memwriteMs: number; pagesScanned: number; pagesWritten: number };
 }
+/** One member of a pod checkpoint: its container and that container's own checkpoint. */
+export interface PodCheckpointMember {
+  container: string;
+  name: string;
+  checkpointId: string;
+}
+/** A pod checkpoint's record: the pod as it was and its members' checkpoints, taken at one point. */
+export interface PodCheckpointCreatedData {
+  checkpointId: string;
+  pod: string;
+  podName: string;
+  node: string;
+  podSpec: PodSpec;
+  ip?: string;
+  members: PodCheckpointMember[];
+  /** Of every member's archive together. */
+  sizeBytes: number;
+  durationMs: number;
+  /** From the first member's freeze to the last one's dump: no member ran meanwhile. */
+  frozenMs: number;
+  leaveRunning: boolean;
+  tcpEstablished: boolean;
+}
 export type CheckpointEvent =
   | Envelope<"CheckpointCreated", CheckpointCreatedData>
+  | Envelope<"PodCheckpointCreated", PodCheckpointCreatedData>
   /** It was restored into `container` (the same one, or a new one). */
   | Envelope<"CheckpointRestored", { checkpointId: string; container: string; durationMs: number }>
   /** Its archive is gone (`checkpoint rm`, or the retention rule). */
@@ -248,6 +293,7 @@ export const OUTCOMES: Partial<Record<EventType, readonly EventType[]>> = {
   ContainerRollbackRequested: ["ContainerUpgradeRolledBack", "ContainerActionFailed"],
   ContainerCheckpointRequested: ["ContainerCheckpointed", "ContainerActionFailed"],
   ContainerRestoreRequested: ["ContainerRestored", "ContainerStartFailed"],
+  PodCheckpointRequested: ["PodCheckpointed", "PodCheckpointFailed"],
 };
 
 export const EVENT_VERSION = 1;

@@ -108,16 +108,16 @@ function subjectMismatch(subject: string, type: EventType, e: Record<string, unk
     if (type === "ContainerCreated" && data.id !== id) return `ContainerCreated of ${String(data.id)} on the subject of ${id}`;
     return null;
   }
+  if (type.startsWith("Checkpoint") || type === "PodCheckpointCreated") {
+    if (!subject.startsWith(CHECKPOINT)) return `${type} on subject ${subject}, not a checkpoint's`;
+    if (subject.slice(CHECKPOINT.length) !== data.checkpointId) return `${type} of ${String(data.checkpointId)} on subject ${subject}`;
+    return null;
+  }
   if (type.startsWith("Pod")) {
     if (!subject.startsWith(POD)) return `${type} on subject ${subject}, not a pod's`;
     const id = subject.slice(POD.length);
     if (!HEX64.test(id)) return `subject ${subject} does not name a pod id`;
     if (type === "PodCreated" && data.id !== id) return `PodCreated of ${String(data.id)} on the subject of ${id}`;
-    return null;
-  }
-  if (type.startsWith("Checkpoint")) {
-    if (!subject.startsWith(CHECKPOINT)) return `${type} on subject ${subject}, not a checkpoint's`;
-    if (subject.slice(CHECKPOINT.length) !== data.checkpointId) return `${type} of ${String(data.checkpointId)} on subject ${subject}`;
     return null;
   }
   if (type.startsWith("Image")) {

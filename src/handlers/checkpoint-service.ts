@@ -1,7 +1,8 @@
 // `checkpoint.remove`: a checkpoint's record says it is gone (CheckpointRemoved), then its archive
 // leaves the object store. In that order: a crash between the two leaves an archive nobody lists
 // (the next remove or retention pass of the same id deletes it), never a listed checkpoint whose
-// archive is missing.
+// archive is missing. A pod checkpoint's record goes before its members' checkpoints, for the
+// same reason: never a listed pod checkpoint with a member missing.
 import { randomBytes } from "node:crypto";
 import type { Readable } from "node:stream";
 import { Type } from "@sinclair/typebox";
@@ -10,8 +11,9 @@ import type { Meta } from "../events/types.js";
 import { invalid, notFound } from "../shared/errors.js";
 import { ContainerSpec, NAME_PATTERN } from "../shared/spec.js";
 import type { Projector } from "../projections/projector.js";
-import type { CheckpointCommands } from "../aggregates/checkpoint/index.js";
-import { ctxFromMeta, type RequestJournal } from "./command-service.js";
+import { isPodCheckpoint, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
+import type { PodCheckpointCreatedData } from "../events/types.js";
+import { ctxFromMeta, factKey, type Ctx, type RequestJournal } from "./command-service.js";
 import type { ArchivePort } from "./ports.js";
 
 /** What an imported archive's meta.json must say (the checkpoint saga writes it). */
@@ -97,11 +99,37 @@ export class CheckpointService {
   async remove(ref: string, o: { meta?: Meta; request?: RequestJournal } = {}): Promise<{ checkpointId: string }> {
     const checkpointId = o.request?.retry && o.request.id ? o.request.id : this.resolve(ref);
     await o.request?.noteId(checkpointId);
-    const ctx = ctxFromMeta(this.d.node, o.meta, "anonymous");
-    const s = this.d.projector.model.checkpoints.get(checkpointId);
-    if (s && !s.removed) await this.d.checkpoints.handle(checkpointId, { type: "Remove", reason: "removed by request" }, ctx);
-    await this.d.archive.remove(checkpointId);
+    await this.drop(checkpointId, "removed by request", ctxFromMeta(this.d.node, o.meta, "anonymous"));
     return { checkpointId };
+  }
+
+  /**
+   * A checkpoint goes (the retention rule, a failed pod checkpoint, a request): its record, then
+   * its archive; a pod checkpoint's record, then each member's. Each step is a no-op when done.
+   */
+  async drop(checkpointId: string, reason: string, ctx: Ctx): Promise<void> {
+    const s = this.d.projector.model.checkpoints.get(checkpointId);
+    if (s && !s.removed) {
+      await this.d.checkpoints.appendDecided(checkpointId, (now) => (now && !now.removed ? [{ type: "CheckpointRemoved", data: { checkpointId, reason } }] : []),
+        { ...ctx, requestId: factKey(checkpointId, "CheckpointRemoved", reason) }, "CheckpointRemoved");
+    }
+    if (s && isPodCheckpoint(s)) {
+      for (const m of s.members) await this.drop(m.checkpointId, `its pod checkpoint ${checkpointId.slice(0, 12)} was removed`, ctx);
+    } else {
+      await this.d.archive.remove(checkpointId);
+    }
+  }
+
+  /** A pod checkpoint's record, once every member's checkpoint is recorded (the pod checkpoint saga). */
+  async recordPod(data: PodCheckpointCreatedData, ctx: Ctx, giveUp: () => boolean): Promise<void> {
+    await this.d.checkpoints.appendFact(data.checkpointId, (s) => (s ? [] : [{ type: "PodCheckpointCreated", data }]),
+      { ...ctx, requestId: factKey(data.checkpointId, "PodCheckpointCreated", data.checkpointId) }, "PodCheckpointCreated", giveUp);
+  }
+
+  /** A restore of a pod checkpoint is on its record too. */
+  async recordRestore(checkpointId: string, into: string, durationMs: number, ctx: Ctx, key: string): Promise<void> {
+    await this.d.checkpoints.appendDecided(checkpointId, (s) => (s && !s.removed ? [{ type: "CheckpointRestored", data: { checkpointId, container: into, durationMs } }] : []),
+      { ...ctx, requestId: factKey(checkpointId, "CheckpointRestored", key) }, "CheckpointRestored");
   }
 }
 

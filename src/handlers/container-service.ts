@@ -218,14 +218,14 @@ export class ContainerService {
    * CRIU-checkpoint a running container into the object store (the executor's checkpoint saga).
    * The checkpoint's id derives from the requestId, so a retry finds its own checkpoint.
    */
-  async checkpoint(ref: string, o2: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; preDump?: boolean }, o: Opts = {}) {
+  async checkpoint(ref: string, o2: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; preDump?: boolean; partOf?: string }, o: Opts = {}) {
     if (o2.preDump && o2.leaveRunning === false) throw invalid("a pre-dump always leaves the container running");
     const id = await this.target(ref, o.request);
     const ctx = this.ctx(o.meta);
     const checkpointId = o.meta?.requestId ? idFromRequest("checkpoint", o.meta.requestId) : randomBytes(32).toString("hex");
     const cmd: ContainerCommand = {
       type: "Checkpoint", checkpointId, leaveRunning: (o2.leaveRunning ?? false) || (o2.preDump ?? false), tcpEstablished: o2.tcpEstablished ?? false,
-      fileLocks: o2.fileLocks ?? false, ...(o2.preDump ? { preDump: true } : {}),
+      fileLocks: o2.fileLocks ?? false, ...(o2.preDump ? { preDump: true } : {}), ...(o2.partOf ? { partOf: o2.partOf } : {}),
     };
     const t0 = performance.now();
     await this.act(id, cmd, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 300_000), o.request);
@@ -235,18 +235,20 @@ export class ContainerService {
       const frozenMs = done?.type === "ContainerCheckpointed" ? done.data.frozenMs ?? 0 : 0;
       return { id, checkpointId, preDump: true, sizeBytes: 0, durationMs: Math.round(performance.now() - t0), frozenMs };
     }
-    const rec = this.model.checkpoints.get(checkpointId);
+    const rec = this.model.containerCheckpoint(checkpointId);
     if (!rec) throw new BerthError(ErrorCode.RuntimeError, `checkpoint ${checkpointId} was made but its record is not in the log`);
     return { id, checkpointId, sizeBytes: rec.sizeBytes, durationMs: rec.durationMs, frozenMs: rec.frozenMs, dumpMs: rec.dumpMs, uploadMs: rec.uploadMs };
   }
 
   /**
    * Bring back a checkpoint's process: into its own container (which must not run), or with
-   * `name` into a new container made from the checkpoint's spec (a new id and IP).
+   * `name` into a new container made from the checkpoint's spec (a new id and IP; with `pod`,
+   * a member of that pod instead of the checkpointed one's).
    */
-  async restore(req: { checkpointId: string; name?: string }, o: Opts = {}) {
-    const rec = this.model.checkpoints.get(req.checkpointId);
-    if (!rec || rec.removed) throw notFound(`no checkpoint '${req.checkpointId}'`);
+  async restore(req: { checkpointId: string; name?: string; pod?: string }, o: Opts = {}) {
+    if (this.model.podCheckpoint(req.checkpointId)) throw invalid(`checkpoint ${req.checkpointId} is a pod's: restore it with pod restore`);
+    const rec = this.model.containerCheckpoint(req.checkpointId);
+    if (!rec) throw notFound(`no checkpoint '${req.checkpointId}'`);
     const ctx = this.ctx(o.meta);
     let id: string;
     if (req.name === undefined) {
@@ -257,7 +259,9 @@ export class ContainerService {
       // Its own anonymous volumes and a new IP: the spec of the checkpointed container, renamed.
       const mounts = rec.spec.mounts?.map((m) => (m.type === "volume" && m.source && isAnonVolumeOf(m.source, rec.container) ? { ...m, source: undefined } : m));
       const { ip: _ip, ...network } = rec.spec.network ?? {};
-      const spec: ContainerSpec = { ...rec.spec, name: req.name, image: rec.imageDigest, ...(mounts ? { mounts } : {}), ...(rec.spec.network ? { network } : {}) };
+      const spec: ContainerSpec = {
+        ...rec.spec, name: req.name, image: rec.imageDigest, ...(mounts ? { mounts } : {}), ...(rec.spec.network ? { network } : {}), ...(req.pod ? { pod: req.pod } : {}),
+      };
       ({ id } = await this.createWith(spec, ctx, o.meta?.requestId));
     }
     const s = await this.act(id, { type: "Restore", checkpointId: req.checkpointId }, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 300_000), o.request);

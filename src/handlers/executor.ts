@@ -3,7 +3,8 @@
 // checked against the transition table before it is appended, and exits carry stable event ids
 // so that a fact seen twice is stored once.
 import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
-import { fault } from "../fault.js";
+import { armed, fault } from "../fault.js";
+import { Transform, type Readable } from "node:stream";
 import { logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
@@ -97,8 +98,12 @@ export class Executor {
   reconsider(id: string): void {
     this.enqueue(id, async () => {
       const c = this.current(id);
-      // A checkpointed one waits for its restore: a fresh start would throw its memory state away.
-      if (c?.node === this.node && c.state === "exited" && !c.pending && !c.checkpointed) await this.restarts.consider(id, `boot@${c.startedAt}`, { trigger: "boot" });
+      // A checkpointed one (or a member of a checkpointed pod) waits for its restore: a fresh
+      // start would throw its memory state away.
+      const podCheckpointed = c?.spec.pod ? this.projector.model.pods.get(c.spec.pod)?.checkpointed : null;
+      if (c?.node === this.node && c.state === "exited" && !c.pending && !c.checkpointed && !podCheckpointed) {
+        await this.restarts.consider(id, `boot@${c.startedAt}`, { trigger: "boot" });
+      }
     });
   }
 
@@ -156,7 +161,8 @@ export class Executor {
             await this.outcome(id, { type: "ContainerSignaled", data: { signal: sig } }, ctx, intentKey(ctx));
             break;
           }
-          await this.host.signal(id, sig);
+          // A frozen process gets a SIGKILL only when thawed: `kill --all` freezes, signals, thaws.
+          await this.host.signal(id, sig, c.state === "paused" && /^(SIG)?KILL$|^9$/.test(sig));
           // A fatal signal usually lands at once; record that exit before answering.
           const info = await this.host.waitExit(id, 1_000);
           if (info) await this.recordExit(id, info, ctx);
@@ -338,7 +344,7 @@ export class Executor {
         if (info) await this.recordExit(c.id, info, ctx);
       }
       const tUpload = performance.now();
-      const stored = await archive.put(d.checkpointId, this.host.packCheckpoint(d.checkpointId));
+      const stored = await archive.put(d.checkpointId, probed(this.host.packCheckpoint(d.checkpointId)));
       const uploadMs = Math.round(performance.now() - tUpload);
       fault("checkpoint-uploaded");
       const data: CheckpointCreatedData = {
@@ -347,6 +353,7 @@ export class Executor {
         sizeBytes: stored.sizeBytes, digest: stored.digest, durationMs: Math.round(performance.now() - t0),
         frozenMs: Math.round(stats?.frozenMs ?? 0), dumpMs: Math.round(tDumped - t0), uploadMs,
         leaveRunning: d.leaveRunning, tcpEstablished: d.tcpEstablished,
+        ...(d.partOf ? { partOf: d.partOf } : {}),
         ...(stats ? { stats } : {}),
       };
       await checkpoints.appendFact(d.checkpointId, (s) => (s ? [] : [{ type: "CheckpointCreated", data }]),
@@ -354,7 +361,8 @@ export class Executor {
       rec = this.projector.model.checkpoints.get(d.checkpointId);
     }
     await this.host.removeCheckpointDir(d.checkpointId);
-    await this.retire(c.id, ctx);
+    // A pod checkpoint's member goes with its pod checkpoint, by the pod's rule.
+    if (!d.partOf) await this.retire(c.id, ctx);
     await this.outcome(c.id, { type: "ContainerCheckpointed", data: { checkpointId: d.checkpointId, leaveRunning: d.leaveRunning } }, ctx, intentKey(ctx));
   }
 
@@ -498,6 +506,13 @@ export class Executor {
       () => this.stopped,
     );
   }
+}
+
+/** The archive's stream, with the fault point `checkpoint-uploading` after its first chunk when armed. */
+function probed(data: Readable): Readable {
+  if (!armed("checkpoint-uploading")) return data;
+  let chunks = 0;
+  return data.pipe(new Transform({ transform(chunk, _enc, done) { if (++chunks === 2) fault("checkpoint-uploading"); done(null, chunk); } }));
 }
 
 /** Outcomes of an intent are keyed by it: one intent, one outcome of each type. */

@@ -7,7 +7,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Meta } from "../events/types.js";
 import { fault } from "../fault.js";
-import { conflict, alreadyExists } from "../shared/errors.js";
+import { conflict, alreadyExists, notFound, unavailable } from "../shared/errors.js";
 import type { PodSpec } from "../shared/spec.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../aggregates/container/state.js";
@@ -18,6 +18,9 @@ import { idFromRequest } from "./container-service.js";
 import { checkNetworkRequest, holders } from "./network-checks.js";
 import type { NetworkPort, PodHost } from "./ports.js";
 import { toPodView } from "../projections/views.js";
+import type { CheckpointService } from "./checkpoint-service.js";
+import { PodCheckpoints } from "./pod-checkpoint.js";
+import type { PodCheckpointOptions } from "../events/types.js";
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
 
@@ -28,12 +31,41 @@ export interface PodServiceDeps {
   containers: ContainerService;
   network: NetworkPort;
   host: PodHost;
+  /** Checkpoints (the object store): without them pod checkpoint and restore are unknown. */
+  checkpoints?: CheckpointService;
 }
 
 export class PodService {
   private readonly reserving = new Set<string>();
+  /** The pod checkpoint saga and the pod restore (null without the object store). */
+  readonly checkpoints: PodCheckpoints | null;
 
-  constructor(private readonly d: PodServiceDeps) {}
+  constructor(private readonly d: PodServiceDeps) {
+    this.checkpoints = d.checkpoints
+      ? new PodCheckpoints({
+          node: d.node, projector: d.projector, pods: d.pods, containers: d.containers, checkpoints: d.checkpoints,
+          createPod: (spec, o) => this.create(spec, o), members: (id) => this.members(id),
+        })
+      : null;
+  }
+
+  /** CRIU-checkpoint every member of the pod at one point (pod-checkpoint.ts). */
+  async checkpoint(ref: string, opts: Partial<PodCheckpointOptions>, o: Opts = {}) {
+    const pod = this.model.pods.get(o.request?.retry && o.request.id ? o.request.id : this.model.podIdOf(ref));
+    if (!pod) throw notFound(`no pod '${ref}'`);
+    await o.request?.noteId(pod.id);
+    if (pod.node !== this.d.node) throw conflict(`pod ${pod.name} is on node ${pod.node}: send the command to its daemon`);
+    return this.need().checkpoint(pod, opts, o);
+  }
+
+  async restore(req: { checkpointId: string; name?: string }, o: Opts = {}) {
+    return this.need().restore(req, o);
+  }
+
+  private need(): PodCheckpoints {
+    if (!this.checkpoints) throw unavailable("pod checkpoints need the object store, which this daemon has not opened");
+    return this.checkpoints;
+  }
 
   private get model() {
     return this.d.projector.model;
@@ -53,6 +85,7 @@ export class PodService {
   private resolve(ref: string): PodState {
     const p = this.model.pods.get(this.model.podIdOf(ref))!;
     if (p.node !== this.d.node) throw conflict(`pod ${p.name} is on node ${p.node}: send the command to its daemon`);
+    if (p.checkpoint) throw conflict(`a checkpoint of pod ${p.name} is under way`);
     return p;
   }
 

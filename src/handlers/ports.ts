@@ -14,7 +14,8 @@ export interface HostOps {
   prepareAndStart(c: ContainerState, net: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }>;
   /** Releases the container's bridge attachment (before its removal); the IP it had, or null. */
   detachNetwork(id: string): Promise<string | null>;
-  signal(id: string, signal: string): Promise<void>;
+  /** `all`: every process of the container (runc kill --all: freeze, signal, thaw). */
+  signal(id: string, signal: string, all?: boolean): Promise<void>;
   pause(id: string): Promise<void>;
   resume(id: string): Promise<void>;
   readExit(id: string): Promise<ExitInfo | null>;

@@ -4,7 +4,7 @@ import type { ImageImportedData, StoredEvent } from "../events/types.js";
 import { isRejected, type RejectedEvent } from "../events/validate.js";
 import type { AggregateState, Decider } from "../aggregates/decider.js";
 import { podDecider, type PodState } from "../aggregates/pod/index.js";
-import { checkpointDecider, type CheckpointState } from "../aggregates/checkpoint/index.js";
+import { checkpointDecider, isPodCheckpoint, type CheckpointState, type ContainerCheckpointState, type PodCheckpointState } from "../aggregates/checkpoint/index.js";
 import { containerDecider } from "../aggregates/container/index.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import { AggregateProjection, parseSubject } from "./registry.js";
@@ -252,6 +252,18 @@ export class ReadModel {
     if (found.length > 1) throw invalid(`pod ref '${ref}' is ambiguous: give more of the id`);
     if (found.length === 1) return found[0];
     throw notFound(`no pod '${ref}'`);
+  }
+
+  /** A container's checkpoint that is still kept (not a pod checkpoint's record). */
+  containerCheckpoint(id: string): ContainerCheckpointState | undefined {
+    const s = this.checkpoints.get(id);
+    return s && !s.removed && !isPodCheckpoint(s) ? s : undefined;
+  }
+
+  /** A pod checkpoint's record that is still kept. */
+  podCheckpoint(id: string): PodCheckpointState | undefined {
+    const s = this.checkpoints.get(id);
+    return s && !s.removed && isPodCheckpoint(s) ? s : undefined;
   }
 
   /** The containers whose spec names this pod (by id, as accepted). */

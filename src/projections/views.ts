@@ -2,17 +2,26 @@
 // bookkeeping (stoppedByUser, removed, the pending intent's payload).
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { CheckpointView, ContainerView, PodView } from "../contract/views.js";
-import type { CheckpointState } from "../aggregates/checkpoint/index.js";
+import { isPodCheckpoint, type CheckpointState } from "../aggregates/checkpoint/index.js";
 import { DEFAULT_SHARE, type PodState } from "../aggregates/pod/index.js";
 import { networkMode } from "../shared/spec.js";
 
 export { CheckpointView, ContainerView, PodView, byCreated } from "../contract/views.js";
 
 export function toCheckpointView(s: CheckpointState): CheckpointView {
+  const common = {
+    checkpointId: s.id, node: s.node, createdAt: s.createdAt, sizeBytes: s.sizeBytes, durationMs: s.durationMs, frozenMs: s.frozenMs,
+    leaveRunning: s.leaveRunning, tcpEstablished: s.tcpEstablished, restores: s.restores,
+  };
+  if (isPodCheckpoint(s)) {
+    return {
+      ...common, kind: "pod", container: null, containerName: null, pod: s.pod, podName: s.podName, partOf: null,
+      members: s.members, image: null, imageDigest: null, digest: null,
+    };
+  }
   return {
-    checkpointId: s.id, container: s.container, containerName: s.containerName, pod: s.pod, node: s.node,
-    image: s.image, imageDigest: s.imageDigest, createdAt: s.createdAt, sizeBytes: s.sizeBytes, digest: s.digest,
-    durationMs: s.durationMs, frozenMs: s.frozenMs, leaveRunning: s.leaveRunning, tcpEstablished: s.tcpEstablished, restores: s.restores,
+    ...common, kind: "container", container: s.container, containerName: s.containerName, pod: s.pod, podName: null, partOf: s.partOf ?? null,
+    image: s.image, imageDigest: s.imageDigest, digest: s.digest,
   };
 }
 
@@ -67,5 +76,7 @@ export function toPodView(p: PodState, members: readonly ContainerState[]): PodV
     labels: { ...(p.spec.labels ?? {}) },
     createdAt: p.createdAt,
     version: p.version,
+    checkpointed: !!p.checkpointed,
+    checkpoint: p.checkpointed ?? null,
   };
 }

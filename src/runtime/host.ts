@@ -493,13 +493,13 @@ export class HostRuntime {
 
   /** Signal names (SIGTERM, TERM) or numbers. A container that is gone or stopped already is no
    *  error: the signal's purpose is met (use `runc.kill` to learn whether it was delivered). */
-  async signal(id: string, signal: string | number): Promise<void> {
+  async signal(id: string, signal: string | number, all = false): Promise<void> {
     checkId(id);
     const sig = typeof signal === "number" ? signal : signal.trim().toUpperCase();
     if (typeof sig === "number" ? !(Number.isInteger(sig) && sig >= 1 && sig <= 64) : !(SIGNAL_RE.test(sig) || /^\d{1,2}$/.test(sig))) {
       throw invalid(`invalid signal '${signal}'`);
     }
-    const delivered = await this.runc.kill(id, sig);
+    const delivered = await this.runc.kill(id, sig, all);
     if (!delivered) this.log.debug({ id, signal }, "nothing to signal");
   }
 

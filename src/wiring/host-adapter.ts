@@ -59,7 +59,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     unpackCheckpoint: (checkpointId, data) => rt.unpackCheckpoint(checkpointId, data),
     removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),
     detachNetwork: (id) => rt.detachNetwork(id),
-    signal: (id, signal) => rt.signal(id, signal),
+    signal: (id, signal, all) => rt.signal(id, signal, all),
     pause: (id) => rt.pause(id),
     resume: (id) => rt.resume(id),
     readExit: (id) => rt.readExit(id),

@@ -61,16 +61,21 @@ describe("berth checkpoint's output", () => {
   it("lists checkpoints with a short id, the container's name, size, frozen time and age", () => {
     const now = Date.parse("2025-01-01T12:00:00Z");
     const cp: CheckpointView = {
-      checkpointId: ID, container: "c".repeat(64), containerName: "counter", pod: null, node: "n1", image: "busybox:latest",
+      checkpointId: ID, kind: "container", container: "c".repeat(64), containerName: "counter", pod: null, podName: null, partOf: null, node: "n1", image: "busybox:latest",
       imageDigest: "sha256:" + "d".repeat(64), createdAt: "2025-01-01T11:57:00Z", sizeBytes: 1_234_567, digest: "SHA-256=x",
       durationMs: 900, frozenMs: 152, leaveRunning: false, tcpEstablished: false, restores: 0,
     };
     expect(checkpointTable([cp], now).split("\n")).toEqual([
-      "CHECKPOINT ID   CONTAINER   NODE   SIZE    FROZEN   CREATED",
-      "ab12ab12ab12    counter     n1     1.2MB   152ms    3 minutes ago",
+      "CHECKPOINT ID   CONTAINER   POD   NODE   SIZE    FROZEN   CREATED",
+      "ab12ab12ab12    counter     -     n1     1.2MB   152ms    3 minutes ago",
       "",
     ]);
-    expect(checkpointTable([], now)).toBe("CHECKPOINT ID   CONTAINER   NODE   SIZE   FROZEN   CREATED\n");
+    const pod: CheckpointView = {
+      ...cp, checkpointId: "cd34".repeat(16), kind: "pod", container: null, containerName: null, pod: "p".repeat(64), podName: "app",
+      members: [{ container: "c".repeat(64), name: "counter", checkpointId: ID }], image: null, imageDigest: null, digest: null,
+    };
+    expect(checkpointTable([pod], now).split("\n")[1]).toBe("cd34cd34cd34    (1 members)   app   n1     1.2MB   152ms    3 minutes ago");
+    expect(checkpointTable([], now)).toBe("CHECKPOINT ID   CONTAINER   POD   NODE   SIZE   FROZEN   CREATED\n");
   });
 });
 
@@ -91,7 +96,8 @@ describe("berth checkpoint and restore on the command line", () => {
     const { exitCode, text } = await run("checkpoint", "--help");
     expect(exitCode).toBe(0);
     expect(text).toContain("Usage: berth checkpoint [options] REF | ls [--container REF] | rm ID...");
-    expect(text).toContain("berth checkpoint [--leave-running] [--tcp-established] [--file-locks] REF");
+    expect(text).toContain("berth checkpoint [--leave-running] [--tcp-established] [--file-locks] [--export F] REF");
+    expect(text).toContain("berth checkpoint --pre-dump REF");
     expect(text).toContain("berth checkpoint ls [--container REF]");
     expect(text).toContain("berth checkpoint rm ID...");
     expect(text).toMatch(/named ls or rm by its id/);

@@ -36,6 +36,10 @@ const VALID: Record<EventType, unknown> = {
   PodStarted: { ip: "10.89.3.8", containers: [ID] },
   PodStopped: { containers: [ID] },
   PodRemoved: { containers: [] },
+  PodCheckpointRequested: { checkpointId: ID, leaveRunning: false, tcpEstablished: false, fileLocks: false, members: [ID], pausedBefore: [] },
+  PodCheckpointed: { checkpointId: ID, leaveRunning: false },
+  PodCheckpointFailed: { checkpointId: ID, reason: "dump b: criu failed" },
+  PodRestored: { checkpointId: ID, containers: [ID] },
   ContainerRemoved: {},
   ContainerRestartScheduled: { attempt: 1, delayMs: 100 },
   ContainerRestartCancelled: {},
@@ -60,6 +64,10 @@ const VALID: Record<EventType, unknown> = {
     frozenMs: 120, dumpMs: 200, uploadMs: 100, leaveRunning: false, tcpEstablished: false,
     stats: { freezingMs: 1, frozenMs: 120, memdumpMs: 5, memwriteMs: 3, pagesScanned: 100, pagesWritten: 40 },
   },
+  PodCheckpointCreated: {
+    checkpointId: ID, pod: ID, podName: "app", node: "n1", podSpec: { name: "app", share: ["net"] }, ip: "10.89.3.9",
+    members: [{ container: ID, name: "app-a", checkpointId: ID }], sizeBytes: 8192, durationMs: 900, frozenMs: 500, leaveRunning: false, tcpEstablished: false,
+  },
   CheckpointRestored: { checkpointId: ID, container: ID, durationMs: 200 },
   CheckpointRemoved: { checkpointId: ID, reason: "retention" },
   ImageImported: { name: "busybox:latest", digest: DIGEST, sizeBytes: 1, config: { entrypoint: null, cmd: ["sh"], env: [], workdir: "/", user: "", stopSignal: null, labels: {} } },
@@ -68,7 +76,7 @@ const VALID: Record<EventType, unknown> = {
   NodeRestored: { containers: 1, durationMs: 2, failed: 0, orphans: [] },
 };
 const subjectOf = (t: string) =>
-  t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Pod") ? podSubject(ID) : t.startsWith("Checkpoint") ? checkpointSubject(ID) : containerSubject(ID);
+  t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Checkpoint") || t === "PodCheckpointCreated" ? checkpointSubject(ID) : t.startsWith("Pod") ? podSubject(ID) : containerSubject(ID);
 const reason = (r: StoredEvent | RejectedEvent) => (isRejected(r) ? r.reason : null);
 
 describe("admit: a message read back from the stream", () => {
@@ -101,6 +109,8 @@ describe("admit: a message read back from the stream", () => {
     ["an image event of another digest than its subject's", imageSubject("sha256:" + "cd".repeat(32)), env("ImageRemoved", VALID.ImageRemoved), /ImageRemoved of sha256:abab/],
     ["a node event of another node than its subject's", nodeSubject("n2"), env("NodeStarted", VALID.NodeStarted), /node n1 on subject berth.ev.node.n2/],
     ["a subject of an unknown kind", "berth.ev.pod.p1", env("ContainerRemoved", {}), /not a container's/],
+    ["a pod checkpoint's record on the pod's subject", podSubject(ID), env("PodCheckpointCreated", VALID.PodCheckpointCreated), /not a checkpoint's/],
+    ["a pod checkpoint's record with no member", checkpointSubject(ID), env("PodCheckpointCreated", { ...(VALID.PodCheckpointCreated as object), members: [] }), /members/],
     ["JSON that is not an object", containerSubject(ID), [1, 2], /not a JSON object/],
   ])("given %s, then it is rejected", (_what, subject, msg, why) => {
     const r = admit(subject, 3, enc(msg));

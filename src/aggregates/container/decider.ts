@@ -27,7 +27,7 @@ export type ContainerCommand =
    */
   | { type: "Upgrade"; image: { name: string; digest: string; config: ImageConfig }; oldImage: ImageConfig | null; changes: UpgradeChanges; healthGateSec: number }
   | { type: "Rollback" }
-  | { type: "Checkpoint"; checkpointId: string; leaveRunning: boolean; tcpEstablished: boolean; fileLocks: boolean; preDump?: boolean }
+  | { type: "Checkpoint"; checkpointId: string; leaveRunning: boolean; tcpEstablished: boolean; fileLocks: boolean; preDump?: boolean; partOf?: string }
   | { type: "Restore"; checkpointId: string };
 
 /** A container event before the store gives it an envelope. */
@@ -140,8 +140,8 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       return guard({ type: "ContainerRollbackRequested", data: { revision: s.previous!.revision } });
     case "Checkpoint": {
       busy();
-      if (s.state === "paused") refuse("it is paused; unpause it first");
-      if (s.state !== "running") refuse(`it is not running (${s.state})`);
+      // A paused one is dumped as it is (CRIU freezes through the same cgroup), and stays paused with leaveRunning.
+      if (s.state !== "running" && s.state !== "paused") refuse(`it is not running (${s.state})`);
       const { type: _t, ...data } = cmd;
       return guard({ type: "ContainerCheckpointRequested", data });
     }

@@ -14,8 +14,8 @@ type Row = Partial<Record<ContainerEvent["type"], Target>>;
 // Intents keep the state (the outcome moves it); `ContainerActionFailed` answers an intent.
 // An upgrade or rollback (a saga on the container's own subject, upgrade.ts) starts from created,
 // running or exited; its revision is switched only while no process runs (created, exited).
-// A checkpoint starts from running; without leaveRunning its process's exit comes before its
-// outcome. A restore (of a checkpoint's process) starts from created or exited.
+// A checkpoint starts from running or paused (a pod checkpoint freezes every member first);
+// without leaveRunning its process's exit comes before its outcome. A restore (of a checkpoint's process) starts from created or exited.
 // An exec session starts only in a running container and changes no state; its end is recorded
 // whatever the container did meanwhile (the exec ends when the container does), except before
 // the container ever ran.
@@ -62,6 +62,8 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   paused: {
+    ContainerCheckpointRequested: "paused",
+    ContainerCheckpointed: "paused",
     ContainerStopRequested: "paused",
     ContainerKillRequested: "paused",
     ContainerSignaled: "paused",

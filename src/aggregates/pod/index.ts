@@ -3,8 +3,8 @@
 // naming it; what the pod does to them (start, stop, remove) is a sequence of their own commands,
 // and the pod's events record the sequence's end. Its running state follows its members
 // (projections/pods.ts), not this aggregate.
-import type { PodEvent } from "../../events/types.js";
-import { alreadyExists, invalid, notFound } from "../../shared/errors.js";
+import type { PodCheckpointOptions, PodEvent } from "../../events/types.js";
+import { alreadyExists, conflict, invalid, notFound } from "../../shared/errors.js";
 import type { PodNamespace, PodSpec } from "../../shared/spec.js";
 import type { AggregateCommands, AggregateState, Decider } from "../decider.js";
 
@@ -16,13 +16,29 @@ export interface PodState extends AggregateState {
   /** The pod's IP from its last start (kept: the sandbox lives until the pod is removed). */
   ip: string | null;
   removed: boolean;
+  /** The pod checkpoint saga under way (PodCheckpointRequested, not yet answered). */
+  checkpoint?: PodCheckpointSaga | null;
+  /** The pod checkpoint that stopped its members, until the pod starts or is restored again. */
+  checkpointed?: string | null;
+  /** The last pod checkpoint that failed, and why (a retried request answers with it). */
+  checkpointFailed?: { checkpointId: string; reason: string } | null;
+}
+
+export interface PodCheckpointSaga extends PodCheckpointOptions {
+  checkpointId: string;
+  /** The intent's event id: the saga's member commands are caused by it. */
+  eventId: string;
+  members: string[];
+  pausedBefore: string[];
 }
 
 export type PodCommand =
   | { type: "Create"; data: { id: string; name: string; node: string; spec: PodSpec } }
   | { type: "Started"; ip: string | null; containers: string[] }
   | { type: "Stopped"; containers: string[] }
-  | { type: "Remove"; containers: string[] };
+  | { type: "Remove"; containers: string[] }
+  | { type: "Checkpoint"; checkpointId: string; options: PodCheckpointOptions; members: string[]; pausedBefore: string[] }
+  | { type: "Restored"; checkpointId: string; containers: string[] };
 
 export const DEFAULT_SHARE: readonly PodNamespace[] = ["net", "ipc", "uts"];
 
@@ -39,7 +55,7 @@ export function checkPodSpec(spec: PodSpec): void {
 
 export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
   kind: "pod",
-  owns: (type): type is PodEvent["type"] => type.startsWith("Pod"),
+  owns: (type): type is PodEvent["type"] => type.startsWith("Pod") && type !== "PodCheckpointCreated",
   decide(cmd, s) {
     if (cmd.type === "Create") {
       if (s) throw alreadyExists(`pod ${s.name} exists`);
@@ -54,6 +70,12 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
         return [{ type: "PodStopped", data: { containers: cmd.containers } }];
       case "Remove":
         return [{ type: "PodRemoved", data: { containers: cmd.containers } }];
+      case "Checkpoint":
+        if (s.checkpoint) throw conflict(`a checkpoint of pod ${s.name} is under way`);
+        if (!cmd.members.length) throw conflict(`pod ${s.name} has no running container to checkpoint`);
+        return [{ type: "PodCheckpointRequested", data: { checkpointId: cmd.checkpointId, ...cmd.options, members: cmd.members, pausedBefore: cmd.pausedBefore } }];
+      case "Restored":
+        return [{ type: "PodRestored", data: { checkpointId: cmd.checkpointId, containers: cmd.containers } }];
     }
   },
   evolve(s, e) {
@@ -63,13 +85,41 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
     }
     if (!s) return null;
     const n: PodState = { ...s, version: e.seq };
-    if (e.type === "PodStarted" && e.data.ip) n.ip = e.data.ip;
-    if (e.type === "PodRemoved") n.removed = true;
+    switch (e.type) {
+      case "PodStarted":
+        if (e.data.ip) n.ip = e.data.ip;
+        n.checkpointed = null;
+        break;
+      case "PodRemoved":
+        n.removed = true;
+        break;
+      case "PodCheckpointRequested": {
+        const { checkpointId, leaveRunning, tcpEstablished, fileLocks, members, pausedBefore } = e.data;
+        n.checkpoint = { checkpointId, eventId: e.eventId, leaveRunning, tcpEstablished, fileLocks, members, pausedBefore };
+        break;
+      }
+      case "PodCheckpointed":
+        n.checkpoint = null;
+        if (!e.data.leaveRunning) n.checkpointed = e.data.checkpointId;
+        break;
+      case "PodCheckpointFailed":
+        n.checkpoint = null;
+        n.checkpointFailed = { checkpointId: e.data.checkpointId, reason: e.data.reason };
+        break;
+      case "PodRestored":
+        n.checkpointed = null;
+        break;
+    }
     return n;
   },
   refuses: (s, e) => {
     if (e.type === "PodCreated") return s ? `PodCreated for pod ${s.id}, which exists` : null;
-    return s ? null : `${e.type} for a pod that does not exist (never created, or removed)`;
+    if (!s) return `${e.type} for a pod that does not exist (never created, or removed)`;
+    if (e.type === "PodCheckpointRequested" && s.checkpoint) return `PodCheckpointRequested while checkpoint ${s.checkpoint.checkpointId} is under way`;
+    if ((e.type === "PodCheckpointed" || e.type === "PodCheckpointFailed") && s.checkpoint?.checkpointId !== e.data.checkpointId) {
+      return `${e.type} for checkpoint ${e.data.checkpointId}, which is not the one under way`;
+    }
+    return null;
   },
   gone: (s) => s.removed,
 };
