@@ -101,6 +101,7 @@ export const PodView = Type.Object(
     labels: StrMap,
     createdAt: Type.String({ format: "date-time" }),
     version: Type.Integer(),
+    pending: Nullable(Type.String({ description: "the pod's own saga under way (\"checkpoint\"), else null" })),
     checkpointed: Type.Boolean({ description: "its members were stopped by a pod checkpoint (and wait for pod restore)" }),
     checkpoint: Nullable(Type.String({ description: "that pod checkpoint's id" })),
   },

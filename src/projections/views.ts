@@ -76,6 +76,7 @@ export function toPodView(p: PodState, members: readonly ContainerState[]): PodV
     labels: { ...(p.spec.labels ?? {}) },
     createdAt: p.createdAt,
     version: p.version,
+    pending: p.checkpoint ? "checkpoint" : null,
     checkpointed: !!p.checkpointed,
     checkpoint: p.checkpointed ?? null,
   };

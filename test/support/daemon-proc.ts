@@ -103,6 +103,8 @@ export class ProcSession {
     await this.up();
     const { body } = await this.http<{ containers: { id: string }[] }>("/v1/containers?all=true");
     for (const c of body?.containers ?? []) await this.cmd("remove", { id: c.id, force: true });
+    const { body: pods } = await this.http<{ pods: { id: string }[] }>("/v1/pods");
+    for (const p of pods?.pods ?? []) await this.cmd("pod.remove", { id: p.id, force: true }, 120_000);
     await this.down();
     await rm(this.dataRoot, { recursive: true, force: true });
     await rm(new Paths(this.dataRoot).socketDir, { recursive: true, force: true });
@@ -120,15 +122,15 @@ export class ProcSession {
    * After a daemon killed -9: a new one on the same data root, and container `id` once nothing is
    * pending on it any more (recovery finished what the dead one left), as GET /v1/containers/{id}.
    */
-  async restartSettled<T extends { pending: string | null }>(id: string, timeoutMs: number): Promise<T> {
+  async restartSettled<T extends { pending: string | null }>(id: string, timeoutMs: number, path = `/v1/containers/${id}`): Promise<T> {
     if (this.d!.child.signalCode !== "SIGKILL") throw new Error(`the daemon ended with ${this.d!.child.signalCode ?? this.d!.child.exitCode}, not SIGKILL`);
     await this.down();
     await this.up();
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const r = await this.http<T>(`/v1/containers/${id}`);
+      const r = await this.http<T>(path);
       if (r.body?.pending === null) return r.body;
-      if (Date.now() > deadline) throw new Error(`container ${id} still has ${r.body?.pending ?? `status ${r.status}`} pending after ${timeoutMs} ms`);
+      if (Date.now() > deadline) throw new Error(`${path} still has ${r.body?.pending ?? `status ${r.status}`} pending after ${timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
