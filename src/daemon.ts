@@ -195,6 +195,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const stopRotation = runtime.rotateLogs();
   mark("executorStarted");
   await ensureSeedImage(o, imageStore, images, log);
+  // Chunks of archive uploads a killed daemon left unfinished (in the background; the store is shared).
+  archive
+    ?.sweep(Number(process.env.BERTH_ARCHIVE_SWEEP_IDLE_MS ?? 60_000))
+    .then((swept) => swept.length && log.info({ swept: swept.length }, "unfinished checkpoint uploads purged"))
+    .catch((err) => log.warn({ err }, "could not sweep unfinished checkpoint uploads"));
   mark("seedImageChecked");
 
   await store.append(

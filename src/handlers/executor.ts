@@ -508,11 +508,26 @@ export class Executor {
   }
 }
 
-/** The archive's stream, with the fault point `checkpoint-uploading` after its first chunk when armed. */
+/**
+ * The archive's stream, with the fault point `checkpoint-uploading` when armed: once more than the
+ * object store's first chunk (128 KiB) went through, the stream stalls long enough for that chunk
+ * to be stored, then the daemon dies — an upload cut short, its first chunk in the store.
+ */
 function probed(data: Readable): Readable {
   if (!armed("checkpoint-uploading")) return data;
-  let chunks = 0;
-  return data.pipe(new Transform({ transform(chunk, _enc, done) { if (++chunks === 2) fault("checkpoint-uploading"); done(null, chunk); } }));
+  let bytes = 0;
+  const dieSoon = () => setTimeout(() => fault("checkpoint-uploading"), 500);
+  return data.pipe(new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (bytes > 140 * 1024) return dieSoon();
+      bytes += chunk.length;
+      done(null, chunk);
+    },
+    flush(done) {
+      if (bytes > 140 * 1024) dieSoon();
+      else done();
+    },
+  }));
 }
 
 /** Outcomes of an intent are keyed by it: one intent, one outcome of each type. */

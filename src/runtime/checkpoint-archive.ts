@@ -5,6 +5,7 @@ import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Objm, setSha256Backend, type ObjectStore } from "@nats-io/obj";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { BerthError, ErrorCode, notFound } from "../shared/errors.js";
 
 export const CHECKPOINT_BUCKET = "berth_checkpoints";
@@ -15,12 +16,39 @@ export interface StoredArchive {
   digest: string;
 }
 
+const STREAM = `OBJ_${CHECKPOINT_BUCKET}`;
+const CHUNKS = `$O.${CHECKPOINT_BUCKET}.C.`;
+
 export class CheckpointArchive {
-  private constructor(private readonly os: ObjectStore) {}
+  private constructor(
+    private readonly os: ObjectStore,
+    private readonly jsm: JetStreamManager,
+  ) {}
 
   static async open(nc: NatsConnection, replicas = 1): Promise<CheckpointArchive> {
     setSha256Backend("native");
-    return new CheckpointArchive(await new Objm(nc).create(CHECKPOINT_BUCKET, { replicas, storage: "file" as never }));
+    return new CheckpointArchive(await new Objm(nc).create(CHECKPOINT_BUCKET, { replicas, storage: "file" as never }), await jetstreamManager(nc));
+  }
+
+  /**
+   * The chunks of uploads that never finished (a daemon killed during a put: the object store
+   * writes an object's chunks first and its meta last, and only a finished put cleans up): every
+   * chunk subject that no kept object names and that got no chunk for `idleMs` — an upload in
+   * progress, anywhere in the cluster, writes one every few milliseconds. Purged; their subjects
+   * are returned.
+   */
+  async sweep(idleMs: number): Promise<string[]> {
+    const live = new Set((await this.os.list()).map((i) => i.nuid));
+    const info = await this.jsm.streams.info(STREAM, { subjects_filter: `${CHUNKS}>` });
+    const swept: string[] = [];
+    for (const subject of Object.keys(info.state.subjects ?? {})) {
+      if (live.has(subject.slice(CHUNKS.length))) continue;
+      const last = await this.jsm.streams.getMessage(STREAM, { last_by_subj: subject }).catch(() => null);
+      if (last && Date.now() - last.time.getTime() < idleMs) continue;
+      await this.jsm.streams.purge(STREAM, { filter: subject });
+      swept.push(subject);
+    }
+    return swept;
   }
 
   async put(id: string, data: Readable): Promise<StoredArchive> {

@@ -13,6 +13,9 @@ import { BUILT, ProcSession } from "../support/daemon-proc.js";
 import { freePort } from "../support/nats.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
+import { connectAs } from "../support/roles.js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
 
 if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
 const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "criu").length > 0;
@@ -25,6 +28,7 @@ const CASES = [
   // run's start is the daemon's first intent, the checkpoint's the second.
   { saga: "checkpoint", fault: "after-intent:2" },
   { saga: "checkpoint", fault: "checkpoint-dumped:1" },
+  { saga: "checkpoint", fault: "checkpoint-uploading:1" },
   { saga: "checkpoint", fault: "checkpoint-uploaded:1" },
   // The restore's daemon dies: its first intent is the restore's.
   { saga: "restore", fault: "after-intent:1" },
@@ -43,9 +47,23 @@ describe.skipIf(skip)("checkpoint crash matrix", () => {
     return Number((r.result as { stdout: string }).stdout.trim() || "0");
   };
 
+  /** Chunk subjects of the archive bucket that no kept object names. */
+  const orphanChunks = async () => {
+    const nc = await connectAs(dataRoot, "daemon");
+    try {
+      const live = new Set((await (await new Objm(nc).open("berth_checkpoints")).list()).map((i) => i.nuid));
+      const info = await (await jetstreamManager(nc)).streams.info("OBJ_berth_checkpoints", { subjects_filter: "$O.berth_checkpoints.C.>" });
+      return Object.keys(info.state.subjects ?? {}).filter((s) => !live.has(s.split(".").at(-1)!));
+    } finally {
+      await nc.close();
+    }
+  };
+
   beforeAll(async () => {
     dataRoot = await mkdtemp(join(tmpdir(), "berth-cpcrash-"));
     session = new ProcSession(dataRoot, node, await freePort());
+    // The next daemon purges what an upload cut short left in the object store once it is 2 s idle.
+    session.baseEnv = { BERTH_ARCHIVE_SWEEP_IDLE_MS: "2000" };
   });
   afterAll(async () => {
     await session?.destroy();
@@ -104,6 +122,8 @@ describe.skipIf(skip)("checkpoint crash matrix", () => {
     await until(async () => (await counter(id)) > before, 10_000);
     expect(events.filter((e) => e.type === "ContainerRestored").length).toBeLessThanOrEqual(1);
     expect(existsSync(join(dataRoot, "checkpoints")) ? readdirSync(join(dataRoot, "checkpoints")) : []).toEqual([]);
+    // The object store holds the chunks of kept archives only (an upload cut short is swept).
+    await until(async () => (await orphanChunks()).length === 0, 15_000).catch(async () => expect(await orphanChunks()).toEqual([]));
     expect((await cmd("remove", { id, force: true })).ok).toBe(true);
   }
 });

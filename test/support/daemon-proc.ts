@@ -77,6 +77,8 @@ export async function natsOf(p: DaemonProc): Promise<NatsConnection> {
 export class ProcSession {
   d: DaemonProc | null = null;
   nc: NatsConnection | null = null;
+  /** Environment every daemon of the session gets (under what up() is given). */
+  baseEnv: Record<string, string> = {};
 
   constructor(
     readonly dataRoot: string,
@@ -85,7 +87,7 @@ export class ProcSession {
   ) {}
 
   async up(env: Record<string, string> = {}): Promise<void> {
-    this.d = await startDaemonProc(this.dataRoot, this.node, this.natsPort, env);
+    this.d = await startDaemonProc(this.dataRoot, this.node, this.natsPort, { ...this.baseEnv, ...env });
     this.nc = await natsOf(this.d);
   }
 
