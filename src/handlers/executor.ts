@@ -387,8 +387,14 @@ export class Executor {
     if (!rec || rec.removed) throw new BerthError(ErrorCode.NotFound, `checkpoint ${checkpointId} is gone`);
     const t0 = performance.now();
     const { data, verified } = await this.cp.archive.get(checkpointId);
-    await this.host.unpackCheckpoint(checkpointId, data);
-    await verified;
+    try {
+      await this.host.unpackCheckpoint(checkpointId, data);
+      await verified;
+    } catch (err) {
+      // What a damaged archive unpacked is not used, nor kept.
+      await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
+      throw err;
+    }
     fault("restore-fetched");
     const r = await this.host.prepareAndRestore(c, this.netPlan(c), checkpointId, { tcpEstablished: rec.tcpEstablished });
     const restored = { checkpointId, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };

@@ -1,7 +1,8 @@
 // Checkpoint archives in the JetStream object store (bucket `berth_checkpoints`, @nats-io/obj),
-// so that any node can fetch them. Streams both ways; the store's own SHA-256 digest (native
-// backend) is checked when an archive is read back, and a mismatch fails the read.
-import { Readable } from "node:stream";
+// so that any node can fetch them. Streams both ways; the store's SHA-256 digest (native backend)
+// and size are checked against the bytes as they are read back, and a mismatch fails the read.
+import { createHash } from "node:crypto";
+import { Readable, Transform } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Objm, setSha256Backend, type ObjectStore } from "@nats-io/obj";
@@ -57,17 +58,47 @@ export class CheckpointArchive {
   }
 
   /**
-   * The archive as a stream, and `verified`, which settles once it was read to its end: it
-   * rejects when its bytes do not match the digest the store kept (use what was read only then).
+   * The archive as a stream, and `verified`, which settles once the stream was read to its end:
+   * it rejects when its bytes do not match the size and SHA-256 digest the store kept (use what
+   * was read only then). The check is ours, on the bytes as they pass: the client's own only
+   * errors its stream, which nobody may be reading any more (tar stops at the archive's end).
+   * Read it to its end (pipeInto drains what its tool leaves).
    */
   async get(id: string): Promise<{ data: Readable; verified: Promise<void> }> {
     const r = await this.os.get(id);
     if (!r) throw notFound(`checkpoint archive ${id} is not in the object store`);
-    const data = Readable.fromWeb(r.data as unknown as WebReadableStream<Uint8Array>);
-    const verified = r.error.then((err) => {
-      if (err) throw new BerthError(ErrorCode.RuntimeError, `checkpoint archive ${id} is damaged: ${err.message}`);
-    });
+    const { size, digest } = r.info;
+    const want = Buffer.from(digest.replace(/^SHA-256=/, ""), "base64url");
+    const hash = createHash("sha256");
+    let read = 0;
+    let settle!: { resolve: () => void; reject: (e: Error) => void };
+    const verified = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
     verified.catch(() => undefined);
+    const damaged = (why: string) => {
+      const e = new BerthError(ErrorCode.RuntimeError, `checkpoint archive ${id} is damaged: ${why}`);
+      settle.reject(e);
+      return e;
+    };
+    const data = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        hash.update(chunk);
+        read += chunk.length;
+        done(null, chunk);
+      },
+      flush(done) {
+        const got = hash.digest();
+        if (read !== size) return done(damaged(`${read} bytes where ${size} were stored`));
+        if (!got.equals(want)) return done(damaged(`its SHA-256 is ${got.toString("base64url")}, not the stored ${digest}`));
+        settle.resolve();
+        done();
+      },
+    });
+    const src = Readable.fromWeb(r.data as unknown as WebReadableStream<Uint8Array>);
+    src.once("error", (err) => data.destroy(damaged(err.message.split("\n")[0])));
+    // Its failure is `verified`'s and its reader's; it may come before anyone reads (a small archive).
+    data.on("error", () => undefined);
+    data.once("close", () => src.destroy());
+    src.pipe(data);
     return { data, verified };
   }
 

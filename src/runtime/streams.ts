@@ -3,7 +3,7 @@
 // status and stderr) becomes the stream's error.
 import { spawn } from "node:child_process";
 import { PassThrough, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { finished } from "node:stream/promises";
 import { RuntimeFailure } from "../shared/errors.js";
 import { toolEnv } from "./exec.js";
 
@@ -31,9 +31,18 @@ export async function pipeInto(tool: string, args: string[], data: Readable): Pr
     child.once("error", reject);
     child.once("close", resolve);
   });
-  const fed = pipeline(data, child.stdin).catch((err: NodeJS.ErrnoException) => {
-    // The tool stopped reading (it failed): its exit status says why.
-    if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_PREMATURE_CLOSE") throw err;
+  // By hand, not pipeline(): when the tool has all it wants and stops reading (EPIPE), what it
+  // left is still read to the end, so that a check on the whole stream (a digest) runs.
+  child.stdin.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_DESTROYED") return data.destroy(err);
+    data.unpipe(child.stdin);
+    data.resume();
+  });
+  data.pipe(child.stdin);
+  // finished() also answers for a stream that ended or failed before it was asked.
+  const fed = finished(data, { writable: false }).catch((err: unknown) => {
+    child.stdin.destroy();
+    throw err;
   });
   const [code] = await Promise.all([exited, fed]);
   if (code !== 0) throw new RuntimeFailure(tool, args, stderr.trim() || `exited with ${code}`, code ?? undefined);

@@ -8,6 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
+import { connectAs } from "../support/roles.js";
+import { jetstream } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
 
 const skip = missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
 
@@ -254,5 +257,46 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
     expect(cr.error?.code).toBe("Conflict");
     expect(cr.error?.message).toMatch(/not running \(created\)/);
     expect(await get("counter")).toMatchObject({ state: "running", pid: c.pid });
+  });
+
+  it("a paused container is checkpointed as it is: with leaveRunning it stays paused, and restores running", async () => {
+    expect((await d.cmd("container.run", { name: "sleepy", image: "busybox:latest", cmd: COUNTER })).error).toBeUndefined();
+    await until(async () => (await counterNow("sleepy")) >= 3, 10_000);
+    expect((await d.cmd("container.pause", { id: "sleepy" })).error).toBeUndefined();
+    const before = await get("sleepy");
+    const cp = await checkpoint({ id: "sleepy", leaveRunning: true });
+    expect(cp.error).toBeUndefined();
+    expect(await get("sleepy")).toMatchObject({ state: "paused", pid: before.pid, pending: null });
+    const r = await restore({ checkpointId: cp.result!.checkpointId, name: "sleepy2" });
+    expect(r.error).toBeUndefined();
+    expect(await get("sleepy2")).toMatchObject({ state: "running" });
+    expect(await counterNow("sleepy2")).toBeGreaterThanOrEqual(3);
+    for (const id of ["sleepy", "sleepy2"]) expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
+  });
+
+  it("a damaged archive (its bytes no longer match the stored digest) fails the restore with a clear error; nothing else changes", async () => {
+    expect((await d.cmd("container.run", { name: "dmg", image: "busybox:latest", cmd: COUNTER })).error).toBeUndefined();
+    await until(async () => (await counterNow("dmg")) >= 3, 10_000);
+    const cp = await checkpoint({ id: "dmg" });
+    expect(cp.error).toBeUndefined();
+    const checkpointId = cp.result!.checkpointId;
+    // One more chunk on the archive's chunk subject: what a damaged store gives back.
+    const nc = await connectAs(d.dataRoot, "daemon");
+    try {
+      const info = await (await new Objm(nc).open("berth_checkpoints")).info(checkpointId);
+      await (await jetstream(nc)).publish(`$O.berth_checkpoints.C.${info!.nuid}`, new Uint8Array(1024).fill(7));
+    } finally {
+      await nc.close();
+    }
+    const before = await get("dmg");
+    const r = await restore({ checkpointId });
+    expect(r.error?.code).toBe("RuntimeError");
+    expect(r.error?.message).toMatch(/damaged/);
+    expect(await get("dmg")).toMatchObject({ state: "exited", checkpointed: true, checkpoint: checkpointId, pending: null });
+    expect((await get("dmg")).pid).toBeNull();
+    expect(before.state).toBe("exited");
+    expect(readdirSync(join(d.dataRoot, "checkpoints"))).toEqual([]);
+    expect((await list()).map((k) => k.checkpointId)).toContain(checkpointId);
+    expect((await d.cmd("container.remove", { id: "dmg", force: true })).error).toBeUndefined();
   });
 });
