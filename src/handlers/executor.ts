@@ -396,7 +396,11 @@ export class Executor {
       throw err;
     }
     fault("restore-fetched");
-    const r = await this.host.prepareAndRestore(c, this.netPlan(c), checkpointId, { tcpEstablished: rec.tcpEstablished });
+    const r = await this.host.prepareAndRestore(c, this.netPlan(c), checkpointId, { tcpEstablished: rec.tcpEstablished }).catch(async (err) => {
+      // Refused (the CPU, the IP) or failed: the unpacked archive is not kept; a retry fetches it again.
+      await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
+      throw err;
+    });
     const restored = { checkpointId, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
     await this.outcome(c.id, { type: "ContainerRestored", data: restored }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
     await this.cp.checkpoints.appendFact(checkpointId, (s) => (s && !s.removed ? [{ type: "CheckpointRestored", data: { checkpointId, container: c.id, durationMs: Math.round(performance.now() - t0) } }] : []),

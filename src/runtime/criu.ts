@@ -4,7 +4,7 @@
 // and watches the restored process as it watches a created one. On failure the error carries
 // CRIU's own words from dump.log / restore.log, not just "criu failed".
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { RuntimeFailure } from "../shared/errors.js";
 import type { Logger } from "../log.js";
@@ -55,6 +55,33 @@ export async function runcCheckpoint(runcPath: string, globalArgs: string[], id:
     const why = await criuError(join(o.workPath, "dump.log"));
     const f = err as RuntimeFailure;
     throw new RuntimeFailure("runc", ["checkpoint", id], why ? `criu dump failed: ${why}` : f.stderr ?? String(err), f.exitCode);
+  }
+}
+
+/** This host's CPU as CRIU sees it (cpuinfo.img in `dir`): what a restore elsewhere is checked against. */
+export async function cpuinfoDump(dir: string, log?: Logger): Promise<void> {
+  await run(CRIU_PATH, ["cpuinfo", "dump", "-D", dir], { timeoutMs: 30_000, log, toolName: "criu", env: CRIU_ENV });
+}
+
+/**
+ * Whether this host's CPU has what the checkpoint in `dir` was made on (its cpuinfo.img, when it
+ * has one: older archives have none, and CRIU's own restore checks the basics). A RuntimeError
+ * with CRIU's words when it has not: the restore would fail, or crash the process later.
+ */
+export async function cpuinfoCheck(dir: string, log?: Logger): Promise<void> {
+  try {
+    await stat(join(dir, "cpuinfo.img"));
+  } catch {
+    return;
+  }
+  const logFile = join(dir, "..", "cpuinfo-check.log");
+  try {
+    await run(CRIU_PATH, ["cpuinfo", "check", "-D", dir, "-o", logFile, "-v4"], { timeoutMs: 30_000, log, toolName: "criu", env: CRIU_ENV });
+  } catch (err) {
+    const why = (await criuError(logFile)) ?? (err as RuntimeFailure).stderr ?? String(err);
+    throw new RuntimeFailure("criu", ["cpuinfo", "check"], `the checkpoint was made on a CPU with features this host's lacks: ${why}`, 1);
+  } finally {
+    await rm(logFile, { force: true });
   }
 }
 

@@ -30,7 +30,7 @@ import { readLogLines, readLogs, type LogQuery } from "./logs.js";
 import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
 import { resolveUserIn } from "./users.js";
 import { ConsoleHub } from "./console.js";
-import { criuError, dumpFinished, memoryTracking, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
+import { cpuinfoCheck, cpuinfoDump, criuError, dumpFinished, memoryTracking, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
 import { pipeInto, spawnStream } from "./streams.js";
 import type { RestoreFrom } from "./conmon.js";
 
@@ -303,6 +303,8 @@ export class HostRuntime {
         const parentPath = (await exists(k.parent)) ? "../parent" : undefined;
         await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o, parentPath }, this.log);
       }
+      // The CPU it was made on, for the check before a restore (after the dump: not frozen time).
+      await cpuinfoDump(k.images, this.log);
       const overlay = await this.overlayOf(id);
       if (!overlay) throw notFound(`container ${id} has no rootfs`);
       await run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
@@ -448,6 +450,11 @@ export class HostRuntime {
       out.push({ type: m[1], name: name.replace(/^\.\//, ""), ...(target !== undefined ? { target } : {}) });
     }
     return out;
+  }
+
+  /** Refuses (RuntimeError, CRIU's words) a checkpoint made on a CPU with features this one lacks. */
+  checkCpu(checkpointId: string): Promise<void> {
+    return cpuinfoCheck(this.paths.checkpoint(checkpointId).images, this.log);
   }
 
   /** What a restore from this checkpoint hands conmon. */

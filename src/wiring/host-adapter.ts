@@ -47,6 +47,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
         const st = await rt.state(c.id);
         return { pid: st!.pid, startedAt: st!.created, ip: c.ip };
       }
+      await rt.checkCpu(checkpointId);
       // The bundle first (a new container has none yet), then its rw layer from the checkpoint.
       const net = await prepareFor(c, plan);
       await rt.restoreRootfs(c.id, checkpointId);

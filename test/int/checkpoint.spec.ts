@@ -1,7 +1,7 @@
 // Checkpoint and restore with real CRIU (the setup's CRIU 4 wrapper) through runc and conmon,
 // archives in the real JetStream object store (issue 9's stories 1, 2 and 5, and its bad input).
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -299,4 +299,70 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
     expect((await list()).map((k) => k.checkpointId)).toContain(checkpointId);
     expect((await d.cmd("container.remove", { id: "dmg", force: true })).error).toBeUndefined();
   });
+
+  it("a checkpoint made on a CPU with features this one lacks is refused before CRIU restores it, with CRIU's reason", async () => {
+    expect((await d.cmd("container.run", { name: "cpu", image: "busybox:latest", cmd: COUNTER })).error).toBeUndefined();
+    await until(async () => (await counterNow("cpu")) >= 3, 10_000);
+    const cp = await checkpoint({ id: "cpu", leaveRunning: true });
+    expect(cp.error).toBeUndefined();
+    // The archive as another machine would have made it: its cpuinfo.img claims every xsave feature.
+    const tmp = mkdtempSync(join(tmpdir(), "berth-cpu-"));
+    try {
+      const tar = Buffer.from(await (await d.http(`/v1/checkpoints/${cp.result!.checkpointId}/archive`)).arrayBuffer());
+      execFileSync("tar", ["-C", tmp, "-xf", "-"], { input: tar });
+      const img = join(tmp, "checkpoint", "cpuinfo.img");
+      writeFileSync(img, withXfeatures(readFileSync(img), 0xffffffffn));
+      const patched = execFileSync("tar", ["-C", tmp, "-cf", "-", "checkpoint", "rootfs-diff.tar", "meta.json"], { maxBuffer: 256 * 1024 * 1024 });
+      const imp = await d.http("/v1/checkpoints", { method: "POST", headers: { "content-type": "application/x-tar" }, body: new Uint8Array(patched) });
+      expect(imp.status).toBe(201);
+      const { checkpointId } = (await imp.json()) as { checkpointId: string };
+      const r = await restore({ checkpointId, name: "cpu2" });
+      expect(r.error?.code).toBe("RuntimeError");
+      expect(r.error?.message).toMatch(/made on a CPU with features this host's lacks/);
+      expect(await get("cpu2")).toMatchObject({ state: "created", pid: null, pending: null });
+      expect(readdirSync(join(d.dataRoot, "checkpoints"))).toEqual([]);
+      // The one made here restores.
+      expect((await restore({ checkpointId: cp.result!.checkpointId, name: "cpu3" })).error).toBeUndefined();
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    for (const id of ["cpu", "cpu2", "cpu3"]) expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
+  });
 });
+
+/**
+ * A CRIU cpuinfo.img (two magic words, then a u32-length-prefixed CpuinfoEntry whose field 1 is
+ * the CpuinfoX86Entry) with xfeatures_mask (field 8) set to `mask`: a scalar field given twice
+ * takes its last value, so one more field 8 is appended to the entry and the lengths fixed.
+ */
+function withXfeatures(img: Buffer, mask: bigint): Buffer {
+  const varint = (n: bigint) => {
+    const out: number[] = [];
+    do {
+      let b = Number(n & 0x7fn);
+      n >>= 7n;
+      if (n) b |= 0x80;
+      out.push(b);
+    } while (n);
+    return Buffer.from(out);
+  };
+  const readVarint = (b: Buffer, at: number) => {
+    let n = 0, shift = 0, i = at;
+    for (;;) {
+      const x = b[i++];
+      n |= (x & 0x7f) << shift;
+      shift += 7;
+      if (!(x & 0x80)) return { n, next: i };
+    }
+  };
+  const magic = img.subarray(0, 8);
+  const len = img.readUInt32LE(8);
+  const entry = img.subarray(12, 12 + len);
+  expect(entry[0]).toBe(0x0a); // field 1, length-delimited: the x86 entry
+  const { n: innerLen, next } = readVarint(entry, 1);
+  const inner = Buffer.concat([entry.subarray(next, next + innerLen), Buffer.from([0x40]), varint(mask)]);
+  const outer = Buffer.concat([Buffer.from([0x0a]), varint(BigInt(inner.length)), inner, entry.subarray(next + innerLen)]);
+  const size = Buffer.alloc(4);
+  size.writeUInt32LE(outer.length);
+  return Buffer.concat([magic, size, outer, img.subarray(12 + len)]);
+}
