@@ -1,9 +1,9 @@
 // The container use cases behind `berth.cmd.container.*`: resolve the ref, decide and append the
 // intent, then wait for the owning node's outcome to be applied before answering.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { ANON_VOLUME_PREFIX, anonVolumeName, isAnonVolumeOf, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
+import { ANON_VOLUME_PREFIX, anonVolumeName, isAnonVolumeOf, networkMode, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
-import { BerthError, ErrorCode, alreadyExists, invalid, notFound } from "../shared/errors.js";
+import { BerthError, ErrorCode, alreadyExists, conflict, invalid, notFound } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import { ctxFromMeta, eventIdFor, type Ctx, type RequestJournal } from "./command-service.js";
@@ -256,6 +256,10 @@ export class ContainerService {
       id = rec.container;
     } else {
       if (!this.model.image(rec.node, rec.imageDigest)) throw notFound(`image ${rec.image} (${rec.imageDigest}) is not on node ${rec.node}`);
+      // A new container gets a new IP, and CRIU cannot bring back a TCP connection on another one.
+      if (rec.tcpEstablished && !req.pod && networkMode(rec.spec) === "bridge") {
+        throw conflict(`checkpoint ${req.checkpointId.slice(0, 12)} holds established TCP connections, which need its IP ${rec.ip ?? ""}: restore it into its own container (${rec.containerName}), not under a new name`);
+      }
       // Its own anonymous volumes and a new IP: the spec of the checkpointed container, renamed.
       const mounts = rec.spec.mounts?.map((m) => (m.type === "volume" && m.source && isAnonVolumeOf(m.source, rec.container) ? { ...m, source: undefined } : m));
       const { ip: _ip, ...network } = rec.spec.network ?? {};

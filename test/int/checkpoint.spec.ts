@@ -251,6 +251,13 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
     expect(running.error?.code).toBe("Conflict");
     expect(running.error?.message).toMatch(/running; stop it first, or restore the checkpoint under a new name/);
     expect((await restore({ checkpointId: some, name: "counter" })).error?.code).toBe("AlreadyExists");
+    // A checkpoint with established TCP (none here, so CRIU makes it) needs its own IP: not under a new name.
+    const tcp = await checkpoint({ id: "counter", leaveRunning: true, tcpEstablished: true });
+    expect(tcp.error).toBeUndefined();
+    const renamed = await restore({ checkpointId: tcp.result!.checkpointId, name: "counter-tcp" });
+    expect(renamed.error?.code).toBe("Conflict");
+    expect(renamed.error?.message).toMatch(/established TCP connections, which need its IP/);
+    expect((await get("counter-tcp").catch(() => null))).toBeNull();
     // A stopped container cannot be checkpointed; a created one neither.
     const made = await d.cmd<{ id: string }>("container.create", { image: "busybox:latest", cmd: ["sleep", "100"] });
     const cr = await checkpoint({ id: made.result!.id });

@@ -6,12 +6,28 @@ import { connect, errors, RequestError, type NatsConnection } from "@nats-io/tra
 import { jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
 import { missing } from "../support/prereq.js";
-import { until } from "../support/proc.js";
 
 const skip = missing("nats-server").length > 0;
 
 const STREAM = "CLUSTER_SPEC";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll until `ok(value)`; on timeout the error shows the last value seen. */
+async function eventually<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  let last: T | string = "nothing yet";
+  for (;;) {
+    try {
+      const v = await get();
+      if (ok(v)) return v;
+      last = v;
+    } catch (err) {
+      last = `error: ${(err as Error).message}`;
+    }
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms; last seen ${JSON.stringify(last)}`);
+    await sleep(100);
+  }
+}
 
 /** A publish that may succeed after a retry: no stream leader yet, or our server just died. */
 function transient(err: unknown): boolean {
@@ -48,15 +64,18 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
     }
   };
   // Stream info comes from the stream leader: none answers while one is being elected.
-  const info = () => until(() => jsm.streams.info(STREAM).catch(() => undefined), 15_000);
+  const info = () => eventually("stream info", () => jsm.streams.info(STREAM), () => true, 15_000);
   const replica = (si: StreamInfo, name: string) => si.cluster?.replicas?.find((r) => r.name === name);
-  /** The stream as the given server has it on disk, from that server's own monitoring port. */
-  const localMessages = async (name: string) => {
+  /** The stream as each server has it, from its own monitoring port (for assertions and failures). */
+  const local = async (name: string) => {
     const n = cluster.nodes.find((x) => x.name === name)!;
     const r = await fetch(`http://127.0.0.1:${n.httpPort}/jsz?streams=true`, { signal: AbortSignal.timeout(1_000) });
-    const j = (await r.json()) as { account_details?: { stream_detail?: { name: string; state: { messages: number } }[] }[] };
-    return j.account_details?.flatMap((a) => a.stream_detail ?? []).find((s) => s.name === STREAM)?.state.messages ?? -1;
+    const j = (await r.json()) as { account_details?: { stream_detail?: { name: string; state: { messages: number }; cluster?: unknown }[] }[] };
+    return j.account_details?.flatMap((a) => a.stream_detail ?? []).find((s) => s.name === STREAM);
   };
+  const localMessages = async (name: string) => (await local(name))?.state.messages ?? -1;
+  const everyView = async () =>
+    Object.fromEntries(await Promise.all(cluster.nodes.map(async (n) => [n.name, await local(n.name).catch((e: Error) => e.message)])));
 
   beforeAll(async () => {
     cluster = await startNatsCluster({ size: 3 });
@@ -107,12 +126,13 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
 
     const t0 = Date.now();
     await cluster.restart(victim);
-    await until(async () => {
-      const si = await jsm.streams.info(STREAM).catch(() => undefined);
-      const r = si && replica(si, victim);
-      return r?.current === true && !r.offline;
-    }, 20_000);
-    await until(async () => (await localMessages(victim)) === 400, 5_000);
+    await eventually(
+      `${victim}'s replica current again`,
+      async () => (await jsm.streams.info(STREAM)).cluster,
+      (c) => c?.replicas?.some((r) => r.name === victim && r.current && !r.offline) === true,
+      20_000,
+    );
+    await eventually(`400 messages in ${victim}'s own store`, () => localMessages(victim), (m) => m === 400, 5_000);
     await annotate(`${victim} killed during the burst (${retried} publish retries); back and current ${Date.now() - t0} ms after its restart`);
   });
 
@@ -122,7 +142,9 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
     await cluster.kill(old);
     const t0 = Date.now();
     // Attempts for up to 15 s; the election itself should take well under 10.
-    const ack = await publish(400, 15_000);
+    const ack = await publish(400, 15_000).catch(async (err: Error) => {
+      throw new Error(`no publish taken after ${old} died: ${err.message}; servers see ${JSON.stringify(await everyView())}`, { cause: err });
+    });
     const tookMs = Date.now() - t0;
     await annotate(`stream leader ${old} killed; the next publish was acked after ${tookMs} ms (${retried} retries)`);
     expect(ack.duplicate).toBe(false);
