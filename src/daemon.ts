@@ -32,6 +32,7 @@ import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
 import { PodService } from "./handlers/pod-service.js";
+import { nameDecider } from "./aggregates/name/index.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { runRecovery } from "./handlers/recovery.js";
@@ -112,6 +113,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const snapshotLoaded = snapshotsOpened.then((s) => s?.load(o.node) ?? null);
   const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
   const commands = new CommandService(store, projector).for(containerDecider);
+  const names = new CommandService(store, projector).for(nameDecider);
   const containers = new ContainerService({
     node: o.node,
     projector,
@@ -119,6 +121,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     validateMounts: (spec) => validateMountSources(spec.mounts, o.dataRoot),
     history: (id) => store.readSubject(containerSubject(id)),
     network: networkPort(runtime),
+    names,
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
@@ -133,8 +136,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     network: networkPort(runtime),
     host: { removePod: (id) => runtime.removePod(id) },
     checkpoints,
+    names,
   });
-  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined);
+  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined, names);
   const metrics = createMetrics(projector.model);
   const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
   const attach = new AttachService({ node: o.node, projector, containers, host: runtime });

@@ -139,6 +139,8 @@ export const PAYLOADS = {
   PodStarted: Obj({ ip: Type.Optional(IPv4), containers: Type.Array(Id, { maxItems: 1024 }) }),
   PodStopped: Obj({ containers: Type.Array(Id, { maxItems: 1024 }) }),
   PodRemoved: Obj({ containers: Type.Array(Id, { maxItems: 1024 }) }),
+  NameClaimed: Obj({ name: Type.String({ pattern: NAME_PATTERN }), kind: Type.Union([Type.Literal("container"), Type.Literal("pod")]), owner: Id }),
+  NameReleased: Obj({ name: Type.String({ pattern: NAME_PATTERN }), kind: Type.Union([Type.Literal("container"), Type.Literal("pod")]), owner: Id }),
   PodCheckpointRequested: Obj({
     checkpointId: Id, leaveRunning: Type.Boolean(), tcpEstablished: Type.Boolean(), fileLocks: Type.Boolean(),
     members: Type.Array(Id, { minItems: 1, maxItems: 1024 }), pausedBefore: Type.Array(Id, { maxItems: 1024 }),

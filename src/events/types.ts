@@ -1,5 +1,6 @@
 // The events of the log: one envelope (API.md), a discriminated union of payloads. Events are
 // facts or intents, never rewritten; `v` is the payload's schema version.
+import { createHash } from "node:crypto";
 import type { ContainerSpec, Healthcheck, PodSpec, Resources, RestartPolicy } from "../shared/spec.js";
 import type { ImageConfig } from "../shared/host-facts.js";
 
@@ -10,6 +11,9 @@ export const imageSubject = (digest: string) => `${SUBJECT_ROOT}.image.${digest.
 export const nodeSubject = (node: string) => `${SUBJECT_ROOT}.node.${node}`;
 export const podSubject = (id: string) => `${SUBJECT_ROOT}.pod.${id}`;
 export const checkpointSubject = (id: string) => `${SUBJECT_ROOT}.checkpoint.${id}`;
+export const nameSubject = (key: string) => `${SUBJECT_ROOT}.name.${key}`;
+/** A name's subject token: a hash of its kind and itself (a name may hold dots, which subjects split on). */
+export const nameKey = (kind: "container" | "pod", name: string) => createHash("sha256").update(`${kind}\0${name}`).digest("hex");
 
 export interface Meta {
   actor?: string;
@@ -269,7 +273,13 @@ export type NodeEvent =
   /** Recovery is done: how many of this node's containers it handed back, and how long it took. */
   | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>;
 
-export type BerthEvent = ContainerEvent | PodEvent | CheckpointEvent | ImageEvent | NodeEvent;
+// --- name ------------------------------------------------------------------------------------
+/** Who holds a name, cluster-wide (aggregates/name): claimed before its container or pod is created. */
+export type NameEvent =
+  | Envelope<"NameClaimed", { name: string; kind: "container" | "pod"; owner: string }>
+  | Envelope<"NameReleased", { name: string; kind: "container" | "pod"; owner: string }>;
+
+export type BerthEvent = ContainerEvent | PodEvent | CheckpointEvent | ImageEvent | NodeEvent | NameEvent;
 export type EventType = BerthEvent["type"];
 export type EventOf<T extends EventType> = Extract<BerthEvent, { type: T }>;
 export type DataOf<T extends EventType> = EventOf<T>["data"];

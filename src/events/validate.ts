@@ -6,7 +6,7 @@ import type { TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { ValueErrorType, type ValueError } from "@sinclair/typebox/errors";
 import { VERSIONS, envelopeSchema, eventSchema } from "./event-schemas.js";
-import { SUBJECT_ROOT, type EventType, type StoredEvent } from "./types.js";
+import { SUBJECT_ROOT, nameKey, type EventType, type StoredEvent } from "./types.js";
 
 /** A message of the stream that is not an event this code may fold. */
 export interface RejectedEvent {
@@ -28,6 +28,7 @@ const IMAGE = `${SUBJECT_ROOT}.image.`;
 const POD = `${SUBJECT_ROOT}.pod.`;
 const NODE = `${SUBJECT_ROOT}.node.`;
 const CHECKPOINT = `${SUBJECT_ROOT}.checkpoint.`;
+const NAME = `${SUBJECT_ROOT}.name.`;
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** Event types of an aggregate the BerthEvent union does not name (one brought by a test or an extension), by type. */
@@ -118,6 +119,12 @@ function subjectMismatch(subject: string, type: EventType, e: Record<string, unk
     const id = subject.slice(POD.length);
     if (!HEX64.test(id)) return `subject ${subject} does not name a pod id`;
     if (type === "PodCreated" && data.id !== id) return `PodCreated of ${String(data.id)} on the subject of ${id}`;
+    return null;
+  }
+  if (type.startsWith("Name")) {
+    if (!subject.startsWith(NAME)) return `${type} on subject ${subject}, not a name's`;
+    const key = subject.slice(NAME.length);
+    if (key !== nameKey(data.kind as "container" | "pod", String(data.name))) return `${type} of '${String(data.name)}' on subject ${subject}`;
     return null;
   }
   if (type.startsWith("Image")) {

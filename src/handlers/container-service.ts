@@ -12,6 +12,8 @@ import type { ContainerCommand } from "../aggregates/container/decider.js";
 import { normalizeSignal } from "../shared/signals.js";
 import { checkNetworkRequest, holders } from "./network-checks.js";
 import type { NetworkPort } from "./ports.js";
+import { claimName, releaseName } from "./names.js";
+import type { NameCommands } from "../aggregates/name/index.js";
 import { withImageVolumes, type UpgradeChanges } from "../aggregates/container/upgrade.js";
 import { healthConfig } from "./health.js";
 
@@ -27,6 +29,8 @@ export interface ServiceDeps {
   history: (id: string) => Promise<StoredEvent[]>;
   /** This node's bridge network, to check IPs and host ports against. */
   network: NetworkPort;
+  /** Names held cluster-wide (without it, names are unique as far as this daemon's model sees). */
+  names?: NameCommands;
 }
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
@@ -75,7 +79,9 @@ export class ContainerService {
     const id = requestId ? idFromRequest("container", requestId) : randomBytes(32).toString("hex");
     const mine = this.model.byId(id);
     if (mine) return { id, name: mine.name };
-    const node = spec.node ?? this.d.node;
+    // A member lives on its pod's node, and its image must be there.
+    const podNode = spec.pod != null ? this.model.pods.get(this.model.podIdOf(spec.pod))!.node : undefined;
+    const node = podNode ?? spec.node ?? this.d.node;
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
     spec = withAnonymousVolumes(spec, id);
@@ -101,11 +107,18 @@ export class ContainerService {
     for (const k of [name, ...held]) this.reserving.add(k);
     try {
       const accepted: ContainerSpec = { ...spec, name };
-      await this.d.commands.handle(
-        id,
-        { type: "Create", data: { id, name, image: image.name, imageDigest: image.digest, node, spec: accepted } },
-        ctx,
-      );
+      const create: ContainerCommand = { type: "Create", data: { id, name, image: image.name, imageDigest: image.digest, node: spec.node!, spec: accepted } };
+      // Refused before anything is written (the decision is pure), then the name, cluster-wide:
+      // of two daemons creating it at once, one gets AlreadyExists.
+      this.d.commands.decider.decide(create, null);
+      // A name made of the (random or request-derived) id needs no claim: no one else makes it.
+      if (spec.name !== undefined) await claimName(this.d.names, "container", name, id, ctx, (o) => !!this.model.byId(o));
+      try {
+        await this.d.commands.handle(id, create, ctx);
+      } catch (err) {
+        await releaseName(this.d.names, "container", name, id, ctx).catch(() => undefined);
+        throw err;
+      }
     } finally {
       for (const k of [name, ...held]) this.reserving.delete(k);
     }

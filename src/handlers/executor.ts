@@ -21,6 +21,8 @@ import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/contai
 import { retire, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
 import type { CheckpointCreatedData, CheckpointOptions } from "../events/types.js";
 import type { ArchivePort } from "./ports.js";
+import type { NameCommands } from "../aggregates/name/index.js";
+import { releaseName } from "./names.js";
 
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
@@ -40,6 +42,8 @@ export class Executor {
     private readonly host: HostOps,
     /** Checkpoints: their records (the checkpoint aggregate) and archives (the object store). */
     private readonly cp?: { checkpoints: CheckpointCommands; archive: ArchivePort; keep?: number },
+    /** Names held cluster-wide: a removed container's is released. */
+    private readonly names?: NameCommands,
   ) {
     this.restarts = new RestartScheduler({ node, projector, commands, enqueue: (id, job) => this.enqueue(id, job) });
   }
@@ -202,6 +206,9 @@ export class Executor {
             if (ip) await this.outcome(id, { type: "ContainerNetworkDetached", data: { ip } }, ctx, intentKey(ctx));
           }
           await this.host.cleanup(id);
+          // The name is free again, cluster-wide, before the removal is: whoever sees it removed
+          // can take its name at once (until then the removing container holds it in every model).
+          await releaseName(this.names, "container", c.name, id, ctx, () => this.stopped);
           await this.outcome(id, { type: "ContainerRemoved", data: {} }, ctx, intentKey(ctx));
           break;
         case "ContainerCheckpointRequested":

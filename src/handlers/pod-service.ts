@@ -20,6 +20,8 @@ import type { NetworkPort, PodHost } from "./ports.js";
 import { toPodView } from "../projections/views.js";
 import type { CheckpointService } from "./checkpoint-service.js";
 import { PodCheckpoints } from "./pod-checkpoint.js";
+import { claimName, releaseName } from "./names.js";
+import type { NameCommands } from "../aggregates/name/index.js";
 import type { PodCheckpointOptions } from "../events/types.js";
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
@@ -33,6 +35,8 @@ export interface PodServiceDeps {
   host: PodHost;
   /** Checkpoints (the object store): without them pod checkpoint and restore are unknown. */
   checkpoints?: CheckpointService;
+  /** Names held cluster-wide. */
+  names?: NameCommands;
 }
 
 export class PodService {
@@ -101,7 +105,15 @@ export class PodService {
     const held = node === this.d.node ? await checkNetworkRequest(accepted, holders(this.model), this.d.network, this.reserving) : [];
     for (const k of [name, ...held]) this.reserving.add(k);
     try {
-      await this.d.pods.handle(id, { type: "Create", data: { id, name, node, spec: accepted } }, ctx);
+      const create = { type: "Create" as const, data: { id, name, node, spec: accepted } };
+      this.d.pods.decider.decide(create, null);
+      if (spec.name !== undefined) await claimName(this.d.names, "pod", name, id, ctx, (o) => this.model.pods.has(o));
+      try {
+        await this.d.pods.handle(id, create, ctx);
+      } catch (err) {
+        await releaseName(this.d.names, "pod", name, id, ctx).catch(() => undefined);
+        throw err;
+      }
     } finally {
       for (const k of [name, ...held]) this.reserving.delete(k);
     }
@@ -154,6 +166,7 @@ export class PodService {
     }
     await this.d.host.removePod(pod.id);
     fault("after-detach");
+    await releaseName(this.d.names, "pod", pod.name, pod.id, ctx);
     await this.d.pods.handle(pod.id, { type: "Remove", containers: members.map((m) => m.id) }, ctx);
     return { id: pod.id };
   }

@@ -4,6 +4,7 @@ import type { ImageImportedData, StoredEvent } from "../events/types.js";
 import { isRejected, type RejectedEvent } from "../events/validate.js";
 import type { AggregateState, Decider } from "../aggregates/decider.js";
 import { podDecider, type PodState } from "../aggregates/pod/index.js";
+import { nameDecider, type NameState } from "../aggregates/name/index.js";
 import { checkpointDecider, isPodCheckpoint, type CheckpointState, type ContainerCheckpointState, type PodCheckpointState } from "../aggregates/checkpoint/index.js";
 import { containerDecider } from "../aggregates/container/index.js";
 import type { ContainerState } from "../aggregates/container/state.js";
@@ -58,6 +59,8 @@ export class ReadModel {
   /** Every pod not yet removed, by id. */
   readonly pods: Map<string, PodState> = this.register(podDecider).states;
   readonly checkpoints: Map<string, CheckpointState> = this.register(checkpointDecider).states;
+  /** Names held cluster-wide (the writers' agreement; queries use byName), by name key. */
+  readonly names: Map<string, NameState> = this.register(nameDecider).states;
   private readonly byName = new Map<string, string>();
   /** Images by node, then by name. */
   readonly images = new Map<string, Map<string, ImageView>>();

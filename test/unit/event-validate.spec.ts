@@ -2,7 +2,7 @@
 // quarantine of what fails it or the transition table.
 import { describe, expect, it } from "vitest";
 import { PAYLOADS } from "../../src/events/event-schemas.js";
-import { containerSubject, podSubject, checkpointSubject, imageSubject, nodeSubject, type EventType, type StoredEvent } from "../../src/events/types.js";
+import { containerSubject, nameKey, nameSubject, podSubject, checkpointSubject, imageSubject, nodeSubject, type EventType, type StoredEvent } from "../../src/events/types.js";
 import { admit, isRejected, type RejectedEvent } from "../../src/events/validate.js";
 import { ReadModel } from "../../src/projections/read-model.js";
 
@@ -36,6 +36,8 @@ const VALID: Record<EventType, unknown> = {
   PodStarted: { ip: "10.89.3.8", containers: [ID] },
   PodStopped: { containers: [ID] },
   PodRemoved: { containers: [] },
+  NameClaimed: { name: "web", kind: "container", owner: ID },
+  NameReleased: { name: "web", kind: "container", owner: ID },
   PodCheckpointRequested: { checkpointId: ID, leaveRunning: false, tcpEstablished: false, fileLocks: false, members: [ID], pausedBefore: [] },
   PodCheckpointed: { checkpointId: ID, leaveRunning: false },
   PodCheckpointFailed: { checkpointId: ID, reason: "dump b: criu failed" },
@@ -76,7 +78,7 @@ const VALID: Record<EventType, unknown> = {
   NodeRestored: { containers: 1, durationMs: 2, failed: 0, orphans: [] },
 };
 const subjectOf = (t: string) =>
-  t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Checkpoint") || t === "PodCheckpointCreated" ? checkpointSubject(ID) : t.startsWith("Pod") ? podSubject(ID) : containerSubject(ID);
+  t.startsWith("Name") ? nameSubject(nameKey("container", "web")) : t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Checkpoint") || t === "PodCheckpointCreated" ? checkpointSubject(ID) : t.startsWith("Pod") ? podSubject(ID) : containerSubject(ID);
 const reason = (r: StoredEvent | RejectedEvent) => (isRejected(r) ? r.reason : null);
 
 describe("admit: a message read back from the stream", () => {
@@ -109,6 +111,7 @@ describe("admit: a message read back from the stream", () => {
     ["an image event of another digest than its subject's", imageSubject("sha256:" + "cd".repeat(32)), env("ImageRemoved", VALID.ImageRemoved), /ImageRemoved of sha256:abab/],
     ["a node event of another node than its subject's", nodeSubject("n2"), env("NodeStarted", VALID.NodeStarted), /node n1 on subject berth.ev.node.n2/],
     ["a subject of an unknown kind", "berth.ev.pod.p1", env("ContainerRemoved", {}), /not a container's/],
+    ["a name's claim on the subject of another name", nameSubject(nameKey("container", "db")), env("NameClaimed", VALID.NameClaimed), /NameClaimed of 'web' on subject/],
     ["a pod checkpoint's record on the pod's subject", podSubject(ID), env("PodCheckpointCreated", VALID.PodCheckpointCreated), /not a checkpoint's/],
     ["a pod checkpoint's record with no member", checkpointSubject(ID), env("PodCheckpointCreated", { ...(VALID.PodCheckpointCreated as object), members: [] }), /members/],
     ["JSON that is not an object", containerSubject(ID), [1, 2], /not a JSON object/],
