@@ -35,6 +35,11 @@ export interface DaemonOptions {
   logMaxFiles?: number;
   /** The bridge network (`--subnet`): unset, a /24 of 10.89.0.0/16 chosen once and kept. */
   subnet?: string;
+  /**
+   * Copies of the event stream and of every bucket on a JetStream cluster (`--replicas`, 1–5).
+   * Unset: as many servers as the cluster has, up to 3 (1 on a single server).
+   */
+  replicas?: number;
 }
 
 /** The bounds the spec's `log` field has too (src/events/spec.ts LogOptions). */
@@ -63,6 +68,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     dataRoot: env.BERTH_DATA_ROOT ?? "/var/lib/berth",
     node: env.BERTH_NODE ?? hostname().split(".")[0],
     natsUrl: env.BERTH_NATS_URL || undefined,
+    replicas: env.BERTH_REPLICAS ? Number(env.BERTH_REPLICAS) : undefined,
     natsPort: Number(env.BERTH_NATS_PORT ?? 4222),
     natsCreds: env.BERTH_NATS_CREDS || undefined,
     httpListen: env.BERTH_HTTP_LISTEN ?? "127.0.0.1:7780",
@@ -87,6 +93,18 @@ export function checkOptions(o: DaemonOptions): void {
   if (o.logMaxFiles !== undefined && !(Number.isInteger(o.logMaxFiles) && o.logMaxFiles >= 1 && o.logMaxFiles <= LOG_FILES_MAX)) {
     throw new Error(`bad --log-max-files (BERTH_LOG_MAX_FILES): a whole number from 1 to ${LOG_FILES_MAX}`);
   }
+  if (o.replicas !== undefined && !(Number.isInteger(o.replicas) && o.replicas >= 1 && o.replicas <= 5)) {
+    throw new Error("bad --replicas (BERTH_REPLICAS): a whole number from 1 to 5");
+  }
+}
+
+/**
+ * How many copies of the log a JetStream cluster keeps by default: one per server (the INFO a
+ * server sends lists every server's client URL, its own too), at most 3; 1 on a lone server.
+ */
+export function clusterReplicas(info: { cluster?: string; connect_urls?: string[] } | undefined): number {
+  if (!info?.cluster) return 1;
+  return Math.min(3, Math.max(1, new Set(info.connect_urls ?? []).size));
 }
 
 export function parseListen(s: string): { host: string; port: number } {

@@ -35,6 +35,7 @@ interface Flags {
   logMaxSize?: number;
   logMaxFiles?: number;
   subnet?: string;
+  replicas?: number;
 }
 
 /** The daemon's flags (API.md "berth daemon"); `name` is what usage and help call it. */
@@ -53,6 +54,7 @@ export function daemonCommand(name = "berth daemon"): Command {
     .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default always)")
     .option("--log-max-size <bytes>", "a container log file's size before it rotates, e.g. 20m (env BERTH_LOG_MAX_SIZE, default 20m)", size)
     .option("--log-max-files <n>", "log files kept per container, the current one included (env BERTH_LOG_MAX_FILES, default 5)", count)
+    .option("--replicas <n>", "copies of the log and buckets on a JetStream cluster (env BERTH_REPLICAS; default one per server, at most 3)", (v) => Number(v))
     .option("--subnet <cidr>", "the bridge network's subnet (env BERTH_SUBNET, default a /24 of 10.89.0.0/16 chosen once and kept)");
 }
 
@@ -87,6 +89,7 @@ export async function daemonMain(args: readonly string[], name?: string): Promis
       logMaxSize: flags.logMaxSize ?? d.logMaxSize,
       logMaxFiles: flags.logMaxFiles ?? d.logMaxFiles,
       subnet: flags.subnet ?? d.subnet,
+      replicas: flags.replicas ?? d.replicas,
     });
     return 0;
   } catch (err) {

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import type { FastifyInstance } from "fastify";
-import { DEFAULT_NATS_SYNC, checkOptions, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
+import { DEFAULT_NATS_SYNC, checkOptions, clusterReplicas, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
 import { containerSubject, nodeSubject } from "./events/types.js";
 import { logger } from "./log.js";
@@ -33,6 +33,7 @@ import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
 import { PodService } from "./handlers/pod-service.js";
 import { nameDecider } from "./aggregates/name/index.js";
+import { NodePresence } from "./wiring/presence.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { runRecovery } from "./handlers/recovery.js";
@@ -91,7 +92,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }
 
   mark("natsConnected");
-  const store = await EventStore.open(nc);
+  // On a JetStream cluster, the stream and every bucket are replicated (up to 3 copies).
+  const replicas = o.replicas ?? clusterReplicas(nc.info);
+  const store = await EventStore.open(nc, { replicas });
   mark("storeOpened");
   const projector = new Projector(store);
   const runtime = new HostRuntime({
@@ -109,7 +112,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const runcListed = runtime.list();
   runcListed.catch(() => undefined);
   // A snapshot only saves replay time: without the bucket, replay everything and write none.
-  const snapshotsOpened = SnapshotStore.open(nc).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
+  const snapshotsOpened = SnapshotStore.open(nc, { replicas }).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
   const snapshotLoaded = snapshotsOpened.then((s) => s?.load(o.node) ?? null);
   const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
   const commands = new CommandService(store, projector).for(containerDecider);
@@ -125,7 +128,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
-  const archive = await CheckpointArchive.open(nc).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
+  const archive = await CheckpointArchive.open(nc, replicas).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
   const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
   const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
   const pods = new PodService({
@@ -145,10 +148,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
   await nats.start();
   mark("commandDoorOpen");
 
+  // Heartbeats: which nodes' daemons answer (GET /v1/nodes `up`); without the bucket, none shown up.
+  const presence = await NodePresence.open(nc, o.node, replicas).catch((err) => (log.warn({ err }, "node presence bucket unavailable"), null));
+  await presence?.start().catch((err) => log.warn({ err }, "node presence not started"));
   const listen = parseListen(o.httpListen);
   const http: FastifyInstance = buildHttpServer({
     model: projector.model,
@@ -161,6 +167,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     exec,
     attach,
     checkpoints,
+    presence: (node) => presence?.of(node) ?? null,
   });
   await http.listen({ host: listen.host, port: listen.port });
   const addr = http.server.address();
@@ -248,6 +255,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       // Exec sessions end with the daemon (their end is recorded); a command waiting for one must not hold the stop.
       await exec.stop();
       pods.checkpoints?.stop();
+      await presence?.stop();
       attach.stop();
       await nats.stop();
       stopWatch();

@@ -113,6 +113,8 @@ const NodeView = Type.Object(
     version: Type.String(),
     startedAt: Type.String({ format: "date-time" }),
     lastSeenSeq: Type.Integer(),
+    up: Type.Boolean({ description: "its daemon beat in the last 10 s" }),
+    lastSeen: Type.Union([Type.String({ format: "date-time" }), Type.Null()], { description: "its daemon's last heartbeat" }),
   },
   { additionalProperties: true },
 );

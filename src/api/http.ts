@@ -39,6 +39,8 @@ export interface HttpOptions {
   attach?: AttachService;
   /** Checkpoint archives in and out (export, import): bodies too big for a NATS message. */
   checkpoints?: CheckpointService;
+  /** Which nodes' daemons beat (wiring/presence.ts); without it every node is shown up. */
+  presence?: (node: string) => { up: boolean; lastSeen: string } | null;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -282,7 +284,11 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
     api.get(
       "/v1/nodes",
       { schema: { ...v1, tags: ["nodes"], response: { 200: S.NodeList, ...S.errors() } } },
-      async () => ({ nodes: [...model.nodes.values()].sort((a, b) => a.name.localeCompare(b.name)) }),
+      async () => ({
+        nodes: [...model.nodes.values()]
+          .sort((a, b) => a.name.localeCompare(b.name))
+          .map((n) => ({ ...n, ...(opts.presence ? (opts.presence(n.name) ?? { up: false, lastSeen: null }) : { up: true, lastSeen: null }) })),
+      }),
     );
     api.get(
       "/v1/audit/verify",

@@ -45,6 +45,8 @@ type Handler = (body: unknown, request?: RequestJournal) => Promise<unknown>;
 
 export interface NatsServiceDeps {
   nc: NatsConnection;
+  /** Copies of the request journal's bucket (the cluster's replicas). */
+  replicas?: number;
   containers: ContainerService;
   images: ImageService;
   /** `container.exec`; without it the verb is unknown. */
@@ -154,7 +156,7 @@ export class NatsCommandService {
 
   async start(): Promise<void> {
     const kvm = new Kvm(this.d.nc);
-    this.kv = await kvm.create("berth_requests", { ttl: 3_600_000, history: 1 });
+    this.kv = await kvm.create("berth_requests", { ttl: 3_600_000, history: 1, replicas: this.d.replicas ?? 1 });
     this.sub = this.d.nc.subscribe(`${CMD_PREFIX}.>`, {
       queue: QUEUE,
       callback: (err, msg) => {

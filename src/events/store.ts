@@ -43,7 +43,7 @@ export class EventStore {
     readonly stream: string,
   ) {}
 
-  static async open(nc: NatsConnection, opts: { stream?: string; duplicateWindowMs?: number } = {}): Promise<EventStore> {
+  static async open(nc: NatsConnection, opts: { stream?: string; duplicateWindowMs?: number; replicas?: number } = {}): Promise<EventStore> {
     const stream = opts.stream ?? STREAM;
     const jsm = await jetstreamManager(nc);
     const config = {
@@ -59,6 +59,8 @@ export class EventStore {
       // stream (the server refuses; it also refuses to lift these flags once set).
       deny_delete: true,
       deny_purge: true,
+      // On a JetStream cluster: every event on this many servers (a write is acknowledged by a majority).
+      num_replicas: opts.replicas ?? 1,
     };
     let existing: StreamInfo | null = null;
     try {

@@ -195,9 +195,10 @@ export class SnapshotStore {
     this.log = logger("snapshot");
   }
 
-  static async open(nc: NatsConnection, opts: { bucket?: string; partBytes?: number } = {}): Promise<SnapshotStore> {
+  static async open(nc: NatsConnection, opts: { bucket?: string; partBytes?: number; replicas?: number } = {}): Promise<SnapshotStore> {
     const kv = await new Kvm(nc).create(opts.bucket ?? SNAPSHOT_BUCKET, {
       history: 1,
+      replicas: opts.replicas ?? 1,
       description: "berth read-model snapshots, one per node",
     });
     const max = nc.info?.max_payload ?? 1024 * 1024;
