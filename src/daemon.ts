@@ -34,6 +34,7 @@ import { validateMountSources } from "./runtime/mounts.js";
 import { PodService } from "./handlers/pod-service.js";
 import { nameDecider } from "./aggregates/name/index.js";
 import { NodePresence } from "./wiring/presence.js";
+import { ownerOf } from "./handlers/ownership.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { runRecovery } from "./handlers/recovery.js";
@@ -148,7 +149,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ node: o.node, ownerOf: (verb, body) => ownerOf(projector.model, verb, body), replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
   await nats.start();
   mark("commandDoorOpen");
 

@@ -8,6 +8,7 @@ import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../sh
 import { logger } from "../log.js";
 import { CMD_PREFIX, type Reply } from "../contract/client.js";
 import type { RequestJournal } from "../handlers/command-service.js";
+import { FORWARD } from "../runtime/nats-roles.js";
 
 export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
@@ -37,6 +38,10 @@ import {
 import type { Metrics } from "./metrics.js";
 
 const QUEUE = "berth-cmd";
+/** Verbs whose target's own node must act (its host), handed to that node's daemon. */
+const FORWARDED = new Set(["container.exec", "pod.start", "pod.stop", "pod.kill", "pod.remove", "pod.checkpoint", "pod.restore"]);
+/** A forwarded command's longest wait: a pod checkpoint of several members. */
+const FORWARD_TIMEOUT_MS = 15 * 60_000;
 /** Below the server's max_payload (1 MiB), so an oversized body is ours to refuse clearly. */
 export const MAX_BODY_BYTES = 512 * 1024;
 
@@ -58,10 +63,18 @@ export interface NatsServiceDeps {
   metrics?: Metrics;
   /** Commands wait (or fail Unavailable) until recovery is over. */
   ready: () => boolean;
+  /**
+   * This daemon's node, and the node that must act on a command itself (its host: exec, a pod's
+   * namespaces), or null when any daemon may take it (it goes through the log). A command whose
+   * owner is another node is handed to that node's daemon (`berth.fwd.<node>.<verb>`).
+   */
+  node?: string;
+  ownerOf?: (verb: string, body: Record<string, unknown>) => string | null;
 }
 
 export class NatsCommandService {
   private sub: Subscription | null = null;
+  private fwd: Subscription | null = null;
   private kv: KV | null = null;
   private readonly inflight = new Map<string, { hash: string; p: Promise<Reply> }>();
   private readonly log = logger("api.nats");
@@ -164,23 +177,67 @@ export class NatsCommandService {
         void this.onMessage(msg);
       },
     });
+    if (this.d.node) {
+      // Commands other daemons hand over: this node's own to act on. Never handed on again.
+      const prefix = `${FORWARD}.${this.d.node}.`;
+      this.fwd = this.d.nc.subscribe(`${prefix}>`, {
+        callback: (err, msg) => {
+          if (err) return this.log.error({ err }, "forward subscription error");
+          void this.onMessage(msg, msg.subject.slice(prefix.length));
+        },
+      });
+    }
   }
 
   async stop(): Promise<void> {
     await this.sub?.drain().catch(() => undefined);
+    await this.fwd?.drain().catch(() => undefined);
     await Promise.allSettled([...this.inflight.values()].map((r) => r.p));
   }
 
-  private async onMessage(msg: Msg): Promise<void> {
+  private async onMessage(msg: Msg, forwarded?: string): Promise<void> {
     const t0 = performance.now();
-    const verb = msg.subject.slice(CMD_PREFIX.length + 1);
+    const verb = forwarded ?? msg.subject.slice(CMD_PREFIX.length + 1);
     const seen: LogFields = {};
+    const owner = forwarded === undefined ? this.ownerElsewhere(verb, msg.data) : null;
+    if (owner) return this.forward(msg, verb, owner, t0);
     const reply = await this.dispatch(verb, msg.data, seen);
     const code = reply.ok ? "ok" : reply.error.code;
     this.d.metrics?.commandLatency.observe({ subject: verb in this.handlers ? verb : "unknown", code }, (performance.now() - t0) / 1000);
     const result = reply.ok ? (reply.result as { id?: string } | null) : null;
     this.log.info({ cmd: verb, code, ms: Math.round(performance.now() - t0), ...seen, container: result?.id ?? seen.ref }, "command");
     if (msg.reply) msg.respond(JSON.stringify(reply));
+  }
+
+  /** The other node that must act on this command itself, or null (this one, or any). */
+  private ownerElsewhere(verb: string, data: Uint8Array): string | null {
+    if (!this.d.ownerOf || !this.d.node || !FORWARDED.has(verb) || data.length > MAX_BODY_BYTES || !this.d.ready()) return null;
+    try {
+      const body = JSON.parse(new TextDecoder().decode(data)) as unknown;
+      if (!body || typeof body !== "object" || Array.isArray(body)) return null;
+      const owner = this.d.ownerOf(verb, body as Record<string, unknown>);
+      return owner && owner !== this.d.node ? owner : null;
+    } catch {
+      // The local path answers what is malformed.
+      return null;
+    }
+  }
+
+  /** Hand the command to the owner's daemon and relay its answer (or why there is none). */
+  private async forward(msg: Msg, verb: string, owner: string, t0: number): Promise<void> {
+    let reply: string;
+    try {
+      const r = await this.d.nc.request(`${FORWARD}.${owner}.${verb}`, msg.data, { timeout: FORWARD_TIMEOUT_MS, ...(msg.headers ? { headers: msg.headers } : {}) });
+      reply = new TextDecoder().decode(r.data);
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      const why = /no responders/i.test(e.message) || e.code === "503"
+        ? unavailable(`node ${owner} does not answer (its daemon is down): the command needs its host`)
+        : new BerthError(ErrorCode.Timeout, `node ${owner} did not answer within ${FORWARD_TIMEOUT_MS} ms`);
+      reply = JSON.stringify(fail(why));
+    }
+    this.log.info({ cmd: verb, forwardedTo: owner, ms: Math.round(performance.now() - t0) }, "command forwarded");
+    if (msg.reply) msg.respond(reply);
   }
 
   /** Exported for tests: the whole command path but the transport. */

@@ -82,6 +82,7 @@ export class ContainerService {
     // A member lives on its pod's node, and its image must be there.
     const podNode = spec.pod != null ? this.model.pods.get(this.model.podIdOf(spec.pod))!.node : undefined;
     const node = podNode ?? spec.node ?? this.d.node;
+    if (node !== this.d.node && !this.model.nodes.has(node)) throw invalid(`unknown node '${node}': no daemon of that name ever joined (berth node ls)`);
     const image = this.model.image(node, spec.image);
     if (!image) throw notFound(`no image '${spec.image}' on node ${node}`);
     spec = withAnonymousVolumes(spec, id);

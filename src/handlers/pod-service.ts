@@ -7,7 +7,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Meta } from "../events/types.js";
 import { fault } from "../fault.js";
-import { conflict, alreadyExists, notFound, unavailable } from "../shared/errors.js";
+import { conflict, alreadyExists, invalid, notFound, unavailable } from "../shared/errors.js";
 import type { PodSpec } from "../shared/spec.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../aggregates/container/state.js";
@@ -100,6 +100,7 @@ export class PodService {
     if (mine) return { id, name: mine.name };
     const name = spec.name ?? `pod-${id.slice(0, 12)}`;
     const node = spec.node ?? this.d.node;
+    if (node !== this.d.node && !this.model.nodes.has(node)) throw invalid(`unknown node '${node}': no daemon of that name ever joined (berth node ls)`);
     const accepted: PodSpec = { ...spec, name, node, share: spec.share ?? [...DEFAULT_SHARE], network: { ...spec.network, mode: spec.network?.mode ?? "bridge" } };
     if ([...this.model.pods.values()].some((p) => p.name === name) || this.reserving.has(name)) throw alreadyExists(`the pod name '${name}' is already in use`);
     const held = node === this.d.node ? await checkNetworkRequest(accepted, holders(this.model), this.d.network, this.reserving) : [];

@@ -27,12 +27,14 @@ export async function startDaemonProc(
   node: string,
   natsPort: number,
   env: Record<string, string> = {},
+  /** More `berth daemon` flags (--nats-url, --subnet, …). */
+  args: string[] = [],
 ): Promise<DaemonProc> {
   const clientJson = join(dataRoot, "client.json");
   await rm(clientJson, { force: true });
   const child = spawn(
     process.execPath,
-    [BIN, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(natsPort), "--http-listen", "127.0.0.1:0"],
+    [BIN, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(natsPort), "--http-listen", "127.0.0.1:0", ...args],
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, BERTH_LOG_LEVEL: "warn", ...env } },
   );
   let stderr = "";
@@ -67,7 +69,7 @@ export async function stopProc(p: DaemonProc, signal: NodeJS.Signals = "SIGTERM"
 
 export async function natsOf(p: DaemonProc): Promise<NatsConnection> {
   const c = p.client();
-  return connect({ servers: c.nats.servers, user: c.nats.user, pass: c.nats.pass });
+  return connect({ servers: c.nats.servers, ...(c.nats.user ? { user: c.nats.user, pass: c.nats.pass } : {}) });
 }
 
 /**
@@ -79,6 +81,8 @@ export class ProcSession {
   nc: NatsConnection | null = null;
   /** Environment every daemon of the session gets (under what up() is given). */
   baseEnv: Record<string, string> = {};
+  /** Flags every daemon of the session gets (an external NATS, a subnet). */
+  baseArgs: string[] = [];
 
   constructor(
     readonly dataRoot: string,
@@ -87,7 +91,7 @@ export class ProcSession {
   ) {}
 
   async up(env: Record<string, string> = {}): Promise<void> {
-    this.d = await startDaemonProc(this.dataRoot, this.node, this.natsPort, { ...this.baseEnv, ...env });
+    this.d = await startDaemonProc(this.dataRoot, this.node, this.natsPort, { ...this.baseEnv, ...env }, this.baseArgs);
     this.nc = await natsOf(this.d);
   }
 

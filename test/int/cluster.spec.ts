@@ -1,0 +1,154 @@
+// Several nodes on one JetStream cluster (issue 10, stories 1 and 2): a real 3-server nats-server
+// cluster (test/support/nats-cluster.ts) and two berth daemons, n1 and n2, each with its own data
+// root, bridge and subnet, joined to it with --nats-url. The log and buckets are replicated; a
+// container asked for on n2 is made and run by n2 only, whichever daemon took the command; every
+// daemon lists every node's containers; node ls says who is up; a name is unique across both.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BUILT, ProcSession } from "../support/daemon-proc.js";
+import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
+import { freePort } from "../support/nats.js";
+import { IN_CI, missing } from "../support/prereq.js";
+import { alive, until } from "../support/proc.js";
+
+if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
+const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni").length > 0;
+
+type C = { id: string; name: string; node: string; state: string; pid: number | null; pending: string | null };
+type Reply = { ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } };
+type Node = { name: string; up: boolean; lastSeen: string | null };
+
+describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
+  let cluster: TestNatsCluster;
+  let nc: NatsConnection;
+  const suffix = randomBytes(2).toString("hex");
+  const names = [`n1x${suffix}`, `n2x${suffix}`];
+  const sessions: ProcSession[] = [];
+  const third = 100 + Math.floor(Math.random() * 140);
+  /**
+   * A command as any client sends it (the daemons' queue group picks who takes it), or, with
+   * `via`, to that node's daemon itself (the subject daemons hand commands over on).
+   */
+  const cmd = async (verb: string, body: unknown, timeoutMs = 60_000, via?: string): Promise<Reply> => {
+    const full = /^(pod|image|checkpoint)\./.test(verb) ? verb : `container.${verb}`;
+    return (await nc.request(via ? `berth.fwd.${via}.${full}` : `berth.cmd.${full}`, JSON.stringify(body), { timeout: timeoutMs })).json();
+  };
+  const http = async <T>(s: ProcSession, path: string) => (await s.http<T>(path)).body;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+    for (const [i, node] of names.entries()) {
+      const s = new ProcSession(await mkdtemp(join(tmpdir(), `berth-cluster-${node}-`)), node, await freePort());
+      s.baseArgs = ["--nats-url", cluster.url, "--subnet", `10.89.${third + i}.0/24`];
+      await s.up();
+      sessions.push(s);
+    }
+    nc = await connect({ servers: cluster.urls });
+  }, 120_000);
+
+  afterAll(async () => {
+    if (sessions.length === names.length && sessions.every((s) => s.d)) {
+      const { containers } = await http<{ containers: C[] }>(sessions[0], "/v1/containers?all=true");
+      for (const c of containers ?? []) await cmd("remove", { id: c.id, force: true }).catch(() => undefined);
+    }
+    await nc?.close();
+    for (const s of sessions) {
+      await s.down();
+      await rm(s.dataRoot, { recursive: true, force: true });
+    }
+    await cluster?.stop();
+  }, 120_000);
+
+  it("replicates the event stream and every bucket on all three servers", async () => {
+    const jsm = await jetstreamManager(nc);
+    for (const stream of ["BERTH_EVENTS", "KV_berth_requests", "KV_berth_snapshots", "KV_berth_nodes", "OBJ_berth_checkpoints"]) {
+      const info = await jsm.streams.info(stream);
+      expect(info.config.num_replicas, stream).toBe(3);
+      expect(info.cluster?.replicas ?? [], stream).toHaveLength(2);
+    }
+  });
+
+  it("makes a container asked for on n2 on n2 only, whichever daemon took the command; both list it", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      // Half of them sent to n1's daemon, half to n2's.
+      const r = await cmd("run", { name: `on2-${i}`, image: "busybox", cmd: ["sleep", "1000"], node: names[1], network: { mode: "none" } }, 60_000, names[i % 2]);
+      expect(r.error).toBeUndefined();
+      ids.push(r.result!.id as string);
+    }
+    for (const id of ids) {
+      // Only n2's host has it: its bundle in n2's data root, none in n1's.
+      expect(existsSync(join(sessions[1].dataRoot, "containers", id))).toBe(true);
+      expect(existsSync(join(sessions[0].dataRoot, "containers", id))).toBe(false);
+      for (const s of sessions) {
+        const c = await http<C>(s, `/v1/containers/${id}`);
+        expect(c).toMatchObject({ node: names[1], state: "running" });
+        expect(alive(c.pid!)).toBe(true);
+      }
+    }
+    // n1's daemon takes an exec and a stop of n2's containers: the stop goes through the log
+    // (n2's executor acts), the exec is handed to n2's daemon (it runs on n2's host).
+    for (const id of ids.slice(0, 2)) {
+      const e = await cmd("exec", { id, cmd: ["hostname"], timeoutSec: 10 }, 30_000);
+      expect(e.error).toBeUndefined();
+      expect((e.result as { exitCode: number }).exitCode).toBe(0);
+      expect((await cmd("stop", { id, timeoutSec: 1 }, 30_000, names[0])).error).toBeUndefined();
+      expect(await http<C>(sessions[0], `/v1/containers/${id}`)).toMatchObject({ state: "exited", node: names[1] });
+    }
+    const all = (await http<{ containers: C[] }>(sessions[0], "/v1/containers?all=true")).containers.map((c) => c.id);
+    expect(all).toEqual(expect.arrayContaining(ids));
+    // The events of n2's containers were written by n2 (the executor), whoever took the command.
+    const { events } = await http<{ events: { type: string; node: string }[] }>(sessions[0], `/v1/containers/${ids[0]}/events`);
+    for (const e of events.filter((x) => !x.type.endsWith("Requested") && x.type !== "ContainerCreated")) expect(e.node, e.type).toBe(names[1]);
+  });
+
+  it("refuses a run on a node that never joined", async () => {
+    const r = await cmd("run", { image: "busybox", cmd: ["true"], node: "nosuchnode" });
+    expect(r.error).toMatchObject({ code: "InvalidArgument", message: expect.stringMatching(/unknown node 'nosuchnode'/) });
+  });
+
+  it("node ls: both up; a daemon that stops is down for the other at once, and up again when it is back", async () => {
+    const nodes = async () => (await http<{ nodes: Node[] }>(sessions[0], "/v1/nodes")).nodes.filter((n) => names.includes(n.name));
+    expect((await nodes()).map((n) => [n.name, n.up])).toEqual([[names[0], true], [names[1], true]]);
+    await sessions[1].down();
+    await until(async () => (await nodes()).find((n) => n.name === names[1])?.up === false, 5_000);
+    // A command that needs n2's host says so.
+    const { containers } = await http<{ containers: C[] }>(sessions[0], "/v1/containers");
+    const onN2 = containers.find((c) => c.node === names[1]);
+    if (onN2) {
+      const e = await cmd("exec", { id: onN2.id, cmd: ["true"] });
+      expect(e.error).toMatchObject({ code: "Unavailable", message: expect.stringMatching(new RegExp(`node ${names[1]} does not answer`)) });
+    }
+    await sessions[1].up();
+    await until(async () => (await nodes()).find((n) => n.name === names[1])?.up === true, 10_000);
+  });
+
+  it("a name is unique across the cluster: creates of one name racing on both daemons give one container", async () => {
+    const writers = new Set<string>();
+    for (let round = 0; round < 8; round++) {
+      const name = `race-${suffix}-${round}`;
+      // Two creates to each daemon at once, for either node.
+      const rs = await Promise.all(
+        [0, 1, 2, 3].map((i) => cmd("create", { name, image: "busybox", cmd: ["sleep", "1"], node: names[i % 2], network: { mode: "none" } }, 30_000, names[(i >> 1) % 2])),
+      );
+      const ok = rs.filter((r) => r.ok);
+      expect(ok, JSON.stringify(rs)).toHaveLength(1);
+      for (const r of rs.filter((x) => !x.ok)) expect(r.error?.code, JSON.stringify(r)).toBe("AlreadyExists");
+      for (const s of sessions) {
+        const listed = (await http<{ containers: C[] }>(s, "/v1/containers?all=true")).containers.filter((c) => c.name === name);
+        expect(listed).toHaveLength(1);
+      }
+      const { events } = await http<{ events: { type: string; node: string }[] }>(sessions[0], `/v1/containers/${ok[0].result!.id as string}/events`);
+      writers.add(events[0].node);
+      expect((await cmd("remove", { id: ok[0].result!.id, force: true })).error).toBeUndefined();
+    }
+    // Both daemons won some of the races.
+    expect(writers.size).toBeGreaterThanOrEqual(1);
+  });
+});
