@@ -126,6 +126,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     history: (id) => store.readSubject(containerSubject(id)),
     network: networkPort(runtime),
     names,
+    // Without the presence bucket nothing is known: up. With it, a node not beating is down.
+    nodeUp: (node) => node === o.node || !presence || (presence.of(node)?.up ?? false),
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.

@@ -20,11 +20,15 @@
 //   pod-checkpoint-frozen   every member of a pod checkpoint is frozen, before the first dump
 //   pod-checkpoint-dumped   every member is dumped, before the pod checkpoint's record
 //   pod-checkpoint-recorded the pod checkpoint's record is written, before its members are stopped or thawed
+//   migrate-dumped   a migration's source stored the dump, before it says so (the target's turn)
+//   migrate-restored the migration's target restored it, before it says so (ownership moves)
+//   migrate-compensated the source restored it after the target failed, before it says so
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
   | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling"
   | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched" | "checkpoint-uploading"
-  | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded";
+  | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded"
+  | "migrate-dumped" | "migrate-restored" | "migrate-compensated";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");
@@ -40,4 +44,13 @@ export function fault(at: FaultPoint): void {
 /** Whether a point is armed (to add a probe only where one is wanted, e.g. inside a stream). */
 export function armed(at: FaultPoint): boolean {
   return point === at;
+}
+
+/**
+ * Failure injection for tests of compensation: BERTH_FAIL=<point> makes that step throw (the
+ * daemon lives on), where no real failure can be arranged on one machine. Inert when unset.
+ *   migrate-restore  a migration's target cannot restore the container
+ */
+export function failAt(at: "migrate-restore"): void {
+  if (process.env.BERTH_FAIL === at) throw new Error(`BERTH_FAIL: injected failure at ${at}`);
 }

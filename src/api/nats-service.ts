@@ -24,6 +24,7 @@ import {
   KillBody,
   PodCreateBody,
   PodCheckpointBody,
+  MigrateBody,
   PodRestoreBody,
   RefBody,
   RemoveBody,
@@ -98,6 +99,7 @@ export class NatsCommandService {
     const exec = validator(ExecBody);
     const podCreate = validator(PodCreateBody);
     const podCheckpoint = validator(PodCheckpointBody);
+    const migrate = validator(MigrateBody);
     const podRestore = validator(PodRestoreBody);
     const p = d.pods;
     // The body's own fields, and the options every use case takes (the request journal comes
@@ -135,6 +137,11 @@ export class NatsCommandService {
               return c.restore({ ...rest, checkpointId: k.resolve(rest.checkpointId) }, o);
             },
             "checkpoint.remove": async (b: unknown, r?: RequestJournal) => { const { rest, o } = split(cprm(b), r); return k.remove(rest.checkpointId, o); },
+            "container.migrate": async (b: unknown, r?: RequestJournal) => {
+              const { rest, o } = split(migrate(b), r);
+              const { id, ...req } = rest;
+              return c.migrate(id, req, o);
+            },
           }
         : {}),
       ...(p

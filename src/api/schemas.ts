@@ -64,6 +64,11 @@ export const RestoreBody = body({
   name: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
 });
 export const CheckpointRemoveBody = body({ checkpointId: CheckpointRef });
+export const MigrateBody = body({
+  id: Ref,
+  targetNode: Type.String({ pattern: NAME_PATTERN, maxLength: 128, description: "the node to move it to" }),
+  preCopy: Type.Optional(Type.Boolean({ description: "pre-dump its memory while it runs first, so the final freeze is shorter" })),
+});
 export const PodCheckpointBody = body({
   id: Ref,
   leaveRunning: Type.Optional(Type.Boolean()),

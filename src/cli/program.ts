@@ -9,6 +9,7 @@ import { daemon } from "./daemon.js";
 import { verbs as events } from "./events.js";
 import { image } from "./images.js";
 import { node } from "./nodes.js";
+import { migrate } from "./migrate.js";
 import { cliKit, printError, type Ctx, type VerbTable } from "./kit.js";
 import { audit, exec, logs } from "./more-verbs.js";
 import { pod } from "./pods.js";
@@ -25,7 +26,7 @@ import { rollback, upgrade } from "./upgrade.js";
 //  2. import it above and add `<verb>,` below.
 // Only the named verb is built on a run, but every verb's file is loaded: import anything heavy
 // inside the action (`await import(...)`), not at the top of the file.
-const VERBS: VerbTable = { ...containers, exec, logs, upgrade, rollback, checkpoint, restore, pod, ...events, image, node, audit, daemon };
+const VERBS: VerbTable = { ...containers, exec, logs, upgrade, rollback, checkpoint, restore, migrate, pod, ...events, image, node, audit, daemon };
 
 /** The package's version; the bundle has it inlined (esbuild `define`), tsc's build reads it. */
 declare const BERTH_VERSION: string | undefined;

@@ -17,6 +17,7 @@ const Text = (maxLength = 65_536) => Type.String({ maxLength });
 const Signal = Type.String({ maxLength: 16 });
 const Empty = Type.Object({}, Strict);
 const IPv4 = Type.String({ pattern: "^\\d{1,3}(\\.\\d{1,3}){3}$" });
+const NodeName = Type.String({ pattern: NAME_PATTERN, maxLength: 128 });
 const Obj = <P extends Record<string, TSchema>>(p: P) => Type.Object(p, Strict);
 
 const ImageConfig = Obj({
@@ -94,6 +95,11 @@ export const PAYLOADS = {
   }),
   ContainerCheckpointed: Obj({ checkpointId: Id, leaveRunning: Type.Boolean(), preDump: Type.Optional(Type.Boolean()), frozenMs: Type.Optional(Type.Integer({ minimum: 0 })) }),
   ContainerRestoreRequested: Obj({ checkpointId: Id }),
+  ContainerMigrationRequested: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, preCopy: Type.Boolean() }),
+  ContainerMigrationDumped: Obj({ checkpointId: Id, dumpedAt: Time, frozenMs: Type.Integer({ minimum: 0 }) }),
+  ContainerMigrationRestoreFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text() }),
+  ContainerMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
+  MigrationFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text(), compensated: Type.Boolean(), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
   ContainerRestored: Obj({ checkpointId: Id, pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
   CheckpointCreated: Obj({
     checkpointId: Id,

@@ -147,7 +147,17 @@ export type ContainerEvent =
   /** The restore's intent: bring back the process checkpoint `checkpointId` froze. */
   | Envelope<"ContainerRestoreRequested", { checkpointId: string }>
   /** Its process runs again, restored from the checkpoint (memory, files, rw layer). */
-  | Envelope<"ContainerRestored", { checkpointId: string; pid: number; startedAt: string; ip?: string }>;
+  | Envelope<"ContainerRestored", { checkpointId: string; pid: number; startedAt: string; ip?: string }>
+  /** The migration saga's intent: the source node dumps it into checkpoint `checkpointId`, the target restores it. */
+  | Envelope<"ContainerMigrationRequested", { checkpointId: string; fromNode: string; toNode: string; preCopy: boolean }>
+  /** The source froze and dumped it at `dumpedAt` (its process is gone), the archive is stored: the target's turn. */
+  | Envelope<"ContainerMigrationDumped", { checkpointId: string; dumpedAt: string; frozenMs: number }>
+  /** The target could not restore it: the source restores it from the same checkpoint. */
+  | Envelope<"ContainerMigrationRestoreFailed", { checkpointId: string; node: string; reason: string }>
+  /** It runs on `toNode` now (its owner from here on), restored from the checkpoint. */
+  | Envelope<"ContainerMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; pid: number; startedAt: string; ip?: string }>
+  /** The migration failed and was compensated: it runs on `node` (the source) again, restored from the same checkpoint. */
+  | Envelope<"MigrationFailed", { checkpointId: string; node: string; reason: string; compensated: boolean; pid: number; startedAt: string; ip?: string }>;
 
 export interface CheckpointOptions {
   leaveRunning: boolean;
@@ -304,6 +314,7 @@ export const OUTCOMES: Partial<Record<EventType, readonly EventType[]>> = {
   ContainerCheckpointRequested: ["ContainerCheckpointed", "ContainerActionFailed"],
   ContainerRestoreRequested: ["ContainerRestored", "ContainerStartFailed"],
   PodCheckpointRequested: ["PodCheckpointed", "PodCheckpointFailed"],
+  ContainerMigrationRequested: ["ContainerMigrated", "MigrationFailed", "ContainerActionFailed"],
 };
 
 export const EVENT_VERSION = 1;

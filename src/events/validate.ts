@@ -102,7 +102,7 @@ function admitRegistered(subject: string, seq: number, e: Record<string, unknown
 /** Why `subject` is not the subject of this event's aggregate, or null. */
 function subjectMismatch(subject: string, type: EventType, e: Record<string, unknown>): string | null {
   const data = e.data as Record<string, unknown>;
-  if (type.startsWith("Container")) {
+  if (type.startsWith("Container") || type === "MigrationFailed") {
     if (!subject.startsWith(CONTAINER)) return `${type} on subject ${subject}, not a container's`;
     const id = subject.slice(CONTAINER.length);
     if (!HEX64.test(id)) return `subject ${subject} does not name a container id`;

@@ -3,7 +3,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { ANON_VOLUME_PREFIX, anonVolumeName, isAnonVolumeOf, networkMode, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
-import { BerthError, ErrorCode, alreadyExists, conflict, invalid, notFound } from "../shared/errors.js";
+import { BerthError, ErrorCode, alreadyExists, conflict, invalid, notFound, unavailable } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import { ctxFromMeta, eventIdFor, type Ctx, type RequestJournal } from "./command-service.js";
@@ -31,6 +31,8 @@ export interface ServiceDeps {
   network: NetworkPort;
   /** Names held cluster-wide (without it, names are unique as far as this daemon's model sees). */
   names?: NameCommands;
+  /** Whether a node's daemon answers (its heartbeat); without it every node counts as up. */
+  nodeUp?: (node: string) => boolean;
 }
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
@@ -286,6 +288,27 @@ export class ContainerService {
     return { id, name: s.name, state: s.state, pid: s.pid };
   }
 
+  /**
+   * Move a running container to another node with its memory (the migration saga: the source
+   * dumps it, the target restores it, ownership moves; if the target fails, the source restores
+   * it from the same checkpoint). Refused up front when the target is unknown, down or lacks its image.
+   */
+  async migrate(ref: string, req: { targetNode: string; preCopy?: boolean }, o: Opts = {}) {
+    const id = await this.target(ref, o.request);
+    const c = this.model.byId(id);
+    if (!c) throw notFound("no such container");
+    if (!this.model.nodes.has(req.targetNode)) throw invalid(`unknown node '${req.targetNode}': no daemon of that name ever joined (berth node ls)`);
+    if (req.targetNode !== c.node && this.d.nodeUp && !this.d.nodeUp(req.targetNode)) throw unavailable(`node ${req.targetNode} is down: its daemon does not answer`);
+    if (req.targetNode !== c.node && !this.model.image(req.targetNode, c.imageDigest)) {
+      throw notFound(`its image ${c.image} (${c.imageDigest}) is not on node ${req.targetNode}: import it there first`);
+    }
+    const ctx = this.ctx(o.meta);
+    const checkpointId = idFromRequest("migration", ctx.requestId!);
+    const s = await this.act(id, { type: "Migrate", checkpointId, toNode: req.targetNode, preCopy: req.preCopy ?? false }, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 600_000), o.request);
+    const done = (await this.d.history(id)).find((e) => e.type === "ContainerMigrated" && e.data.checkpointId === checkpointId);
+    return { id, node: s.node, downtimeMs: done?.type === "ContainerMigrated" ? done.data.downtimeMs : null };
+  }
+
   /** Two stops, two starts and the gate, with room to spare. */
   private sagaTimeoutMs(c: ContainerState, gateSec: number, timeoutMs = DEFAULT_TIMEOUT_MS): number {
     return Math.max(timeoutMs, (2 * ((c.spec.stopTimeoutSec ?? 10) + 10) + gateSec + 60) * 1000);
@@ -350,6 +373,9 @@ export class ContainerService {
     if (outcome.type === "ContainerStartFailed" || outcome.type === "ContainerActionFailed") {
       throw new BerthError(ErrorCode.RuntimeError, outcome.data.error);
     }
+    if (outcome.type === "MigrationFailed") {
+      throw new BerthError(ErrorCode.RuntimeError, `migration failed, it runs on ${outcome.data.node} again (restored from the same checkpoint): ${outcome.data.reason}`);
+    }
     // An upgrade that ended back on the old revision failed; a rollback that did is what was asked.
     if (outcome.type === "ContainerUpgradeRolledBack" && outcome.data.reason !== "requested") {
       throw new BerthError(ErrorCode.RuntimeError, `upgrade rolled back to revision ${outcome.data.revision} (${outcome.data.image}): ${outcome.data.reason}`);
@@ -409,4 +435,5 @@ const INTENT_OF: Record<ContainerCommand["type"], EventType> = {
   Rollback: "ContainerRollbackRequested",
   Checkpoint: "ContainerCheckpointRequested",
   Restore: "ContainerRestoreRequested",
+  Migrate: "ContainerMigrationRequested",
 };

@@ -3,7 +3,7 @@
 // checked against the transition table before it is appended, and exits carry stable event ids
 // so that a fact seen twice is stored once.
 import { BerthError, ErrorCode, toBerthError } from "../shared/errors.js";
-import { armed, fault } from "../fault.js";
+import { armed, failAt, fault } from "../fault.js";
 import { Transform, type Readable } from "node:stream";
 import { logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
@@ -20,6 +20,7 @@ import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
 import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/container/upgrade.js";
 import { retire, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
 import type { CheckpointCreatedData, CheckpointOptions } from "../events/types.js";
+import type { DumpStats } from "../shared/host-facts.js";
 import type { ArchivePort } from "./ports.js";
 import type { NameCommands } from "../aggregates/name/index.js";
 import { releaseName } from "./names.js";
@@ -56,7 +57,19 @@ export class Executor {
     this.projector.onEvent((e, model) => {
       if (!e.subject.startsWith("berth.ev.container.")) return;
       const c = model.byId(e.subject.slice("berth.ev.container.".length));
-      if (!c || c.node !== this.node) return;
+      if (!c) return;
+      // A migration: the target restores once the source has dumped; the source clears its host
+      // once the container runs on the target.
+      if (e.type === "ContainerMigrationDumped" && c.migration?.toNode === this.node) {
+        const eid = c.pending!.eventId;
+        this.enqueue(c.id, () => this.migrateInLeg(c.id, eid));
+      }
+      if (e.type === "ContainerMigrated" && e.data.fromNode === this.node) this.enqueue(c.id, () => this.migratedAway(c.id));
+      if (c.node !== this.node) return;
+      if (c.migration && c.pending && e.type === "ContainerMigrationRestoreFailed") {
+        const eid = c.pending.eventId;
+        this.enqueue(c.id, () => this.perform(c.id, eid));
+      }
       if (c.pending && c.pending.eventId === e.eventId) this.enqueue(c.id, () => this.perform(c.id, e.eventId));
       // A saga moves on when its container exits or changes health (the health gate).
       else if (c.upgrade && c.pending && (e.type === "ContainerExited" || e.type === "ContainerHealthChanged")) {
@@ -68,6 +81,11 @@ export class Executor {
       if (c.node === this.node && c.pending) {
         const eid = c.pending.eventId;
         this.enqueue(c.id, () => this.perform(c.id, eid));
+      }
+      // A migration to this node whose dump is stored, not yet restored here.
+      if (c.migration?.toNode === this.node && c.migration.dumpedAt && !c.migration.restoreFailed && c.pending) {
+        const eid = c.pending.eventId;
+        this.enqueue(c.id, () => this.migrateInLeg(c.id, eid));
       }
     }
   }
@@ -217,6 +235,9 @@ export class Executor {
         case "ContainerRestoreRequested":
           await this.restoreLeg(c, (intent.data as { checkpointId: string }).checkpointId, ctx);
           break;
+        case "ContainerMigrationRequested":
+          if (!(await this.migrateOutLeg(c, ctx))) return;
+          break;
         case "ContainerUpgradeRequested":
         case "ContainerRollbackRequested":
           if (!(await this.sagaLeg(id, intentId, ctx))) return;
@@ -326,8 +347,6 @@ export class Executor {
    */
   private async checkpointLeg(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<void> {
     if (!this.cp) throw new BerthError(ErrorCode.Unavailable, "checkpoints need the object store, which this daemon has not opened");
-    const { checkpoints, archive } = this.cp;
-    const t0 = performance.now();
     if (d.preDump) {
       // Memory only, the container runs on: no archive, no record; its next checkpoint builds on it.
       const { stats } = await this.host.preDump(c.id, c.startedAt ?? "", d);
@@ -335,14 +354,29 @@ export class Executor {
       await this.outcome(c.id, { type: "ContainerCheckpointed", data }, ctx, intentKey(ctx));
       return;
     }
-    let rec = this.projector.model.checkpoints.get(d.checkpointId);
-    if (!rec) {
+    await this.dumpAndStore(c, d, ctx);
+    // A pod checkpoint's member goes with its pod checkpoint, by the pod's rule.
+    if (!d.partOf) await this.retire(c.id, ctx);
+    await this.outcome(c.id, { type: "ContainerCheckpointed", data: { checkpointId: d.checkpointId, leaveRunning: d.leaveRunning } }, ctx, intentKey(ctx));
+  }
+
+  /**
+   * CRIU's dump (with the rw layer) into a local dir → the exit it caused → the archive into the
+   * object store → its record (CheckpointCreated) → the local dir goes. Each step finds what a
+   * killed daemon left: a recorded checkpoint, a finished dump on disk (CRIU outlives the daemon),
+   * or a process to dump. CRIU's stats when this run dumped.
+   */
+  private async dumpAndStore(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<{ stats: DumpStats | null }> {
+    const { checkpoints, archive } = this.cp!;
+    const t0 = performance.now();
+    let stats: DumpStats | null = null;
+    if (!this.projector.model.checkpoints.get(d.checkpointId)) {
       const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
-      const { stats } = await this.host.checkpoint(c.id, d.checkpointId, { ...d, runStartedAt: c.startedAt }, meta).catch(async (err) => {
+      ({ stats } = await this.host.checkpoint(c.id, d.checkpointId, { ...d, runStartedAt: c.startedAt }, meta).catch(async (err) => {
         // CRIU let the container run on (it resumes what it froze): nothing of the attempt stays.
         await this.host.removeCheckpointDir(d.checkpointId).catch(() => undefined);
         throw err;
-      });
+      }));
       const tDumped = performance.now();
       fault("checkpoint-dumped");
       if (!d.leaveRunning) {
@@ -365,12 +399,9 @@ export class Executor {
       };
       await checkpoints.appendFact(d.checkpointId, (s) => (s ? [] : [{ type: "CheckpointCreated", data }]),
         { ...ctx, requestId: factKey(d.checkpointId, "CheckpointCreated", d.checkpointId) }, "CheckpointCreated", () => this.stopped);
-      rec = this.projector.model.checkpoints.get(d.checkpointId);
     }
     await this.host.removeCheckpointDir(d.checkpointId);
-    // A pod checkpoint's member goes with its pod checkpoint, by the pod's rule.
-    if (!d.partOf) await this.retire(c.id, ctx);
-    await this.outcome(c.id, { type: "ContainerCheckpointed", data: { checkpointId: d.checkpointId, leaveRunning: d.leaveRunning } }, ctx, intentKey(ctx));
+    return { stats };
   }
 
   /** The retention rule: a container keeps its newest few checkpoints; older archives go. */
@@ -413,6 +444,92 @@ export class Executor {
     await this.cp.checkpoints.appendFact(checkpointId, (s) => (s && !s.removed ? [{ type: "CheckpointRestored", data: { checkpointId, container: c.id, durationMs: Math.round(performance.now() - t0) } }] : []),
       { ...ctx, requestId: factKey(checkpointId, "CheckpointRestored", intentKey(ctx)) }, "CheckpointRestored", () => this.stopped);
     await this.host.removeCheckpointDir(checkpointId);
+  }
+
+  /**
+   * The migration's source side. First the dump (a checkpoint without leaveRunning, after a
+   * pre-copy round when asked) into the object store, then ContainerMigrationDumped: the
+   * target's turn (false: the saga goes on elsewhere). If the target reports it could not
+   * restore, the compensation: restore here from the same checkpoint → MigrationFailed.
+   */
+  private async migrateOutLeg(c: ContainerState, ctx: Ctx): Promise<boolean> {
+    const m = c.migration;
+    if (!m || !this.cp) throw new BerthError(ErrorCode.Unavailable, "migrations need the object store, which this daemon has not opened");
+    if (m.restoreFailed) {
+      const r = await this.fetchAndRestore(c, m.checkpointId, this.netPlan(c));
+      const data = { checkpointId: m.checkpointId, node: this.node, reason: m.restoreFailed, compensated: true, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
+      fault("migrate-compensated");
+      await this.outcome(c.id, { type: "MigrationFailed", data }, ctx, `${intentKey(ctx)}@compensated`);
+      return true;
+    }
+    if (m.dumpedAt) return false;
+    if (m.preCopy) await this.host.preDump(c.id, c.startedAt ?? "", { leaveRunning: true, tcpEstablished: false, fileLocks: false });
+    const dumpedAt = new Date().toISOString();
+    const { stats } = await this.dumpAndStore(c, { checkpointId: m.checkpointId, leaveRunning: false, tcpEstablished: false, fileLocks: false }, ctx);
+    fault("migrate-dumped");
+    await this.outcome(c.id, { type: "ContainerMigrationDumped", data: { checkpointId: m.checkpointId, dumpedAt, frozenMs: Math.round(stats?.frozenMs ?? 0) } }, ctx, intentKey(ctx));
+    return false;
+  }
+
+  /**
+   * The migration's target side: the archive from the object store → the bundle and network of
+   * this node (a new IP in its subnet) → CRIU restore → ContainerMigrated, which makes this node
+   * the owner. A failure is reported to the source (ContainerMigrationRestoreFailed), and what
+   * this host got of it goes.
+   */
+  private async migrateInLeg(id: string, intentId: string): Promise<void> {
+    const c = this.current(id);
+    const m = c?.migration;
+    if (!c || !m || m.toNode !== this.node || !m.dumpedAt || m.restoreFailed || c.pending?.eventId !== intentId || c.state !== "exited") return;
+    const ctx: Ctx = { node: this.node, actor: `berth/${this.node}`, correlationId: intentId, causationId: intentId };
+    try {
+      // Its old IP is the source's subnet's: here it takes one of this node's.
+      const here: ContainerState = { ...c, node: this.node, ip: null, spec: { ...c.spec, node: this.node, ...(c.spec.network ? { network: { ...c.spec.network, ip: undefined } } : {}) } };
+      failAt("migrate-restore");
+      const r = await this.fetchAndRestore(here, m.checkpointId, this.netPlan(here));
+      fault("migrate-restored");
+      const downtimeMs = Math.max(0, Date.parse(r.startedAt) - Date.parse(m.dumpedAt));
+      const data = { checkpointId: m.checkpointId, fromNode: m.fromNode, toNode: this.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
+      const moved = await this.commands.appendFact(id, (s) => (s?.migration?.checkpointId === m.checkpointId && !s.migration.restoreFailed && s.state === "exited" ? [{ type: "ContainerMigrated", data }] : []),
+        { ...ctx, requestId: factKey(id, "ContainerMigrated", m.checkpointId) }, "ContainerMigrated", () => this.stopped);
+      if (!moved.length && this.current(id)?.node !== this.node) {
+        // The saga ended otherwise meanwhile (the source took it back): it must not run here too.
+        this.log.warn({ container: id }, "restored here, but the migration ended otherwise: removing it from this host");
+        await this.host.signal(id, "SIGKILL").catch(() => undefined);
+        await this.host.waitExit(id, KILL_GRACE_MS).catch(() => null);
+        await this.host.detachNetwork(id).catch(() => undefined);
+        await this.host.cleanup(id).catch(() => undefined);
+        return;
+      }
+      this.log.info({ container: id, from: m.fromNode, downtimeMs }, "migrated here");
+    } catch (err) {
+      const reason = toBerthError(err).message;
+      this.log.warn({ container: id, from: m.fromNode, reason }, "could not restore the migrating container here; its source restores it");
+      await this.host.detachNetwork(id).catch(() => undefined);
+      await this.host.cleanup(id).catch(() => undefined);
+      await this.commands.appendFact(id, (s) => (s?.migration?.checkpointId === m.checkpointId && !s.migration.restoreFailed ? [{ type: "ContainerMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.node, reason } }] : []),
+        { ...ctx, requestId: factKey(id, "ContainerMigrationRestoreFailed", m.checkpointId) }, "ContainerMigrationRestoreFailed", () => this.stopped);
+    }
+  }
+
+  /** It runs on another node now: nothing of it stays on this host (process, mounts, attachment). */
+  private async migratedAway(id: string): Promise<void> {
+    const c = this.current(id);
+    if (!c || c.node === this.node) return;
+    await this.host.detachNetwork(id).catch((err) => this.log.warn({ err, container: id }, "could not release the migrated container's attachment"));
+    await this.host.cleanup(id).catch((err) => this.log.warn({ err, container: id }, "could not clean up after the migrated container"));
+  }
+
+  /** A checkpoint's archive from the object store onto this host, then CRIU restores it under conmon. */
+  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    const { data, verified } = await this.cp!.archive.get(checkpointId);
+    try {
+      await this.host.unpackCheckpoint(checkpointId, data);
+      await verified;
+      return await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished: false });
+    } finally {
+      await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
+    }
   }
 
   private async startLeg(c: ContainerState, ctx: Ctx): Promise<void> {

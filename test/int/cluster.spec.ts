@@ -4,7 +4,7 @@
 // container asked for on n2 is made and run by n2 only, whichever daemon took the command; every
 // daemon lists every node's containers; node ls says who is up; a name is unique across both.
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,13 +12,15 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT, ProcSession } from "../support/daemon-proc.js";
+import { Paths } from "../../src/runtime/paths.js";
 import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
 import { freePort } from "../support/nats.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
 
 if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
-const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni").length > 0;
+const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
+const COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
 
 type C = { id: string; name: string; node: string; state: string; pid: number | null; pending: string | null };
 type Reply = { ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } };
@@ -53,17 +55,22 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
   }, 120_000);
 
   afterAll(async () => {
-    if (sessions.length === names.length && sessions.every((s) => s.d)) {
-      const { containers } = await http<{ containers: C[] }>(sessions[0], "/v1/containers?all=true");
-      for (const c of containers ?? []) await cmd("remove", { id: c.id, force: true }).catch(() => undefined);
+    // Each step on its own: whatever fails, the daemons and the cluster are stopped.
+    const step = (p: Promise<unknown>) => p.catch((err) => console.error("cluster suite cleanup:", err));
+    if (sessions.length === names.length) {
+      // Every daemon up, so that each removes its own containers.
+      for (const s of sessions) if (!s.d || s.d.child.exitCode !== null) await step(s.up());
+      const { containers } = (await step(http<{ containers: C[] }>(sessions[0], "/v1/containers?all=true"))) as { containers?: C[] } ?? {};
+      for (const c of containers ?? []) await step(cmd("remove", { id: c.id, force: true }));
     }
-    await nc?.close();
+    await step(nc?.close() ?? Promise.resolve());
     for (const s of sessions) {
-      await s.down();
-      await rm(s.dataRoot, { recursive: true, force: true });
+      await step(s.down());
+      await step(rm(s.dataRoot, { recursive: true, force: true }));
+      await step(rm(new Paths(s.dataRoot).socketDir, { recursive: true, force: true }));
     }
-    await cluster?.stop();
-  }, 120_000);
+    await step(cluster?.stop() ?? Promise.resolve());
+  }, 180_000);
 
   it("replicates the event stream and every bucket on all three servers", async () => {
     const jsm = await jetstreamManager(nc);
@@ -150,5 +157,110 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     }
     // Both daemons won some of the races.
     expect(writers.size).toBeGreaterThanOrEqual(1);
+  });
+
+  const counter = async (id: string) => {
+    const r = await cmd("exec", { id, cmd: ["cat", "/tmp/n"], timeoutSec: 10 }, 30_000);
+    if (r.error) throw new Error(`exec: ${r.error.code}: ${r.error.message}`);
+    return Number((r.result as { stdout: string }).stdout.trim() || "0");
+  };
+  /** Nothing of container `id` on `s`'s host: no bundle dir, no mount, no runc state. */
+  const leftOn = (s: ProcSession, id: string) => {
+    const mounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(s.dataRoot) && l.includes(id));
+    return { dir: existsSync(join(s.dataRoot, "containers", id)), mounts, runc: existsSync(join(s.dataRoot, "runc", id)) };
+  };
+
+  it("migrate: a counter on n1 goes on counting on n2 with its id and name; n1 keeps nothing of it", async () => {
+    const run = await cmd("run", { name: `counter-${suffix}`, image: "busybox", cmd: COUNTER, node: names[0] });
+    expect(run.error).toBeUndefined();
+    const id = run.result!.id as string;
+    await until(async () => (await counter(id)) >= 10, 15_000);
+    const before = await http<C & { ip: string }>(sessions[0], `/v1/containers/${id}`);
+    const r = await cmd("migrate", { id: `counter-${suffix}`, targetNode: names[1] }, 300_000, names[0]);
+    expect(r.error).toBeUndefined();
+    expect(r.result).toMatchObject({ id, node: names[1] });
+    expect(r.result!.downtimeMs).toBeGreaterThan(0);
+    for (const s of sessions) expect(await http<C>(s, `/v1/containers/${id}`)).toMatchObject({ id, name: `counter-${suffix}`, node: names[1], state: "running", pending: null });
+    const after = await http<C & { ip: string }>(sessions[1], `/v1/containers/${id}`);
+    // n2's own subnet; the counter went on from where it was, not from 1.
+    expect(after.ip).toMatch(new RegExp(`^10\\.89\\.${third + 1}\\.`));
+    expect(after.ip).not.toBe(before.ip);
+    const n = await counter(id);
+    expect(n).toBeGreaterThanOrEqual(10);
+    await until(async () => (await counter(id)) > n, 10_000);
+    expect(alive(before.pid!)).toBe(false);
+    expect(alive(after.pid!)).toBe(true);
+    await until(async () => !leftOn(sessions[0], id).dir, 10_000).catch(() => undefined);
+    expect(leftOn(sessions[0], id)).toEqual({ dir: false, mounts: [], runc: false });
+    const { events } = await http<{ events: { type: string; node: string; data: Record<string, unknown> }[] }>(sessions[0], `/v1/containers/${id}/events`);
+    const migrated = events.find((e) => e.type === "ContainerMigrated")!;
+    expect(migrated).toMatchObject({ node: names[1], data: { fromNode: names[0], toNode: names[1] } });
+    expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(["ContainerMigrationRequested", "ContainerExited", "ContainerMigrationDumped", "ContainerMigrated"]));
+    // From now on n2 acts on it: a stop goes through n2.
+    expect((await cmd("stop", { id, timeoutSec: 1 }, 30_000, names[0])).error).toBeUndefined();
+    expect(await http<C>(sessions[1], `/v1/containers/${id}`)).toMatchObject({ state: "exited", node: names[1] });
+    expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
+  });
+
+  it("migrate refuses what it cannot do, and nothing moves", async () => {
+    const run = await cmd("run", { name: `stay-${suffix}`, image: "busybox", cmd: ["sleep", "1000"], node: names[0], network: { mode: "none" } });
+    const id = run.result!.id as string;
+    const stopped = (await cmd("create", { image: "busybox", cmd: ["true"], node: names[0] })).result!.id as string;
+    const withVolume = (await cmd("run", { image: "busybox", cmd: ["sleep", "1000"], node: names[0], network: { mode: "none" }, mounts: [{ type: "volume", source: `v-${suffix}`, target: "/data" }] })).result!.id as string;
+    const cases: [unknown, string, RegExp][] = [
+      [{ id, targetNode: "nosuchnode" }, "InvalidArgument", /unknown node 'nosuchnode'/],
+      [{ id, targetNode: names[0] }, "Conflict", new RegExp(`on node ${names[0]} already`)],
+      [{ id: stopped, targetNode: names[1] }, "Conflict", /only a running container migrates/],
+      [{ id: withVolume, targetNode: names[1] }, "Conflict", /volumes, which stay on their node/],
+      [{ id, targetNode: "../x" }, "InvalidArgument", /targetNode/],
+      [{ id, targetNode: names[1], bogus: 1 }, "InvalidArgument", /unknown field 'bogus'/],
+    ];
+    for (const [body, code, msg] of cases) {
+      const r = await cmd("migrate", body);
+      expect(r.error?.code, JSON.stringify(body)).toBe(code);
+      expect(r.error?.message).toMatch(msg);
+    }
+    for (const x of [id, stopped, withVolume]) {
+      expect((await http<C>(sessions[0], `/v1/containers/${x}`)).node).toBe(names[0]);
+      expect((await cmd("remove", { id: x, force: true })).error).toBeUndefined();
+    }
+  });
+
+  it("migrate: the target cannot restore it, so the source restores it from the same checkpoint (MigrationFailed, compensated)", async () => {
+    await sessions[1].down();
+    await sessions[1].up({ BERTH_FAIL: "migrate-restore" });
+    try {
+      const id = (await cmd("run", { name: `back-${suffix}`, image: "busybox", cmd: COUNTER, node: names[0] })).result!.id as string;
+      await until(async () => (await counter(id)) >= 5, 15_000);
+      const pid = (await http<C>(sessions[0], `/v1/containers/${id}`)).pid!;
+      const r = await cmd("migrate", { id, targetNode: names[1] }, 300_000);
+      expect(r.error?.code).toBe("RuntimeError");
+      expect(r.error?.message).toMatch(new RegExp(`migration failed, it runs on ${names[0]} again.*injected failure at migrate-restore`));
+      const c = await http<C>(sessions[0], `/v1/containers/${id}`);
+      expect(c).toMatchObject({ node: names[0], state: "running", pending: null });
+      expect(c.pid).not.toBe(pid);
+      const n = await counter(id);
+      expect(n).toBeGreaterThanOrEqual(5);
+      expect(leftOn(sessions[1], id)).toEqual({ dir: false, mounts: [], runc: false });
+      const { events } = await http<{ events: { type: string; data: Record<string, unknown> }[] }>(sessions[0], `/v1/containers/${id}/events`);
+      expect(events.find((e) => e.type === "MigrationFailed")).toMatchObject({ data: { node: names[0], compensated: true } });
+      expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
+    } finally {
+      await sessions[1].down();
+      await sessions[1].up();
+    }
+  });
+
+  it("migrate to a node that is down: Unavailable, nothing moves", async () => {
+    const id = (await cmd("run", { image: "busybox", cmd: ["sleep", "1000"], node: names[0], network: { mode: "none" } })).result!.id as string;
+    await sessions[1].down();
+    try {
+      const r = await cmd("migrate", { id, targetNode: names[1] });
+      expect(r.error).toMatchObject({ code: "Unavailable", message: expect.stringMatching(new RegExp(`node ${names[1]} is down`)) });
+      expect(await http<C>(sessions[0], `/v1/containers/${id}`)).toMatchObject({ node: names[0], state: "running", pending: null });
+    } finally {
+      await sessions[1].up();
+    }
+    expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
   });
 });

@@ -1,7 +1,7 @@
 // Three nats-servers in one JetStream cluster (DESIGN.md "Several nodes"): a stream with three
 // replicas keeps every acknowledged message through a kill -9 of a follower and of its leader,
 // the follower catches up once it is back, and a new leader takes publishes.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect, errors, RequestError, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
@@ -84,6 +84,13 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
     jsm = await jetstreamManager(nc);
     js = jetstream(nc);
   });
+  // What the harness had to work around (nats-server restarts), shown with the test it happened in.
+  let reported = 0;
+  afterEach(async ({ annotate }) => {
+    const news = cluster?.log.slice(reported) ?? [];
+    reported += news.length;
+    if (news.length) await annotate(`harness: ${news.join("; ")}`);
+  });
   afterAll(async () => {
     try {
       await nc?.close();
@@ -93,7 +100,6 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
   });
 
   it("replicates a stream to all three servers", async ({ annotate }) => {
-    if (cluster.log.length) await annotate(`harness: ${cluster.log.join("; ")}`);
     const si = await jsm.streams.add({ name: STREAM, subjects: ["cs.>"], num_replicas: 3 });
     expect(si.config.num_replicas).toBe(3);
     const names = cluster.nodes.map((n) => n.name);

@@ -59,6 +59,11 @@ const VALID: Record<EventType, unknown> = {
   ContainerCheckpointRequested: { checkpointId: ID, leaveRunning: false, tcpEstablished: false, fileLocks: false },
   ContainerCheckpointed: { checkpointId: ID, leaveRunning: false },
   ContainerRestoreRequested: { checkpointId: ID },
+  ContainerMigrationRequested: { checkpointId: ID, fromNode: "n1", toNode: "n2", preCopy: false },
+  ContainerMigrationDumped: { checkpointId: ID, dumpedAt: AT, frozenMs: 120 },
+  ContainerMigrationRestoreFailed: { checkpointId: ID, node: "n2", reason: "criu restore failed" },
+  ContainerMigrated: { checkpointId: ID, fromNode: "n1", toNode: "n2", downtimeMs: 400, pid: 77, startedAt: AT, ip: "10.89.4.7" },
+  MigrationFailed: { checkpointId: ID, node: "n1", reason: "criu restore failed", compensated: true, pid: 78, startedAt: AT },
   ContainerRestored: { checkpointId: ID, pid: 77, startedAt: AT, ip: "10.89.3.7" },
   CheckpointCreated: {
     checkpointId: ID, container: ID, containerName: "web", pod: null, node: "n1", image: "busybox:latest", imageDigest: DIGEST,

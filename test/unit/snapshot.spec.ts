@@ -172,6 +172,7 @@ const CONTAINER_TYPES = Object.keys({
   ContainerUpgradeRequested: 1, ContainerRollbackRequested: 1, ContainerRevisionActivated: 1, ContainerUpgradeFailed: 1,
   ContainerUpgraded: 1, ContainerUpgradeRolledBack: 1,
   ContainerCheckpointRequested: 1, ContainerCheckpointed: 1, ContainerRestoreRequested: 1, ContainerRestored: 1,
+  ContainerMigrationRequested: 1, ContainerMigrationDumped: 1, ContainerMigrationRestoreFailed: 1, ContainerMigrated: 1,
 } satisfies Record<Extract<EventType, `Container${string}`>, 1>) as Extract<EventType, `Container${string}`>[];
 const OTHER_TYPES: EventType[] = ["ImageImported", "ImageRemoved", "NodeStarted", "NodeRestored"];
 /** Facts the host may report at any time (the executor checks the table before appending them). */

@@ -28,7 +28,8 @@ export type ContainerCommand =
   | { type: "Upgrade"; image: { name: string; digest: string; config: ImageConfig }; oldImage: ImageConfig | null; changes: UpgradeChanges; healthGateSec: number }
   | { type: "Rollback" }
   | { type: "Checkpoint"; checkpointId: string; leaveRunning: boolean; tcpEstablished: boolean; fileLocks: boolean; preDump?: boolean; partOf?: string }
-  | { type: "Restore"; checkpointId: string };
+  | { type: "Restore"; checkpointId: string }
+  | { type: "Migrate"; checkpointId: string; toNode: string; preCopy: boolean };
 
 /** A container event before the store gives it an envelope. */
 export type NewEvent = NewEventOf<ContainerEvent>;
@@ -47,6 +48,7 @@ const verb: Record<ContainerCommand["type"], string> = {
   Rollback: "roll back",
   Checkpoint: "checkpoint",
   Restore: "restore",
+  Migrate: "migrate",
 };
 
 export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEvent[] {
@@ -145,6 +147,13 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       const { type: _t, ...data } = cmd;
       return guard({ type: "ContainerCheckpointRequested", data });
     }
+    case "Migrate":
+      busy();
+      if (cmd.toNode === s.node) refuse(`it is on node ${s.node} already`);
+      if (s.spec.pod) refuse("it is a member of a pod: a pod moves with pod migrate, all its members together");
+      if (s.state !== "running") refuse(`it is ${s.state}: only a running container migrates (its process, memory and rw layer; start it first)`);
+      if (s.spec.mounts?.some((m) => m.type === "volume")) refuse("it has volumes, which stay on their node: moving volumes is not built yet");
+      return guard({ type: "ContainerMigrationRequested", data: { checkpointId: cmd.checkpointId, fromNode: s.node, toNode: cmd.toNode, preCopy: cmd.preCopy } });
     case "Restore":
       busy();
       if (s.state === "running" || s.state === "paused") refuse(`it is ${s.state}; stop it first, or restore the checkpoint under a new name`);

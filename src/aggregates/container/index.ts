@@ -8,7 +8,8 @@ import { nextState } from "./transitions.js";
 
 export const containerDecider: Decider<ContainerState, ContainerCommand, ContainerEvent> = {
   kind: "container",
-  owns: (type): type is ContainerEvent["type"] => type.startsWith("Container"),
+  // MigrationFailed is the container's too (API.md's name for the migration saga's failed outcome).
+  owns: (type): type is ContainerEvent["type"] => type.startsWith("Container") || type === "MigrationFailed",
   decide,
   evolve,
   refuses: (s, e) => {

@@ -81,6 +81,20 @@ export interface ContainerState {
   upgrade: UpgradeSaga | null;
   /** The checkpoint its process was frozen into (a checkpoint without leaveRunning), until it runs again. */
   checkpointed: string | null;
+  /** The migration under way (its intent pending): absent or null when there is none. */
+  migration?: MigrationSaga | null;
+}
+
+export interface MigrationSaga {
+  checkpointId: string;
+  fromNode: string;
+  toNode: string;
+  preCopy: boolean;
+  /** When the source froze it for the final dump (set once the archive is stored). */
+  dumpedAt: string | null;
+  frozenMs: number;
+  /** Why the target could not restore it (the source restores it then). */
+  restoreFailed: string | null;
 }
 
 /**
@@ -136,6 +150,7 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
   }
   // Whatever ends the saga's intent (its outcomes, a forced remove overtaking it) ends the saga.
   if (s.upgrade && n.pending?.type !== "ContainerUpgradeRequested" && n.pending?.type !== "ContainerRollbackRequested") n.upgrade = null;
+  if (s.migration && n.pending?.type !== "ContainerMigrationRequested") n.migration = null;
 
   switch (e.type) {
     case "ContainerStartRequested":
@@ -222,6 +237,29 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       n.stoppedByUser = false;
       break;
     case "ContainerCheckpointRequested":
+      break;
+    case "ContainerMigrationRequested":
+      n.migration = { checkpointId: e.data.checkpointId, fromNode: e.data.fromNode, toNode: e.data.toNode, preCopy: e.data.preCopy, dumpedAt: null, frozenMs: 0, restoreFailed: null };
+      break;
+    case "ContainerMigrationDumped":
+      if (n.migration) n.migration = { ...n.migration, dumpedAt: e.data.dumpedAt, frozenMs: e.data.frozenMs };
+      break;
+    case "ContainerMigrationRestoreFailed":
+      if (n.migration) n.migration = { ...n.migration, restoreFailed: e.data.reason };
+      break;
+    case "ContainerMigrated":
+    case "MigrationFailed":
+      // Ownership moves only here: the target's daemon acts on it from now on.
+      if (e.type === "ContainerMigrated") n.node = e.data.toNode;
+      n.migration = null;
+      n.checkpointed = null;
+      n.restartDueAt = null;
+      n.pid = e.data.pid;
+      n.startedAt = e.data.startedAt;
+      n.ip = e.data.ip ?? (e.type === "ContainerMigrated" ? null : n.ip);
+      n.exitCode = null;
+      n.oomKilled = false;
+      n.lastError = e.type === "MigrationFailed" ? `migration: ${e.data.reason}` : null;
       break;
     case "ContainerUpgradeRequested": {
       const { healthGateSec, ...to } = e.data;

@@ -16,6 +16,8 @@ type Row = Partial<Record<ContainerEvent["type"], Target>>;
 // running or exited; its revision is switched only while no process runs (created, exited).
 // A checkpoint starts from running or paused (a pod checkpoint freezes every member first);
 // without leaveRunning its process's exit comes before its outcome. A restore (of a checkpoint's process) starts from created or exited.
+// A migration starts from running; the dump's exit comes first, then (exited) the dump's record,
+// then the target's restore (running, on its node) or the source's own (MigrationFailed, running).
 // An exec session starts only in a running container and changes no state; its end is recorded
 // whatever the container did meanwhile (the exec ends when the container does), except before
 // the container ever ran.
@@ -39,6 +41,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   running: {
+    ContainerMigrationRequested: "running",
     ContainerCheckpointRequested: "running",
     ContainerCheckpointed: "running",
     ContainerUpgradeRequested: "running",
@@ -90,6 +93,10 @@ export const TRANSITIONS: Readonly<Record<LifecycleState, Row>> = {
     ContainerRemoveRequested: "removing",
   },
   exited: {
+    ContainerMigrationDumped: "exited",
+    ContainerMigrationRestoreFailed: "exited",
+    ContainerMigrated: "running",
+    MigrationFailed: "running",
     ContainerCheckpointed: "exited",
     ContainerRestoreRequested: "exited",
     ContainerRestored: "running",
