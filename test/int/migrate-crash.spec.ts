@@ -1,0 +1,119 @@
+// The migration's crash matrix (issue 10, story 5): on a real 3-server cluster with two daemons,
+// the source (n1) is killed -9 (BERTH_FAULT) after the migration's intent, after CRIU's dump,
+// after the upload and after the dump is stored; the target (n2) after it restored the container.
+// The killed daemon comes back; the container then runs on exactly one node — the one the log
+// names as its owner — with one process, and counts on from where it was.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BUILT, ProcSession } from "../support/daemon-proc.js";
+import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
+import { freePort } from "../support/nats.js";
+import { IN_CI, missing } from "../support/prereq.js";
+import { alive, until } from "../support/proc.js";
+import { Paths } from "../../src/runtime/paths.js";
+
+if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
+const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
+
+type C = { id: string; node: string; state: string; pid: number | null; pending: string | null };
+type Reply = { ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } };
+const COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
+
+// Which daemon dies where. n1 takes the run (its start is n1's first intent) and the migration (its second).
+const CASES: { dies: 0 | 1; fault: string }[] = [
+  { dies: 0, fault: "after-intent:2" },
+  { dies: 0, fault: "checkpoint-dumped:1" },
+  { dies: 0, fault: "checkpoint-uploaded:1" },
+  { dies: 0, fault: "migrate-dumped:1" },
+  { dies: 1, fault: "migrate-restored:1" },
+];
+
+describe.skipIf(skip)("migration crash matrix", () => {
+  let cluster: TestNatsCluster;
+  let nc: NatsConnection;
+  const suffix = randomBytes(2).toString("hex");
+  const names = [`m1x${suffix}`, `m2x${suffix}`];
+  const sessions: ProcSession[] = [];
+  const third = 100 + Math.floor(Math.random() * 140);
+  const send = async (via: string, verb: string, body: unknown, timeoutMs = 60_000): Promise<Reply> =>
+    (await nc.request(`berth.fwd.${via}.container.${verb}`, JSON.stringify(body), { timeout: timeoutMs })).json();
+  const view = async (s: ProcSession, id: string) => (await s.http<C>(`/v1/containers/${id}`)).body;
+  const counter = async (via: string, id: string) => {
+    const r = await send(via, "exec", { id, cmd: ["cat", "/tmp/n"], timeoutSec: 10 }, 30_000);
+    if (r.error) throw new Error(`exec: ${r.error.code}: ${r.error.message}`);
+    return Number((r.result as { stdout: string }).stdout.trim() || "0");
+  };
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+    for (const [i, node] of names.entries()) {
+      const s = new ProcSession(await mkdtemp(join(tmpdir(), `berth-mcrash-${node}-`)), node, await freePort());
+      s.baseArgs = ["--nats-url", cluster.url, "--subnet", `10.89.${third + i}.0/24`];
+      await s.up();
+      sessions.push(s);
+    }
+    nc = await connect({ servers: cluster.urls });
+  }, 120_000);
+
+  afterAll(async () => {
+    const step = (p: Promise<unknown>) => p.catch((err) => console.error("migration crash suite cleanup:", err));
+    for (const s of sessions) if (!s.d || s.d.child.exitCode !== null || s.d.child.signalCode !== null) await step(s.up());
+    if (sessions[0]?.d) {
+      const { body } = await sessions[0].http<{ containers: C[] }>("/v1/containers?all=true");
+      for (const c of body?.containers ?? []) await step(send(c.node, "remove", { id: c.id, force: true }));
+    }
+    await step(nc?.close() ?? Promise.resolve());
+    for (const s of sessions) {
+      await step(s.down());
+      await step(rm(s.dataRoot, { recursive: true, force: true }));
+      await step(rm(new Paths(s.dataRoot).socketDir, { recursive: true, force: true }));
+    }
+    await step(cluster?.stop() ?? Promise.resolve());
+  }, 180_000);
+
+  for (const c of CASES) {
+    it(`${names[c.dies].slice(0, 2)} dies at ${c.fault}: the container ends up running on exactly one node`, async () => {
+      const dying = sessions[c.dies];
+      await dying.down();
+      await dying.up({ BERTH_FAULT: c.fault });
+      const run = await send(names[0], "run", { image: "busybox", cmd: COUNTER, node: names[0] });
+      expect(run.error).toBeUndefined();
+      const id = run.result!.id as string;
+      await until(async () => (await counter(names[0], id)) >= 5, 15_000);
+      const before = (await view(sessions[0], id)).pid!;
+
+      // The reply may never come (the daemon that took it dies): what counts is where it ends.
+      const reply = send(names[0], "migrate", { id, targetNode: names[1] }, 90_000).catch(() => null);
+      await Promise.race([dying.d!.exited, new Promise((r) => setTimeout(r, 60_000))]);
+      expect(dying.d!.child.signalCode).toBe("SIGKILL");
+      await dying.down();
+      await dying.up();
+      // A reply from the daemon that died never comes (its request times out on its own).
+      void reply;
+
+      const other = sessions[1 - c.dies];
+      let settled: C | undefined;
+      await until(async () => {
+        const [a, b] = [await view(dying, id), await view(other, id)];
+        settled = a;
+        return a?.pending === null && a.state === "running" && b?.node === a.node;
+      }, 60_000);
+      // The saga goes forward from wherever it was: n2 owns it.
+      const owner = names.indexOf(settled!.node);
+      expect(settled!.node).toBe(names[1]);
+      // One process, on the owner; the other node has nothing of it.
+      expect(alive(settled!.pid!)).toBe(true);
+      expect(alive(before)).toBe(owner === 0 ? settled!.pid === before : false);
+      const notOwner = sessions[1 - owner];
+      await until(async () => !existsSync(join(notOwner.dataRoot, "runc", id)) && !existsSync(join(notOwner.dataRoot, "containers", id)), 15_000);
+      expect(existsSync(join(sessions[owner].dataRoot, "runc", id))).toBe(true);
+      expect(await counter(names[owner], id)).toBeGreaterThanOrEqual(5);
+      expect((await send(names[owner], "remove", { id, force: true })).error).toBeUndefined();
+    }, 180_000);
+  }
+});
