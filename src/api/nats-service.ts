@@ -6,9 +6,8 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node"
 import { Kvm, type KV } from "@nats-io/kv";
 import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../shared/errors.js";
 import { logger } from "../log.js";
-import { CMD_PREFIX, type Reply } from "../contract/client.js";
+import { CMD_PREFIX, FORWARD, type Reply } from "../contract/client.js";
 import type { RequestJournal } from "../handlers/command-service.js";
-import { FORWARD } from "../runtime/nats-roles.js";
 
 export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";

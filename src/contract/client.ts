@@ -11,6 +11,8 @@ export interface ClientConfig {
 
 /** Commands are requests on `berth.cmd.<noun>.<verb>`. */
 export const CMD_PREFIX = "berth.cmd";
+/** `berth.fwd.<node>.<verb>`: a command a daemon got for another node's container or pod, handed to that node's daemon. */
+export const FORWARD = "berth.fwd";
 export const commandSubject = (nounVerb: string) => `${CMD_PREFIX}.${nounVerb}`;
 
 /** Every command's reply. */

@@ -19,6 +19,8 @@ export interface Permissions {
 const STREAM = "BERTH_EVENTS";
 const EVENTS = "berth.ev.>";
 const COMMANDS = "berth.cmd.>";
+/** Commands a daemon hands to the daemon of the node that owns their target (contract FORWARD). */
+const FORWARDS = "berth.fwd.>";
 
 /**
  * The daemon's inbox prefix (nats.js `inboxPrefix`). Its replies, consumer deliveries and KV
@@ -27,21 +29,18 @@ const COMMANDS = "berth.cmd.>";
  */
 export const DAEMON_INBOX_PREFIX = "_INBOX_berthd";
 
-/** `berth.fwd.<node>.<verb>`: a command a daemon got for another node's container or pod, handed to that node's daemon. */
-export const FORWARD = "berth.fwd";
-
 export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
   daemon: {
     publish: {
       // The JetStream API for the stream, its KV buckets (berth_requests, berth_snapshots) and
       // later object stores; events; acks and flow control of its consumers; replies to clients.
-      // Commands it hands to the daemon of the node that owns their target (FORWARD).
-      allow: ["$JS.API.>", "$KV.>", "$O.>", EVENTS, "$JS.ACK.>", "$JS.FC.>", "_INBOX.>", `${FORWARD}.>`],
+      // Commands it hands to the daemon of the node that owns their target (FORWARDS).
+      allow: ["$JS.API.>", "$KV.>", "$O.>", EVENTS, "$JS.ACK.>", "$JS.FC.>", "_INBOX.>", FORWARDS],
       // Purge and message delete are refused by the stream itself (deny_purge, deny_delete);
       // deleting the whole stream no stream setting can refuse, so the daemon may not ask.
       deny: [`$JS.API.STREAM.DELETE.${STREAM}`],
     },
-    subscribe: { allow: [COMMANDS, `${DAEMON_INBOX_PREFIX}.>`, `${FORWARD}.>`] },
+    subscribe: { allow: [COMMANDS, `${DAEMON_INBOX_PREFIX}.>`, FORWARDS] },
   },
   client: {
     // Requests only. Not a subscriber of berth.cmd.> (it would take commands out of the daemons'

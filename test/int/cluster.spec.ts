@@ -5,16 +5,12 @@
 // daemon lists every node's containers; node ls says who is up; a name is unique across both.
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BUILT, ProcSession } from "../support/daemon-proc.js";
-import { Paths } from "../../src/runtime/paths.js";
-import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
-import { freePort } from "../support/nats.js";
+import { BUILT, type ProcSession } from "../support/daemon-proc.js";
+import { startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
 
@@ -23,53 +19,28 @@ const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox
 const COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
 
 type C = { id: string; name: string; node: string; state: string; pid: number | null; pending: string | null };
-type Reply = { ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } };
 type Node = { name: string; up: boolean; lastSeen: string | null };
 
 describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
-  let cluster: TestNatsCluster;
+  let h: ClusterDaemons;
+  let sessions: ProcSession[];
   let nc: NatsConnection;
   const suffix = randomBytes(2).toString("hex");
   const names = [`n1x${suffix}`, `n2x${suffix}`];
-  const sessions: ProcSession[] = [];
   const third = 100 + Math.floor(Math.random() * 140);
   /**
    * A command as any client sends it (the daemons' queue group picks who takes it), or, with
    * `via`, to that node's daemon itself (the subject daemons hand commands over on).
    */
-  const cmd = async (verb: string, body: unknown, timeoutMs = 60_000, via?: string): Promise<Reply> => {
-    const full = /^(pod|image|checkpoint)\./.test(verb) ? verb : `container.${verb}`;
-    return (await nc.request(via ? `berth.fwd.${via}.${full}` : `berth.cmd.${full}`, JSON.stringify(body), { timeout: timeoutMs })).json();
-  };
+  const cmd = (verb: string, body: unknown, timeoutMs = 60_000, via?: string) => h.cmd(verb, body, timeoutMs, via);
   const http = async <T>(s: ProcSession, path: string) => (await s.http<T>(path)).body;
 
   beforeAll(async () => {
-    cluster = await startNatsCluster();
-    for (const [i, node] of names.entries()) {
-      const s = new ProcSession(await mkdtemp(join(tmpdir(), `berth-cluster-${node}-`)), node, await freePort());
-      s.baseArgs = ["--nats-url", cluster.url, "--subnet", `10.89.${third + i}.0/24`];
-      await s.up();
-      sessions.push(s);
-    }
-    nc = await connect({ servers: cluster.urls });
+    h = await startClusterDaemons(names, third);
+    ({ sessions, nc } = h);
   }, 120_000);
-
   afterAll(async () => {
-    // Each step on its own: whatever fails, the daemons and the cluster are stopped.
-    const step = (p: Promise<unknown>) => p.catch((err) => console.error("cluster suite cleanup:", err));
-    if (sessions.length === names.length) {
-      // Every daemon up, so that each removes its own containers.
-      for (const s of sessions) if (!s.d || s.d.child.exitCode !== null) await step(s.up());
-      const { containers } = (await step(http<{ containers: C[] }>(sessions[0], "/v1/containers?all=true"))) as { containers?: C[] } ?? {};
-      for (const c of containers ?? []) await step(cmd("remove", { id: c.id, force: true }));
-    }
-    await step(nc?.close() ?? Promise.resolve());
-    for (const s of sessions) {
-      await step(s.down());
-      await step(rm(s.dataRoot, { recursive: true, force: true }));
-      await step(rm(new Paths(s.dataRoot).socketDir, { recursive: true, force: true }));
-    }
-    await step(cluster?.stop() ?? Promise.resolve());
+    await h?.stop();
   }, 180_000);
 
   it("replicates the event stream and every bucket on all three servers", async () => {

@@ -5,23 +5,17 @@
 // names as its owner — with one process, and counts on from where it was.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BUILT, ProcSession } from "../support/daemon-proc.js";
-import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
-import { freePort } from "../support/nats.js";
+import { BUILT, type ProcSession } from "../support/daemon-proc.js";
+import { startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
-import { Paths } from "../../src/runtime/paths.js";
 
 if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
 const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
 
 type C = { id: string; node: string; state: string; pid: number | null; pending: string | null };
-type Reply = { ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } };
 const COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
 
 // Which daemon dies where. n1 takes the run (its start is n1's first intent) and the migration (its second).
@@ -34,14 +28,11 @@ const CASES: { dies: 0 | 1; fault: string }[] = [
 ];
 
 describe.skipIf(skip)("migration crash matrix", () => {
-  let cluster: TestNatsCluster;
-  let nc: NatsConnection;
+  let h: ClusterDaemons;
+  let sessions: ProcSession[];
   const suffix = randomBytes(2).toString("hex");
   const names = [`m1x${suffix}`, `m2x${suffix}`];
-  const sessions: ProcSession[] = [];
-  const third = 100 + Math.floor(Math.random() * 140);
-  const send = async (via: string, verb: string, body: unknown, timeoutMs = 60_000): Promise<Reply> =>
-    (await nc.request(`berth.fwd.${via}.container.${verb}`, JSON.stringify(body), { timeout: timeoutMs })).json();
+  const send = (via: string, verb: string, body: unknown, timeoutMs = 60_000) => h.cmd(verb, body, timeoutMs, via);
   const view = async (s: ProcSession, id: string) => (await s.http<C>(`/v1/containers/${id}`)).body;
   const counter = async (via: string, id: string) => {
     const r = await send(via, "exec", { id, cmd: ["cat", "/tmp/n"], timeoutSec: 10 }, 30_000);
@@ -50,30 +41,11 @@ describe.skipIf(skip)("migration crash matrix", () => {
   };
 
   beforeAll(async () => {
-    cluster = await startNatsCluster();
-    for (const [i, node] of names.entries()) {
-      const s = new ProcSession(await mkdtemp(join(tmpdir(), `berth-mcrash-${node}-`)), node, await freePort());
-      s.baseArgs = ["--nats-url", cluster.url, "--subnet", `10.89.${third + i}.0/24`];
-      await s.up();
-      sessions.push(s);
-    }
-    nc = await connect({ servers: cluster.urls });
+    h = await startClusterDaemons(names);
+    sessions = h.sessions;
   }, 120_000);
-
   afterAll(async () => {
-    const step = (p: Promise<unknown>) => p.catch((err) => console.error("migration crash suite cleanup:", err));
-    for (const s of sessions) if (!s.d || s.d.child.exitCode !== null || s.d.child.signalCode !== null) await step(s.up());
-    if (sessions[0]?.d) {
-      const { body } = await sessions[0].http<{ containers: C[] }>("/v1/containers?all=true");
-      for (const c of body?.containers ?? []) await step(send(c.node, "remove", { id: c.id, force: true }));
-    }
-    await step(nc?.close() ?? Promise.resolve());
-    for (const s of sessions) {
-      await step(s.down());
-      await step(rm(s.dataRoot, { recursive: true, force: true }));
-      await step(rm(new Paths(s.dataRoot).socketDir, { recursive: true, force: true }));
-    }
-    await step(cluster?.stop() ?? Promise.resolve());
+    await h?.stop();
   }, 180_000);
 
   for (const c of CASES) {

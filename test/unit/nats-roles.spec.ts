@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { loadSecrets, splitNatsUrl } from "../../src/config.js";
 import { STREAM, SUBJECT_ROOT } from "../../src/events/types.js";
 import { CMD_PREFIX } from "../../src/api/nats-service.js";
+import { FORWARD } from "../../src/contract/client.js";
 import { confText } from "../../src/runtime/nats-server.js";
 import { DAEMON_INBOX_PREFIX, externalAuthorizationText, permissionsText, ROLE_PERMISSIONS } from "../../src/runtime/nats-roles.js";
 
@@ -19,6 +20,9 @@ describe("the role permissions", () => {
   it("name the stream and subjects the event and command modules use", () => {
     expect(all("daemon").pub).toContain(`${SUBJECT_ROOT}.>`);
     expect(all("daemon").sub).toContain(`${CMD_PREFIX}.>`);
+    // Commands handed from daemon to daemon: the daemon's only.
+    expect(all("daemon").sub).toContain(`${FORWARD}.>`);
+    expect(all("daemon").pub).toContain(`${FORWARD}.>`);
     expect(all("client").pub).toEqual([`${CMD_PREFIX}.>`]);
     expect(all("daemon").pubDeny).toEqual([`$JS.API.STREAM.DELETE.${STREAM}`]);
     for (const s of all("auditor").pub.filter((x) => x !== "$JS.API.INFO")) expect(s).toContain(STREAM);
