@@ -234,4 +234,40 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     }
     expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
   });
+
+  it("a nats-server killed -9 during a burst of commands: nothing acknowledged is lost, the daemons carry on, it catches up", async () => {
+    const ids = new Set<string>();
+    const jsm = await jetstreamManager(nc);
+    const before = (await jsm.streams.info("BERTH_EVENTS")).state.last_seq;
+    // One server dies a moment into the burst; a command that got no answer is sent again with
+    // its requestId (that is what the id is for), until it has one.
+    const victim = h.cluster.nodes[1].name;
+    const killing = new Promise((r) => setTimeout(r, 300)).then(() => h.cluster.kill(victim));
+    for (let i = 0; i < 16; i++) {
+      const body = { name: `burst-${suffix}-${i}`, image: "busybox", cmd: ["sleep", "1000"], node: names[i % 2], network: { mode: "none" }, meta: { requestId: `burst-${suffix}-${i}` } };
+      let r: Awaited<ReturnType<typeof cmd>> | null = null;
+      for (let attempt = 0; attempt < 20 && !r?.ok; attempt++) {
+        r = await cmd("run", body, 15_000).catch(() => null);
+        if (!r?.ok) await new Promise((res) => setTimeout(res, 500));
+      }
+      expect(r?.ok, JSON.stringify(r)).toBe(true);
+      ids.add(r!.result!.id as string);
+    }
+    await killing;
+    expect(ids.size).toBe(16);
+    // Every daemon sees each of them once, running on its node.
+    for (const s of sessions) {
+      const listed = (await http<{ containers: C[] }>(s, "/v1/containers?all=true")).containers.filter((c) => c.name.startsWith(`burst-${suffix}-`));
+      expect(listed.map((c) => c.id).sort()).toEqual([...ids].sort());
+      for (const c of listed) expect(c.state).toBe("running");
+    }
+    await h.cluster.restart(victim);
+    // The server that was away has every event again (its replica is current).
+    await until(async () => {
+      const info = await jsm.streams.info("BERTH_EVENTS");
+      return info.state.last_seq > before && (info.cluster?.replicas ?? []).every((p) => p.current) && (info.cluster?.replicas ?? []).length === 2;
+    }, 30_000);
+    for (const id of ids) expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
+  });
 });
+
