@@ -303,11 +303,14 @@ export class HostRuntime {
         const parentPath = (await exists(k.parent)) ? "../parent" : undefined;
         await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o, parentPath }, this.log);
       }
-      // The CPU it was made on, for the check before a restore (after the dump: not frozen time).
-      await cpuinfoDump(k.images, this.log);
       const overlay = await this.overlayOf(id);
       if (!overlay) throw notFound(`container ${id} has no rootfs`);
-      await run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+      // The rw layer, and beside it the CPU it was made on (for the check before a restore): after
+      // the dump, so not frozen time, but a migration's downtime, hence together.
+      await Promise.all([
+        run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" }),
+        cpuinfoDump(k.images, this.log),
+      ]);
       await writeAtomic(k.meta, JSON.stringify(meta));
       await writeAtomic(k.dumped, "");
     }
