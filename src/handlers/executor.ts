@@ -399,6 +399,7 @@ export class Executor {
       };
       await checkpoints.appendFact(d.checkpointId, (s) => (s ? [] : [{ type: "CheckpointCreated", data }]),
         { ...ctx, requestId: factKey(d.checkpointId, "CheckpointCreated", d.checkpointId) }, "CheckpointCreated", () => this.stopped);
+      this.log.info({ container: c.id, dumpMs: data.dumpMs, exitMs: Math.round(tUpload - tDumped), uploadMs, totalMs: Math.round(performance.now() - t0) }, "dumped and stored");
     }
     await this.host.removeCheckpointDir(d.checkpointId);
     return { stats };
@@ -522,11 +523,15 @@ export class Executor {
 
   /** A checkpoint's archive from the object store onto this host, then CRIU restores it under conmon. */
   private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    const t0 = performance.now();
     const { data, verified } = await this.cp!.archive.get(checkpointId);
     try {
       await this.host.unpackCheckpoint(checkpointId, data);
       await verified;
-      return await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished: false });
+      const t1 = performance.now();
+      const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished: false });
+      this.log.info({ container: c.id, fetchMs: Math.round(t1 - t0), restoreMs: Math.round(performance.now() - t1) }, "fetched and restored");
+      return r;
     } finally {
       await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
     }
