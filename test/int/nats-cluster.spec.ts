@@ -1,9 +1,9 @@
 // Three nats-servers in one JetStream cluster (DESIGN.md "Several nodes"): a stream with three
 // replicas keeps every acknowledged message through a kill -9 of a follower and of its leader,
 // the follower catches up once it is back, and a new leader takes publishes.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from "vitest";
 import { connect, errors, RequestError, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { startNatsCluster, type TestNatsCluster } from "../support/nats-cluster.js";
 import { missing } from "../support/prereq.js";
 
@@ -65,7 +65,6 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
   };
   // Stream info comes from the stream leader: none answers while one is being elected.
   const info = () => eventually("stream info", () => jsm.streams.info(STREAM), () => true, 15_000);
-  const replica = (si: StreamInfo, name: string) => si.cluster?.replicas?.find((r) => r.name === name);
   /** The stream as each server has it, from its own monitoring port (for assertions and failures). */
   const local = async (name: string) => {
     const n = cluster.nodes.find((x) => x.name === name)!;
@@ -86,11 +85,15 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
   });
   // What the harness had to work around (nats-server restarts), shown with the test it happened in.
   let reported = 0;
-  afterEach(async ({ annotate }) => {
-    const news = cluster?.log.slice(reported) ?? [];
-    reported += news.length;
-    if (news.length) await annotate(`harness: ${news.join("; ")}`);
-  });
+  const withHarnessNotes = (fn: (ctx: TestContext) => Promise<void>) => async (ctx: TestContext) => {
+    try {
+      await fn(ctx);
+    } finally {
+      const news = cluster.log.slice(reported);
+      reported += news.length;
+      if (news.length) await ctx.annotate(`harness: ${news.join("; ")}`);
+    }
+  };
   afterAll(async () => {
     try {
       await nc?.close();
@@ -99,7 +102,7 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
     }
   });
 
-  it("replicates a stream to all three servers", async ({ annotate }) => {
+  it("replicates a stream to all three servers", withHarnessNotes(async () => {
     const si = await jsm.streams.add({ name: STREAM, subjects: ["cs.>"], num_replicas: 3 });
     expect(si.config.num_replicas).toBe(3);
     const names = cluster.nodes.map((n) => n.name);
@@ -109,9 +112,9 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
 
     for (let i = 0; i < 200; i++) await publish(i);
     expect((await info()).state.messages).toBe(200);
-  });
+  }));
 
-  it("keeps every acknowledged message through a kill -9 of a follower, which catches up", async ({ annotate }) => {
+  it("keeps every acknowledged message through a kill -9 of a follower, which catches up", withHarnessNotes(async ({ annotate }) => {
     const before = await info();
     // Neither the stream's leader nor the meta leader: this one is only about losing a replica.
     const meta = (await (await fetch(`http://127.0.0.1:${cluster.nodes[0].httpPort}/jsz`)).json()) as { meta_cluster: { leader: string } };
@@ -140,9 +143,9 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
     );
     await eventually(`400 messages in ${victim}'s own store`, () => localMessages(victim), (m) => m === 400, 5_000);
     await annotate(`${victim} killed during the burst (${retried} publish retries); back and current ${Date.now() - t0} ms after its restart`);
-  });
+  }));
 
-  it("elects a new stream leader after a kill -9 of the old one and takes publishes again", async ({ annotate }) => {
+  it("elects a new stream leader after a kill -9 of the old one and takes publishes again", withHarnessNotes(async ({ annotate }) => {
     const old = (await info()).cluster!.leader!;
     retried = 0;
     await cluster.kill(old);
@@ -162,5 +165,5 @@ describe.skipIf(skip)("a 3-node NATS cluster", () => {
     expect(after.state.messages).toBe(401);
     for (let i = 401; i < 410; i++) await publish(i);
     expect((await info()).state.messages).toBe(410);
-  });
+  }));
 });
