@@ -125,7 +125,8 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
       const id = cp.stdout.trim();
       expect(id).toMatch(/^[0-9a-f]{64}$/);
       const row = (await berth("checkpoint", "ls")).stdout.split("\n").find((l) => l.startsWith(id.slice(0, 12)));
-      expect(row).toMatch(/^[0-9a-f]{12}\s+counter\s+\S+\s+[\d.]+[kMG]?B\s+\d+ms\s+(just now|\d+ seconds? ago)$/);
+      // CHECKPOINT ID, CONTAINER, POD (none: -), NODE, SIZE, FROZEN, CREATED.
+      expect(row).toMatch(/^[0-9a-f]{12}\s+counter\s+-\s+\S+\s+[\d.]+[kMG]?B\s+\d+ms\s+(just now|\d+ seconds? ago)$/);
 
       const r = await berth("restore", id);
       expect(r.stderr).toBe("");
