@@ -42,7 +42,7 @@ describe.skipIf(skip)("checkpoint crash matrix", () => {
   const cmd = (verb: string, body: unknown, timeoutMs?: number) => session.cmd(verb, body, timeoutMs);
   const http = <T>(path: string) => session.http<T>(path);
   const counter = async (id: string) => {
-    const r = await cmd("exec", { id, cmd: ["cat", "/tmp/n"], timeoutSec: 20 });
+    const r = await cmd("exec", { id, cmd: ["sh", "-c", "while :; do v=$(cat /tmp/n); [ -n \"$v\" ] && exec echo $v; done"], timeoutSec: 20 });
     if (r.error) throw new Error(`exec: ${r.error.code}: ${r.error.message}`);
     return Number((r.result as { stdout: string }).stdout.trim() || "0");
   };

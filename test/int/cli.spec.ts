@@ -116,7 +116,7 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
     if (missing("criu").length) return;
     const run = await berth("run", "--name", "counter", "busybox:latest", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done");
     expect(run.exitCode).toBe(0);
-    const counter = async () => Number((await berth("exec", "counter", "cat", "/tmp/n")).stdout.trim());
+    const counter = async () => Number((await berth("exec", "counter", "sh", "-c", "while :; do v=$(cat /tmp/n); [ -n \"$v\" ] && exec echo $v; done")).stdout.trim());
     try {
       await until(async () => (await counter()) > 1, 20_000);
       const cp = await berth("checkpoint", "counter");
@@ -150,7 +150,7 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
       const im = await berth("restore", "--import", file, "--name", "counter-copy");
       expect(im.stderr).toBe("");
       expect(im.stdout.trim()).toMatch(/^[0-9a-f]{64} counter-copy running$/);
-      expect(Number((await berth("exec", "counter-copy", "cat", "/tmp/n")).stdout.trim())).toBeGreaterThan(1);
+      expect(Number((await berth("exec", "counter-copy", "sh", "-c", "while :; do v=$(cat /tmp/n); [ -n \"$v\" ] && exec echo $v; done")).stdout.trim())).toBeGreaterThan(1);
       const notArchive = await berth("restore", "--import", join(dataRoot, "client.json"));
       expect(notArchive.exitCode).toBe(1);
       expect(notArchive.stderr).toMatch(/^berth: InvalidArgument: not a berth checkpoint archive/);

@@ -35,7 +35,7 @@ describe.skipIf(skip)("migration crash matrix", () => {
   const send = (via: string, verb: string, body: unknown, timeoutMs = 60_000) => h.cmd(verb, body, timeoutMs, via);
   const view = async (s: ProcSession, id: string) => (await s.http<C>(`/v1/containers/${id}`)).body;
   const counter = async (via: string, id: string) => {
-    const r = await send(via, "exec", { id, cmd: ["cat", "/tmp/n"], timeoutSec: 10 }, 30_000);
+    const r = await send(via, "exec", { id, cmd: ["sh", "-c", "while :; do v=$(cat /tmp/n); [ -n \"$v\" ] && exec echo $v; done"], timeoutSec: 10 }, 30_000);
     if (r.error) throw new Error(`exec: ${r.error.code}: ${r.error.message}`);
     return Number((r.result as { stdout: string }).stdout.trim() || "0");
   };

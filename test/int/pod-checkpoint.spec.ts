@@ -30,7 +30,7 @@ describe.skipIf(skip)("pod checkpoint and restore with CRIU", () => {
   const pod = (ref: string) => d.get<Pod>(`/v1/pods/${ref}`);
   const get = (ref: string) => d.get<C>(`/v1/containers/${ref}`);
   const read = async (ref: string, file: string) => {
-    const r = await d.cmd<{ stdout: string; exitCode: number }>("container.exec", { id: ref, cmd: ["cat", file], timeoutSec: 20 });
+    const r = await d.cmd<{ stdout: string; exitCode: number }>("container.exec", { id: ref, cmd: ["sh", "-c", `while :; do v=$(cat ${file} 2>/dev/null); [ -n "$v" ] && exec echo $v; sleep 0.05; done`], timeoutSec: 20 });
     expect(r.error).toBeUndefined();
     return Number(r.result!.stdout.trim() || "0");
   };

@@ -23,8 +23,11 @@ export interface ClusterDaemons {
   stop(): Promise<void>;
 }
 
-/** Daemons named `names`, the i-th on 10.89.<third + i>.0/24 (a random third octet unless given). */
-export async function startClusterDaemons(names: string[], third = 100 + Math.floor(Math.random() * 140)): Promise<ClusterDaemons> {
+/**
+ * Daemons named `names`, each on a /24 it chooses itself (a free one: suites running beside this
+ * one claim theirs, and a fixed or random choice could collide with them).
+ */
+export async function startClusterDaemons(names: string[]): Promise<ClusterDaemons> {
   const cluster = await startNatsCluster();
   const sessions: ProcSession[] = [];
   let nc: NatsConnection | null = null;
@@ -49,9 +52,9 @@ export async function startClusterDaemons(names: string[], third = 100 + Math.fl
     await step(cluster.stop());
   };
   try {
-    for (const [i, node] of names.entries()) {
+    for (const node of names) {
       const s = new ProcSession(await mkdtemp(join(tmpdir(), `berth-${node}-`)), node, await freePort());
-      s.baseArgs = ["--nats-url", cluster.url, "--subnet", `10.89.${third + i}.0/24`];
+      s.baseArgs = ["--nats-url", cluster.url];
       sessions.push(s);
       await s.up();
     }
