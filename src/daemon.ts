@@ -209,11 +209,18 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const stopRotation = runtime.rotateLogs();
   mark("executorStarted");
   await ensureSeedImage(o, imageStore, images, log);
-  // Chunks of archive uploads a killed daemon left unfinished (in the background; the store is shared).
-  archive
-    ?.sweep(Number(process.env.BERTH_ARCHIVE_SWEEP_IDLE_MS ?? 60_000))
-    .then((swept) => swept.length && log.info({ swept: swept.length }, "unfinished checkpoint uploads purged"))
-    .catch((err) => log.warn({ err }, "could not sweep unfinished checkpoint uploads"));
+  // Chunks of archive uploads a killed daemon left unfinished (in the background; the store is
+  // shared): at the start and then once per idle window, since an upload cut short by a crash
+  // is still too fresh to tell from one in progress when the daemon comes back.
+  const sweepIdleMs = Number(process.env.BERTH_ARCHIVE_SWEEP_IDLE_MS ?? 60_000);
+  const sweep = () =>
+    archive
+      ?.sweep(sweepIdleMs)
+      .then((swept) => swept.length && log.info({ swept: swept.length }, "unfinished checkpoint uploads purged"))
+      .catch((err) => log.warn({ err }, "could not sweep unfinished checkpoint uploads"));
+  void sweep();
+  const sweepTimer = archive ? setInterval(() => void sweep(), Math.max(1_000, sweepIdleMs)) : null;
+  sweepTimer?.unref();
   mark("seedImageChecked");
 
   await store.append(
@@ -258,6 +265,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       // Exec sessions end with the daemon (their end is recorded); a command waiting for one must not hold the stop.
       await exec.stop();
       pods.checkpoints?.stop();
+      if (sweepTimer) clearInterval(sweepTimer);
       await presence?.stop();
       attach.stop();
       await nats.stop();
