@@ -425,26 +425,11 @@ export class Executor {
     const rec = this.projector.model.checkpoints.get(checkpointId);
     if (!rec || rec.removed) throw new BerthError(ErrorCode.NotFound, `checkpoint ${checkpointId} is gone`);
     const t0 = performance.now();
-    const { data, verified } = await this.cp.archive.get(checkpointId);
-    try {
-      await this.host.unpackCheckpoint(checkpointId, data);
-      await verified;
-    } catch (err) {
-      // What a damaged archive unpacked is not used, nor kept.
-      await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
-      throw err;
-    }
-    fault("restore-fetched");
-    const r = await this.host.prepareAndRestore(c, this.netPlan(c), checkpointId, { tcpEstablished: rec.tcpEstablished }).catch(async (err) => {
-      // Refused (the CPU, the IP) or failed: the unpacked archive is not kept; a retry fetches it again.
-      await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
-      throw err;
-    });
+    const r = await this.fetchAndRestore(c, checkpointId, this.netPlan(c), rec.tcpEstablished);
     const restored = { checkpointId, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
     await this.outcome(c.id, { type: "ContainerRestored", data: restored }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
     await this.cp.checkpoints.appendFact(checkpointId, (s) => (s && !s.removed ? [{ type: "CheckpointRestored", data: { checkpointId, container: c.id, durationMs: Math.round(performance.now() - t0) } }] : []),
       { ...ctx, requestId: factKey(checkpointId, "CheckpointRestored", intentKey(ctx)) }, "CheckpointRestored", () => this.stopped);
-    await this.host.removeCheckpointDir(checkpointId);
   }
 
   /**
@@ -521,15 +506,19 @@ export class Executor {
     await this.host.cleanup(id).catch((err) => this.log.warn({ err, container: id }, "could not clean up after the migrated container"));
   }
 
-  /** A checkpoint's archive from the object store onto this host, then CRIU restores it under conmon. */
-  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  /**
+   * A checkpoint's archive from the object store onto this host (its digest checked), then CRIU
+   * restores it under conmon. The unpacked archive is not kept, whatever happens: a retry fetches it again.
+   */
+  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished = false): Promise<{ pid: number; startedAt: string; ip: string | null }> {
     const t0 = performance.now();
     const { data, verified } = await this.cp!.archive.get(checkpointId);
     try {
       await this.host.unpackCheckpoint(checkpointId, data);
       await verified;
+      fault("restore-fetched");
       const t1 = performance.now();
-      const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished: false });
+      const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished });
       this.log.info({ container: c.id, fetchMs: Math.round(t1 - t0), restoreMs: Math.round(performance.now() - t1) }, "fetched and restored");
       return r;
     } finally {
