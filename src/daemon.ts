@@ -7,7 +7,7 @@ import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/trans
 import type { FastifyInstance } from "fastify";
 import { DEFAULT_NATS_SYNC, checkOptions, clusterReplicas, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
-import { containerSubject, nodeSubject } from "./events/types.js";
+import { containerSubject, nodeSubject, podSubject } from "./events/types.js";
 import { logger } from "./log.js";
 import { Projector } from "./projections/projector.js";
 import { SnapshotStore } from "./projections/snapshot.js";
@@ -118,6 +118,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
   const commands = new CommandService(store, projector).for(containerDecider);
   const names = new CommandService(store, projector).for(nameDecider);
+  // Without the presence bucket nothing is known: up. With it, a node not beating is down.
+  const nodeUp = (node: string) => node === o.node || !presence || (presence.of(node)?.up ?? false);
   const containers = new ContainerService({
     node: o.node,
     projector,
@@ -126,14 +128,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     history: (id) => store.readSubject(containerSubject(id)),
     network: networkPort(runtime),
     names,
-    // Without the presence bucket nothing is known: up. With it, a node not beating is down.
-    nodeUp: (node) => node === o.node || !presence || (presence.of(node)?.up ?? false),
+    nodeUp,
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
   const archive = await CheckpointArchive.open(nc, replicas).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
   const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
   const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
+  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined, names);
   const pods = new PodService({
     node: o.node,
     projector,
@@ -143,8 +145,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     host: { removePod: (id) => runtime.removePod(id) },
     checkpoints,
     names,
+    migration: { containers: commands, executor, nodeUp, history: (id) => store.readSubject(podSubject(id)) },
   });
-  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined, names);
   const metrics = createMetrics(projector.model);
   const exec = new ExecService({ node: o.node, projector, commands, host: runtime, history: (id) => store.readSubject(containerSubject(id)) });
   const attach = new AttachService({ node: o.node, projector, containers, host: runtime });
@@ -202,6 +204,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   executor.restarts.rearm();
   // Pod checkpoints a killed daemon left under way go on (their members' steps need the executor).
   pods.checkpoints?.resume();
+  // Pod migrations under way, this node's side of them (and the steps the log gives it from now on).
+  pods.migrations?.start();
+  pods.migrations?.resume();
   // Health checks of running containers resume with the status the log has.
   const health = new HealthMonitor(o.node, projector, commands, runtime);
   health.start();
@@ -265,6 +270,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       // Exec sessions end with the daemon (their end is recorded); a command waiting for one must not hold the stop.
       await exec.stop();
       pods.checkpoints?.stop();
+      pods.migrations?.stop();
       if (sweepTimer) clearInterval(sweepTimer);
       await presence?.stop();
       attach.stop();

@@ -23,6 +23,7 @@ import {
   KillBody,
   PodCreateBody,
   PodCheckpointBody,
+  PodMigrateBody,
   MigrateBody,
   PodRestoreBody,
   RefBody,
@@ -39,7 +40,7 @@ import type { Metrics } from "./metrics.js";
 
 const QUEUE = "berth-cmd";
 /** Verbs whose target's own node must act (its host), handed to that node's daemon. */
-const FORWARDED = new Set(["container.exec", "pod.start", "pod.stop", "pod.kill", "pod.remove", "pod.checkpoint", "pod.restore"]);
+const FORWARDED = new Set(["container.exec", "pod.start", "pod.stop", "pod.kill", "pod.remove", "pod.checkpoint", "pod.restore", "pod.migrate"]);
 /** A forwarded command's longest wait: a pod checkpoint of several members. */
 const FORWARD_TIMEOUT_MS = 15 * 60_000;
 /** Below the server's max_payload (1 MiB), so an oversized body is ours to refuse clearly. */
@@ -98,6 +99,7 @@ export class NatsCommandService {
     const exec = validator(ExecBody);
     const podCreate = validator(PodCreateBody);
     const podCheckpoint = validator(PodCheckpointBody);
+    const podMigrate = validator(PodMigrateBody);
     const migrate = validator(MigrateBody);
     const podRestore = validator(PodRestoreBody);
     const p = d.pods;
@@ -159,6 +161,10 @@ export class NatsCommandService {
                     const { rest, o } = split(podCheckpoint(b), r);
                     const { id, ...opts } = rest;
                     return p.checkpoint(id, opts, o);
+                  },
+                  "pod.migrate": async (b: unknown, r?: RequestJournal) => {
+                    const { rest, o } = split(podMigrate(b), r);
+                    return p.migrate(rest.id, rest.targetNode, rest.preCopy ?? false, o);
                   },
                   "pod.restore": async (b: unknown, r?: RequestJournal) => {
                     const { rest, o } = split(podRestore(b), r);

@@ -69,6 +69,7 @@ export const MigrateBody = body({
   targetNode: Type.String({ pattern: NAME_PATTERN, maxLength: 128, description: "the node to move it to" }),
   preCopy: Type.Optional(Type.Boolean({ description: "pre-dump its memory while it runs first, so the final freeze is shorter" })),
 });
+export const PodMigrateBody = MigrateBody;
 export const PodCheckpointBody = body({
   id: Ref,
   leaveRunning: Type.Optional(Type.Boolean()),

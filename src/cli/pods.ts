@@ -1,4 +1,4 @@
-// `berth pod create|ps|inspect|start|stop|kill|rm|checkpoint|restore` (podman's pod verbs, and
+// `berth pod create|ps|inspect|start|stop|kill|rm|checkpoint|restore|migrate` (podman's pod verbs, and
 // CRIU checkpoints of a whole pod): one verb with subverbs.
 import type { Command } from "commander";
 import type { PodView } from "../contract/views.js";
@@ -98,6 +98,18 @@ export const pod: Register = (program, cli, name) => {
       );
       if (o.json) printJson(r);
       else out(`${r.id} ${r.name} ${r.state}\n`);
+    });
+
+  sub("migrate", "move a pod and every container of it to another node with their memory state (a pod checkpoint here, restored there)")
+    .option("--pre-copy", "pre-dump its containers' memory while they run first, so the final freeze is shorter (needs soft-dirty tracking)")
+    .argument("<ref>", "pod name or id")
+    .argument("<node>", "the node to move it to (berth node ls)")
+    .action(async (ref: string, node: string, o: Json & { preCopy?: boolean }, cmd: Command) => {
+      const r = await (await cli.client(cmd)).command<{ id: string; node: string; downtimeMs: number }>(
+        "berth.cmd.pod.migrate", { id: ref, targetNode: node, ...(o.preCopy ? { preCopy: true } : {}) }, CRIU_REPLY_MS * 4,
+      );
+      if (o.json) printJson(r);
+      else out(`${r.id} ${r.node} downtime ${r.downtimeMs} ms\n`);
     });
 
   sub("rm", "remove pods (-f: with their containers)")

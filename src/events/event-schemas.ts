@@ -98,7 +98,7 @@ export const PAYLOADS = {
   ContainerMigrationRequested: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, preCopy: Type.Boolean() }),
   ContainerMigrationDumped: Obj({ checkpointId: Id, dumpedAt: Time, frozenMs: Type.Integer({ minimum: 0 }) }),
   ContainerMigrationRestoreFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text() }),
-  ContainerMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
+  ContainerMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4), pod: Type.Optional(Id) }),
   MigrationFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text(), compensated: Type.Boolean(), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
   ContainerRestored: Obj({ checkpointId: Id, pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
   CheckpointCreated: Obj({
@@ -154,6 +154,11 @@ export const PAYLOADS = {
   PodCheckpointed: Obj({ checkpointId: Id, leaveRunning: Type.Boolean() }),
   PodCheckpointFailed: Obj({ checkpointId: Id, reason: Text() }),
   PodRestored: Obj({ checkpointId: Id, containers: Type.Array(Id, { maxItems: 1024 }) }),
+  PodMigrationRequested: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, preCopy: Type.Boolean() }),
+  PodMigrationDumped: Obj({ checkpointId: Id, dumpedAt: Time, frozenAt: Time }),
+  PodMigrationRestoreFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text() }),
+  PodMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), ip: Type.Optional(IPv4), containers: Type.Array(Id, { maxItems: 1024 }) }),
+  PodMigrationFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text(), compensated: Type.Boolean() }),
   ImageImported: Obj({
     name: Type.String({ minLength: 1, maxLength: 256 }),
     digest: Digest,

@@ -155,7 +155,7 @@ export type ContainerEvent =
   /** The target could not restore it: the source restores it from the same checkpoint. */
   | Envelope<"ContainerMigrationRestoreFailed", { checkpointId: string; node: string; reason: string }>
   /** It runs on `toNode` now (its owner from here on), restored from the checkpoint. */
-  | Envelope<"ContainerMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; pid: number; startedAt: string; ip?: string }>
+  | Envelope<"ContainerMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; pid: number; startedAt: string; ip?: string; pod?: string }>
   /** The migration failed and was compensated: it runs on `node` (the source) again, restored from the same checkpoint. */
   | Envelope<"MigrationFailed", { checkpointId: string; node: string; reason: string; compensated: boolean; pid: number; startedAt: string; ip?: string }>;
 
@@ -201,7 +201,20 @@ export type PodEvent =
   /** Its other outcome: a member could not be frozen or dumped; the others run on as before, no checkpoint is kept. */
   | Envelope<"PodCheckpointFailed", { checkpointId: string; reason: string }>
   /** Every member was restored from the pod checkpoint `checkpointId`. */
-  | Envelope<"PodRestored", { checkpointId: string; containers: string[] }>;
+  | Envelope<"PodRestored", { checkpointId: string; containers: string[] }>
+  /**
+   * The pod migration saga's intent: the source checkpoints the pod (pod checkpoint
+   * `checkpointId`, its members stopped), the target restores every member into a sandbox of its own.
+   */
+  | Envelope<"PodMigrationRequested", { checkpointId: string; fromNode: string; toNode: string; preCopy: boolean }>
+  /** The source's pod checkpoint is stored; `frozenAt`: when its members were frozen (the downtime's start). */
+  | Envelope<"PodMigrationDumped", { checkpointId: string; dumpedAt: string; frozenAt: string }>
+  /** The target could not restore it (and kept nothing of it): the source restores it from the same checkpoint. */
+  | Envelope<"PodMigrationRestoreFailed", { checkpointId: string; node: string; reason: string }>
+  /** Every member runs on the target (each has its own ContainerMigrated): the pod is the target's now. */
+  | Envelope<"PodMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; ip?: string; containers: string[] }>
+  /** The migration did not happen: the pod runs on `node` (the source); `compensated` when it was restored there. */
+  | Envelope<"PodMigrationFailed", { checkpointId: string; node: string; reason: string; compensated: boolean }>;
 
 export interface PodCheckpointOptions {
   leaveRunning: boolean;
@@ -314,6 +327,7 @@ export const OUTCOMES: Partial<Record<EventType, readonly EventType[]>> = {
   ContainerCheckpointRequested: ["ContainerCheckpointed", "ContainerActionFailed"],
   ContainerRestoreRequested: ["ContainerRestored", "ContainerStartFailed"],
   PodCheckpointRequested: ["PodCheckpointed", "PodCheckpointFailed"],
+  PodMigrationRequested: ["PodMigrated", "PodMigrationFailed"],
   ContainerMigrationRequested: ["ContainerMigrated", "MigrationFailed", "ContainerActionFailed"],
 };
 

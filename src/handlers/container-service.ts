@@ -333,6 +333,7 @@ export class ContainerService {
         return this.answer(id, earlier.answer);
       }
       if (!earlier) {
+        this.podFree(id, ctx);
         const intent = await this.d.commands.handle(id, cmd, ctx);
         // Nothing to wait for when the decision was a plain fact (a stop that cancels a restart).
         if (intent.length === 0 || !OUTCOMES[intent[0].type]) {
@@ -354,6 +355,20 @@ export class ContainerService {
       throw err;
     }
     return this.answer(id, outcome);
+  }
+
+  /**
+   * A member of a pod whose checkpoint or migration is under way takes commands from that saga
+   * only (they carry its intent as their correlation): a user's start or stop in the middle
+   * would run it on two nodes, or lose it.
+   */
+  private podFree(id: string, ctx: Ctx): void {
+    const c = this.model.byId(id);
+    const pod = c?.spec.pod ? this.model.pods.get(c.spec.pod) : undefined;
+    if (!pod) return;
+    const sagas = [pod.migration?.eventId, pod.checkpoint?.eventId].filter((x): x is string => !!x);
+    if (!sagas.length || sagas.includes(ctx.correlationId)) return;
+    throw conflict(pod.migration ? `its pod ${pod.name} is migrating to ${pod.migration.toNode}` : `a checkpoint of its pod ${pod.name} is under way`);
   }
 
   /**

@@ -16,7 +16,7 @@ import type { NewEvent } from "../aggregates/container/decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
 import type { HostOps, NetPlan } from "./ports.js";
 import { networkMode } from "../shared/spec.js";
-import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
+import { DEFAULT_SHARE, type PodState } from "../aggregates/pod/index.js";
 import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/container/upgrade.js";
 import { retire, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
 import type { CheckpointCreatedData, CheckpointOptions } from "../events/types.js";
@@ -481,10 +481,7 @@ export class Executor {
       if (!moved.length && this.current(id)?.node !== this.node) {
         // The saga ended otherwise meanwhile (the source took it back): it must not run here too.
         this.log.warn({ container: id }, "restored here, but the migration ended otherwise: removing it from this host");
-        await this.host.signal(id, "SIGKILL").catch(() => undefined);
-        await this.host.waitExit(id, KILL_GRACE_MS).catch(() => null);
-        await this.host.detachNetwork(id).catch(() => undefined);
-        await this.host.cleanup(id).catch(() => undefined);
+        await this.discard(id);
         return;
       }
       this.log.info({ container: id, from: m.fromNode, downtimeMs }, "migrated here");
@@ -496,6 +493,32 @@ export class Executor {
       await this.commands.appendFact(id, (s) => (s?.migration?.checkpointId === m.checkpointId && !s.migration.restoreFailed ? [{ type: "ContainerMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.node, reason } }] : []),
         { ...ctx, requestId: factKey(id, "ContainerMigrationRestoreFailed", m.checkpointId) }, "ContainerMigrationRestoreFailed", () => this.stopped);
     }
+  }
+
+  /**
+   * A member of a pod migrating here, restored into the pod's sandbox on this node (`pod`: the pod
+   * as it is here, its IP this node's); the pod migration records it (pod-migrate.ts).
+   */
+  async restoreMigratingMember(id: string, checkpointId: string, pod: PodState): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    const c = this.current(id);
+    if (!c) throw new BerthError(ErrorCode.NotFound, `container ${id.slice(0, 12)} is gone`);
+    const here: ContainerState = { ...c, node: this.node, ip: null, spec: { ...c.spec, node: this.node } };
+    return this.fetchAndRestore(here, checkpointId, this.netPlan(here, pod));
+  }
+
+  /** A pre-dump of a running container of this node (memory only; it runs on): the parent of its next dump. */
+  async preDump(id: string): Promise<void> {
+    const c = this.current(id);
+    if (!c || c.state !== "running") throw new BerthError(ErrorCode.Conflict, `container ${id.slice(0, 12)} is not running`);
+    await this.host.preDump(id, c.startedAt ?? "", { leaveRunning: true, tcpEstablished: false, fileLocks: false });
+  }
+
+  /** Nothing of it stays on this host: its process (killed), attachment, mounts and bundle. */
+  async discard(id: string): Promise<void> {
+    await this.host.signal(id, "SIGKILL", true).catch(() => undefined);
+    await this.host.waitExit(id, KILL_GRACE_MS).catch(() => null);
+    await this.host.detachNetwork(id).catch(() => undefined);
+    await this.host.cleanup(id).catch(() => undefined);
   }
 
   /** It runs on another node now: nothing of it stays on this host (process, mounts, attachment). */
@@ -533,9 +556,9 @@ export class Executor {
   }
 
   /** A bridge container keeps its IP: the static one, else the one it had, else the next free. */
-  private netPlan(c: ContainerState): NetPlan {
+  private netPlan(c: ContainerState, podHere?: PodState): NetPlan {
     const model = this.projector.model;
-    const pod = c.spec.pod ? model.pods.get(c.spec.pod) : undefined;
+    const pod = c.spec.pod ? (podHere ?? model.pods.get(c.spec.pod)) : undefined;
     if (c.spec.pod && !pod) throw new BerthError(ErrorCode.NotFound, `its pod ${c.spec.pod} is gone`);
     if (!pod && networkMode(c.spec) !== "bridge") return { kind: "plain" };
     // IPs the log gives to the node's other containers and pods (a pod's members share its own).

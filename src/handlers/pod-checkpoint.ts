@@ -89,9 +89,10 @@ export class PodCheckpoints {
     return this.d.projector.model;
   }
 
-  async checkpoint(pod: PodState, opts: Partial<PodCheckpointOptions>, o: Opts = {}) {
+  /** `checkpointId`: the one a pod migration names (else it derives from the request). */
+  async checkpoint(pod: PodState, opts: Partial<PodCheckpointOptions>, o: Opts = {}, given?: string) {
     const ctx = ctxFromMeta(this.d.node, o.meta, "anonymous");
-    const checkpointId = ctx.requestId ? idFromRequest("podcheckpoint", ctx.requestId) : randomBytes(32).toString("hex");
+    const checkpointId = given ?? (ctx.requestId ? idFromRequest("podcheckpoint", ctx.requestId) : randomBytes(32).toString("hex"));
     ctx.requestId ??= checkpointId;
     const t0 = performance.now();
     if (!this.model.podCheckpoint(checkpointId) && pod.checkpoint?.checkpointId !== checkpointId) {

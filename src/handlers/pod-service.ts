@@ -20,6 +20,7 @@ import type { NetworkPort, PodHost } from "./ports.js";
 import { toPodView } from "../projections/views.js";
 import type { CheckpointService } from "./checkpoint-service.js";
 import { PodCheckpoints } from "./pod-checkpoint.js";
+import { PodMigrations, type PodMigrationDeps } from "./pod-migrate.js";
 import { claimName, releaseName } from "./names.js";
 import type { NameCommands } from "../aggregates/name/index.js";
 import type { PodCheckpointOptions } from "../events/types.js";
@@ -37,12 +38,16 @@ export interface PodServiceDeps {
   checkpoints?: CheckpointService;
   /** Names held cluster-wide. */
   names?: NameCommands;
+  /** What a pod migration needs besides (with checkpoints; without it `pod.migrate` is unknown). */
+  migration?: Pick<PodMigrationDeps, "containers" | "executor" | "nodeUp" | "history">;
 }
 
 export class PodService {
   private readonly reserving = new Set<string>();
   /** The pod checkpoint saga and the pod restore (null without the object store). */
   readonly checkpoints: PodCheckpoints | null;
+  /** The pod migration saga (null without checkpoints). */
+  readonly migrations: PodMigrations | null;
 
   constructor(private readonly d: PodServiceDeps) {
     this.checkpoints = d.checkpoints
@@ -51,6 +56,19 @@ export class PodService {
           createPod: (spec, o) => this.create(spec, o), members: (id) => this.members(id),
         })
       : null;
+    this.migrations = this.checkpoints && d.migration
+      ? new PodMigrations({ node: d.node, projector: d.projector, pods: d.pods, checkpoints: this.checkpoints, host: d.host, members: (id) => this.members(id), ...d.migration })
+      : null;
+  }
+
+  /** Move the pod and every member to another node with their memory (pod-migrate.ts). */
+  async migrate(ref: string, targetNode: string, preCopy: boolean, o: Opts = {}) {
+    if (!this.migrations) throw unavailable("pod migrations need the object store, which this daemon has not opened");
+    const pod = this.model.pods.get(o.request?.retry && o.request.id ? o.request.id : this.model.podIdOf(ref));
+    if (!pod) throw notFound(`no pod '${ref}'`);
+    await o.request?.noteId(pod.id);
+    if (pod.node !== this.d.node && pod.migration?.fromNode !== this.d.node) throw conflict(`pod ${pod.name} is on node ${pod.node}: send the command to its daemon`);
+    return this.migrations.migrate(pod, targetNode, preCopy, o);
   }
 
   /** CRIU-checkpoint every member of the pod at one point (pod-checkpoint.ts). */
@@ -90,6 +108,7 @@ export class PodService {
     const p = this.model.pods.get(this.model.podIdOf(ref))!;
     if (p.node !== this.d.node) throw conflict(`pod ${p.name} is on node ${p.node}: send the command to its daemon`);
     if (p.checkpoint) throw conflict(`a checkpoint of pod ${p.name} is under way`);
+    if (p.migration) throw conflict(`a migration of pod ${p.name} to ${p.migration.toNode} is under way`);
     return p;
   }
 

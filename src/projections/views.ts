@@ -76,7 +76,9 @@ export function toPodView(p: PodState, members: readonly ContainerState[]): PodV
     labels: { ...(p.spec.labels ?? {}) },
     createdAt: p.createdAt,
     version: p.version,
-    pending: p.checkpoint ? "checkpoint" : null,
+    pending: p.migration ? "migration" : p.checkpoint ? "checkpoint" : null,
+    migratingTo: p.migration?.toNode ?? null,
+    lastError: p.lastError ?? null,
     checkpointed: !!p.checkpointed,
     checkpoint: p.checkpointed ?? null,
   };

@@ -22,6 +22,25 @@ export interface PodState extends AggregateState {
   checkpointed?: string | null;
   /** The last pod checkpoint that failed, and why (a retried request answers with it). */
   checkpointFailed?: { checkpointId: string; reason: string } | null;
+  /** The pod migration under way (PodMigrationRequested, not yet PodMigrated or PodMigrationFailed). */
+  migration?: PodMigrationSaga | null;
+  /** Why its last migration failed (cleared by the next one that succeeds). */
+  lastError?: string | null;
+}
+
+export interface PodMigrationSaga {
+  /** The pod checkpoint that carries it (its id derives from the migration's request). */
+  checkpointId: string;
+  fromNode: string;
+  toNode: string;
+  /** Pre-dump rounds of every member while it runs, before the freeze. */
+  preCopy: boolean;
+  /** The intent's event id. */
+  eventId: string;
+  dumpedAt: string | null;
+  frozenAt: string | null;
+  /** The target's reason, once it could not restore it: the source's turn to restore it. */
+  restoreFailed: string | null;
 }
 
 export interface PodCheckpointSaga extends PodCheckpointOptions {
@@ -38,7 +57,8 @@ export type PodCommand =
   | { type: "Stopped"; containers: string[] }
   | { type: "Remove"; containers: string[] }
   | { type: "Checkpoint"; checkpointId: string; options: PodCheckpointOptions; members: string[]; pausedBefore: string[] }
-  | { type: "Restored"; checkpointId: string; containers: string[] };
+  | { type: "Restored"; checkpointId: string; containers: string[] }
+  | { type: "Migrate"; checkpointId: string; toNode: string; preCopy: boolean };
 
 export const DEFAULT_SHARE: readonly PodNamespace[] = ["net", "ipc", "uts"];
 
@@ -76,6 +96,11 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
         return [{ type: "PodCheckpointRequested", data: { checkpointId: cmd.checkpointId, ...cmd.options, members: cmd.members, pausedBefore: cmd.pausedBefore } }];
       case "Restored":
         return [{ type: "PodRestored", data: { checkpointId: cmd.checkpointId, containers: cmd.containers } }];
+      case "Migrate":
+        if (s.migration) throw conflict(`a migration of pod ${s.name} to ${s.migration.toNode} is under way`);
+        if (s.checkpoint) throw conflict(`a checkpoint of pod ${s.name} is under way`);
+        if (cmd.toNode === s.node) throw conflict(`pod ${s.name} is on node ${s.node} already`);
+        return [{ type: "PodMigrationRequested", data: { checkpointId: cmd.checkpointId, fromNode: s.node, toNode: cmd.toNode, preCopy: cmd.preCopy } }];
     }
   },
   evolve(s, e) {
@@ -109,6 +134,30 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
       case "PodRestored":
         n.checkpointed = null;
         break;
+      case "PodMigrationRequested": {
+        const { checkpointId, fromNode, toNode, preCopy } = e.data;
+        n.migration = { checkpointId, fromNode, toNode, preCopy, eventId: e.eventId, dumpedAt: null, frozenAt: null, restoreFailed: null };
+        break;
+      }
+      case "PodMigrationDumped":
+        if (n.migration) n.migration = { ...n.migration, dumpedAt: e.data.dumpedAt, frozenAt: e.data.frozenAt };
+        break;
+      case "PodMigrationRestoreFailed":
+        if (n.migration) n.migration = { ...n.migration, restoreFailed: e.data.reason };
+        break;
+      case "PodMigrated":
+        // Ownership of the pod (its sandbox) moves only here; each member's moved with its ContainerMigrated.
+        n.node = e.data.toNode;
+        n.spec = { ...s.spec, node: e.data.toNode, ...(s.spec.network ? { network: { ...s.spec.network, ip: undefined } } : {}) };
+        n.ip = e.data.ip ?? null;
+        n.migration = null;
+        n.checkpointed = null;
+        n.lastError = null;
+        break;
+      case "PodMigrationFailed":
+        n.migration = null;
+        n.lastError = `migration: ${e.data.reason}`;
+        break;
     }
     return n;
   },
@@ -118,6 +167,10 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
     if (e.type === "PodCheckpointRequested" && s.checkpoint) return `PodCheckpointRequested while checkpoint ${s.checkpoint.checkpointId} is under way`;
     if ((e.type === "PodCheckpointed" || e.type === "PodCheckpointFailed") && s.checkpoint?.checkpointId !== e.data.checkpointId) {
       return `${e.type} for checkpoint ${e.data.checkpointId}, which is not the one under way`;
+    }
+    if (e.type === "PodMigrationRequested" && s.migration) return `PodMigrationRequested while migration ${s.migration.checkpointId} is under way`;
+    if (e.type.startsWith("PodMigrat") && e.type !== "PodMigrationRequested" && s.migration?.checkpointId !== (e.data as { checkpointId: string }).checkpointId) {
+      return `${e.type} for migration ${(e.data as { checkpointId: string }).checkpointId}, which is not the one under way`;
     }
     return null;
   },
