@@ -17,27 +17,41 @@ import { cmd, pct, r1, removeAll, sleep, startBenchDaemon, stopBenchDaemon, type
 const r2 = (x: number) => Math.round(x * 100) / 100;
 const median = (xs: number[]) => r1(pct(xs, 50));
 
-const SMALL = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
+export const SMALL = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
 // busybox awk makes a 256 MiB string at once, and touches every page of it.
-const BIG = ["awk", "BEGIN { s = sprintf(\"%268435456s\", \"\"); while (1) system(\"sleep 1\") }"];
+export const BIG = ["awk", "BEGIN { s = sprintf(\"%268435456s\", \"\"); while (1) system(\"sleep 1\") }"];
 
-async function runWarm(d: BenchDaemon, name: string, argv: string[]): Promise<string> {
-  const id = (await cmd(d.nc, "container.run", { name, image: "busybox:latest", cmd: argv, network: { mode: "none" } })).id as string;
+/** `node`: on that node of a cluster (else the daemon's that takes the command). */
+export async function runWarm(d: BenchDaemon, name: string, argv: string[], node?: string): Promise<string> {
+  const id = (await cmd(d.nc, "container.run", { name, image: "busybox:latest", cmd: argv, network: { mode: "none" }, ...(node ? { node } : {}) })).id as string;
   // Let the big one fill its memory.
   await sleep(argv === BIG ? 4000 : 500);
   return id;
 }
 
-/** Raw: `runc checkpoint` of a berth container, then `runc restore --detach` from the same bundle. */
-async function rawRound(d: BenchDaemon, id: string, work: string): Promise<{ dumpMs: number; frozenMs: number; restoreMs: number }> {
+/**
+ * Raw: `runc checkpoint` of a berth container, then `runc restore --detach` from the same bundle.
+ * `transfer`: the image dir is copied (`cp -a`) to another dir between the two and restored from
+ * there, standing in for a migration's transfer (copyMs).
+ */
+export async function rawRound(d: BenchDaemon, id: string, work: string, o: { transfer?: boolean } = {}): Promise<{ dumpMs: number; frozenMs: number; copyMs: number; restoreMs: number }> {
   const root = join(d.dataRoot, "runc");
-  const img = join(work, `img-${randomBytes(3).toString("hex")}`);
+  let img = join(work, `img-${randomBytes(3).toString("hex")}`);
   await mkdir(img, { recursive: true });
   const bundle = join(d.dataRoot, "containers", id);
   const t0 = performance.now();
   await execa("runc", ["--root", root, `--criu=${CRIU_PATH}`, "checkpoint", "--image-path", img, "--work-path", img, id], { env: CRIU_ENV });
   const dumpMs = performance.now() - t0;
   const stats = await readDumpStats(img);
+  let copyMs = 0;
+  if (o.transfer) {
+    const moved = `${img}-moved`;
+    const t = performance.now();
+    await execa("cp", ["-a", img, moved]);
+    copyMs = performance.now() - t;
+    await rm(img, { recursive: true, force: true });
+    img = moved;
+  }
   // The restore as berth makes it, by hand: conmon --restore (runc restore under it, new stdio pipes).
   const socks = `/tmp/bb-${randomBytes(3).toString("hex")}`;
   await mkdir(join(img, "exits"), { recursive: true });
@@ -57,7 +71,7 @@ async function rawRound(d: BenchDaemon, id: string, work: string): Promise<{ dum
   await execa("runc", ["--root", root, "delete", "--force", id]).catch(() => undefined);
   await rm(img, { recursive: true, force: true });
   await rm(socks, { recursive: true, force: true });
-  return { dumpMs, frozenMs: stats?.frozenMs ?? 0, restoreMs };
+  return { dumpMs, frozenMs: stats?.frozenMs ?? 0, copyMs, restoreMs };
 }
 
 export async function benchCheckpoint(): Promise<Record<string, unknown>> {

@@ -18,12 +18,13 @@ import { benchRecovery } from "./recovery.js";
 import { benchCrashloop } from "./crashloop.js";
 import { benchNatsSync } from "./nats-sync.js";
 import { benchLogs } from "./logs.js";
-import { removeCgroup, freePort } from "./proc.js";
+import { removeCgroup, freePort, runCycles, createThroughput } from "./proc.js";
 import { benchRestart } from "./restart.js";
 import { benchExec } from "./exec.js";
 import { benchCli } from "./cli.js";
 import { benchUpgrade } from "./upgrade.js";
 import { benchCheckpoint } from "./checkpoint.js";
+import { benchMigrate, migrateLines } from "./migrate.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The daemon's own entry point, as deploy/ starts it.
@@ -102,8 +103,12 @@ async function main(): Promise<void> {
   // on the same volume (BENCH_UPGRADE_RUNS), and a failed upgrade's way back.
   // BENCH_SECTIONS=checkpoint: container.checkpoint / restore (small, 256 MB touched) against raw
   // runc checkpoint / restore, and the upload against a raw object-store put (BENCH_CHECKPOINT_RUNS).
+  // BENCH_SECTIONS=migrate: container.migrate's downtime between two daemons on a 3-server
+  // nats-server cluster (deploy/nats-cluster.sh, loopback), small and 256 MB touched, against raw
+  // runc checkpoint → cp -a → conmon restore; pre-copy tried once; run cycle and create throughput
+  // on the cluster (replicas 3) against the embedded server (BENCH_MIGRATE_ROUNDS, _RUNS, _CREATES).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade,checkpoint").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade,checkpoint,migrate").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -120,14 +125,7 @@ async function main(): Promise<void> {
       removeCgroup("berth-bench");
 
       // --- run + remove through berth ---
-      const cycle: number[] = [];
-      for (let i = 0; i < N; i++) {
-        const t0 = performance.now();
-        // Network none, as the raw baseline (a netns without interfaces); bridge is the network section's.
-        const r = await cmd(d.nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"], network: { mode: "none" } });
-        await cmd(d.nc, "container.remove", { id: r.id, force: true });
-        cycle.push(performance.now() - t0);
-      }
+      const cycle = await runCycles(d.nc, N);
       out.runtimeNatsSync = /sync_interval:\s*"([^"]+)"/.exec(readFileSync(join(d.dataRoot, "nats", "nats.conf"), "utf8"))?.[1] ?? "server default (2m)";
       const rawMed = pct(raw, 50);
       const cycMed = pct(cycle, 50);
@@ -139,30 +137,13 @@ async function main(): Promise<void> {
       };
 
       // --- create throughput from 8 clients ---
-      const conns = await Promise.all(
-        Array.from({ length: CLIENTS }, () => connect({ servers: d.client.nats.servers, user: d.client.nats.user, pass: d.client.nats.pass })),
-      );
-      const lat: number[] = [];
-      const ids: string[] = [];
-      const t0 = performance.now();
-      await Promise.all(
-        conns.map(async (nc) => {
-          for (let i = 0; i < CREATES / CLIENTS; i++) {
-            const s = performance.now();
-            const r = await cmd(nc, "container.create", { image: "busybox:latest", cmd: ["true"] });
-            lat.push(performance.now() - s);
-            ids.push(r.id as string);
-          }
-        }),
-      );
-      const secs = (performance.now() - t0) / 1000;
+      const { perSec, lat, ids } = await createThroughput(d.client, CREATES, CLIENTS);
       out.createThroughput = {
-        creates: CREATES, clients: CLIENTS, perSec: Math.round(CREATES / secs),
+        creates: CREATES, clients: CLIENTS, perSec,
         p50Ms: r1(pct(lat, 50)), p99Ms: r1(pct(lat, 99)), target: "≥ 1000/s, p99 ≤ 50 ms",
       };
       const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, "utf8"))?.[1] ?? 0);
       out.daemonRss = { containers: CREATES, rssMB: r1(rssKb / 1024), target: "≤ 150 MB" };
-      for (const nc of conns) await nc.close();
       for (const id of ids) await cmd(d.nc, "container.remove", { id });
     } finally {
       await d.stop();
@@ -178,6 +159,10 @@ async function main(): Promise<void> {
   if (sections.has("network")) out.network = await benchNetwork();
   if (sections.has("upgrade")) out.upgrade = await benchUpgrade();
   if (sections.has("checkpoint")) out.checkpoint = await benchCheckpoint();
+  if (sections.has("migrate")) {
+    out.migrate = await benchMigrate();
+    for (const line of migrateLines(out.migrate as Record<string, unknown>)) console.log(line);
+  }
   console.log(JSON.stringify(out, null, 2));
   const dir = resolve(here, "../../bench-results");
   await mkdir(dir, { recursive: true });

@@ -64,13 +64,20 @@ export async function startBenchDaemon(prefix: string, extraArgs: string[] = [],
     if (Date.now() > end) throw new Error(`daemon (${dataRoot}) not ready`);
     await sleep(100);
   }
-  const nc = await connect({ servers: client.nats.servers, user: client.nats.user, pass: client.nats.pass });
-  const natsSync = /sync_interval:\s*"([^"]+)"/.exec(readFileSync(join(dataRoot, "nats", "nats.conf"), "utf8"))?.[1] ?? "server default (2m)";
+  const nc = await connect(natsOpts(client));
+  // On an external server (`--nats-url`) there is no embedded server's config.
+  const conf = join(dataRoot, "nats", "nats.conf");
+  const natsSync = existsSync(conf) ? (/sync_interval:\s*"([^"]+)"/.exec(readFileSync(conf, "utf8"))?.[1] ?? "server default (2m)") : "external server";
   return { dataRoot, node, child, client, nc, natsSync };
 }
 
-export async function cmd(nc: NatsConnection, verb: string, body: unknown): Promise<Record<string, unknown>> {
-  const m = await nc.request(`berth.cmd.${verb}`, JSON.stringify(body), { timeout: 60_000 });
+/** client.json's NATS part as nats.js takes it (no user on an external server without auth). */
+export function natsOpts(client: ClientConfig): { servers: string[]; user?: string; pass?: string } {
+  return { servers: client.nats.servers, ...(client.nats.user ? { user: client.nats.user, pass: client.nats.pass } : {}) };
+}
+
+export async function cmd(nc: NatsConnection, verb: string, body: unknown, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+  const m = await nc.request(`berth.cmd.${verb}`, JSON.stringify(body), { timeout: timeoutMs });
   const r = m.json<{ ok: boolean; result?: Record<string, unknown>; error?: { code: string; message: string } }>();
   if (!r.ok) throw Object.assign(new Error(`${verb}: ${r.error?.code}: ${r.error?.message}`), { code: r.error?.code });
   return r.result!;
@@ -173,4 +180,46 @@ export async function stopBenchDaemon(d: BenchDaemon): Promise<string[]> {
   if (existsSync(sockets)) leaks.push(`dir: ${sockets}`);
   if (leaks.length) console.error(`bench: left behind by ${d.node}:\n  ${leaks.join("\n  ")}`);
   return leaks;
+}
+
+/**
+ * The runtime section's run cycle: container.run of `sleep 1000` (network none, as the raw
+ * baseline: a netns without interfaces; bridge is the network section's) + container.remove
+ * --force, `n` times. Each cycle's ms.
+ */
+export async function runCycles(nc: NatsConnection, n: number): Promise<number[]> {
+  const cycle: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const r = await cmd(nc, "container.run", { image: "busybox:latest", cmd: ["sleep", "1000"], network: { mode: "none" } });
+    await cmd(nc, "container.remove", { id: r.id, force: true });
+    cycle.push(performance.now() - t0);
+  }
+  return cycle;
+}
+
+/**
+ * The runtime section's create throughput: `creates` container.create of `true` from `clients`
+ * connections at once. The containers are left for the caller to remove (`ids`).
+ */
+export async function createThroughput(client: ClientConfig, creates: number, clients: number): Promise<{ perSec: number; lat: number[]; ids: string[] }> {
+  const conns = await Promise.all(Array.from({ length: clients }, () => connect(natsOpts(client))));
+  const lat: number[] = [];
+  const ids: string[] = [];
+  try {
+    const t0 = performance.now();
+    await Promise.all(
+      conns.map(async (nc) => {
+        for (let i = 0; i < creates / clients; i++) {
+          const s = performance.now();
+          const r = await cmd(nc, "container.create", { image: "busybox:latest", cmd: ["true"] });
+          lat.push(performance.now() - s);
+          ids.push(r.id as string);
+        }
+      }),
+    );
+    return { perSec: Math.round(creates / ((performance.now() - t0) / 1000)), lat, ids };
+  } finally {
+    for (const nc of conns) await nc.close();
+  }
 }
