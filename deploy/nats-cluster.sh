@@ -12,8 +12,8 @@
 # port client+1000, monitoring port client+2000. The ports a cluster was started with are kept in
 # DIR/ports, so stop and status need no environment.
 #
-# No auth in these configs: credentials per role (src/runtime/nats-roles.ts) come with the daemon's
-# cluster support. Everything listens on 127.0.0.1 only.
+# No auth unless BERTH_CLUSTER_AUTH names a users file (deploy/nats-users.mjs: one daemon user per
+# node, client users, an auditor). Everything listens on 127.0.0.1 only.
 #
 # Environment: BERTH_CLUSTER_PORTS, BERTH_NATS_SERVER (the binary; else the one deploy/setup.sh
 # installs, found as src/runtime/nats-server.ts does).
@@ -184,13 +184,24 @@ look() {
   READY=$ok
 }
 
+# BERTH_CLUSTER_AUTH: a users file (deploy/nats-users.mjs) every server includes; else no auth.
+AUTH_NOTE=
+AUTH_INCLUDE=
+if [[ -n ${BERTH_CLUSTER_AUTH:-} ]]; then
+  [[ -f $BERTH_CLUSTER_AUTH ]] || die "BERTH_CLUSTER_AUTH=$BERTH_CLUSTER_AUTH is not a file"
+  # nats-server resolves an include relative to the config's dir only: each node gets a copy.
+  AUTH_INCLUDE='include "users.conf"'
+  AUTH_NOTE=$'\n# Users: one per node, client and auditor (BERTH_CLUSTER_AUTH).'
+else
+  AUTH_NOTE=$'\n# No auth (set BERTH_CLUSTER_AUTH to a deploy/nats-users.mjs users.conf for users per node).'
+fi
+
 write_conf() {
   local i=$1 name=${NODES[$1]} routes= j
   for j in "${!NODES[@]}"; do routes+="${routes:+, }\"nats-route://127.0.0.1:$(route_port "$j")\""; done
   mkdir -p "$DIR/$name/store"
   cat >"$DIR/$name/nats.conf.tmp" <<EOF
-# Written by berth deploy/nats-cluster.sh. No auth yet: credentials per role come with the
-# daemon's cluster support. Loopback only.
+# Written by berth deploy/nats-cluster.sh. Loopback only.${AUTH_NOTE}
 server_name: "$name"
 listen: "127.0.0.1:$(client_port "$i")"
 http: "127.0.0.1:$(http_port "$i")"
@@ -206,7 +217,9 @@ cluster {
   # The full list, itself included (a server skips the route to itself): any node can start first.
   routes: [ $routes ]
 }
+${AUTH_INCLUDE}
 EOF
+  if [[ -n ${BERTH_CLUSTER_AUTH:-} ]]; then install -m 0600 "$BERTH_CLUSTER_AUTH" "$DIR/$name/users.conf"; fi
   mv "$DIR/$name/nats.conf.tmp" "$(conf_of "$i")"
 }
 

@@ -20,6 +20,8 @@ export interface DaemonOptions {
   natsUrl?: string;
   natsPort: number;
   natsCreds?: string;
+  /** With an external server: the client user (`user:password`) client.json hands to the CLI on this host. */
+  clientUser?: string;
   httpListen: string;
   /** Seed image imported on start when the store lacks `busybox:latest`. */
   seedImage: string;
@@ -71,6 +73,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     replicas: env.BERTH_REPLICAS ? Number(env.BERTH_REPLICAS) : undefined,
     natsPort: Number(env.BERTH_NATS_PORT ?? 4222),
     natsCreds: env.BERTH_NATS_CREDS || undefined,
+    clientUser: env.BERTH_CLIENT_USER || undefined,
     httpListen: env.BERTH_HTTP_LISTEN ?? "127.0.0.1:7780",
     seedImage: env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
     gcOrphans: env.BERTH_GC_ORPHANS === "1" || env.BERTH_GC_ORPHANS === "true",

@@ -30,6 +30,7 @@ interface Flags {
   natsPort?: number;
   httpListen?: string;
   natsCreds?: string;
+  clientUser?: string;
   gcOrphans?: boolean;
   natsSync?: string;
   logMaxSize?: number;
@@ -50,6 +51,10 @@ export function daemonCommand(name = "berth daemon"): Command {
     .option("--nats-port <port>", "the embedded nats-server's port (env BERTH_NATS_PORT, default 4222)", port)
     .option("--http-listen <host:port>", "the query API's address (env BERTH_HTTP_LISTEN, default 127.0.0.1:7780)")
     .option("--nats-creds <file>", "credentials for an external NATS (env BERTH_NATS_CREDS)")
+    .option("--client-user <user:password>", "with an external NATS: the client user client.json gives this host's CLI (env BERTH_CLIENT_USER)", (v) => {
+      if (!/^[^:\s]+:\S+$/.test(v)) throw new InvalidArgumentError("must be user:password");
+      return v;
+    })
     .option("--gc-orphans", "remove containers in this node's runc root that the log does not know (env BERTH_GC_ORPHANS=1)")
     .option("--nats-sync <always|duration>", "the embedded nats-server's fsync policy: always, or an interval such as 2m (env BERTH_NATS_SYNC, default always)")
     .option("--log-max-size <bytes>", "a container log file's size before it rotates, e.g. 20m (env BERTH_LOG_MAX_SIZE, default 20m)", size)
@@ -84,6 +89,7 @@ export async function daemonMain(args: readonly string[], name?: string): Promis
       natsPort: flags.natsPort ?? d.natsPort,
       httpListen: flags.httpListen ?? d.httpListen,
       natsCreds: flags.natsCreds ?? d.natsCreds,
+      clientUser: flags.clientUser ?? d.clientUser,
       gcOrphans: flags.gcOrphans ?? d.gcOrphans,
       natsSync: flags.natsSync ?? d.natsSync,
       logMaxSize: flags.logMaxSize ?? d.logMaxSize,

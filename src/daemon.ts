@@ -27,7 +27,7 @@ import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
 import { createMetrics } from "./api/metrics.js";
 import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-server.js";
-import { DAEMON_INBOX_PREFIX } from "./runtime/nats-roles.js";
+import { daemonInboxPrefix } from "./runtime/nats-roles.js";
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
 import { validateMountSources } from "./runtime/mounts.js";
@@ -73,7 +73,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       servers,
       ...auth,
       name: `berth-${o.node}`,
-      inboxPrefix: DAEMON_INBOX_PREFIX,
+      inboxPrefix: daemonInboxPrefix(o.node),
       ...(o.natsCreds ? { authenticator: credsAuthenticator(await readFile(o.natsCreds)) } : {}),
       maxReconnectAttempts: -1,
     });
@@ -89,7 +89,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     });
     mark("embeddedNats");
     servers = [embedded.url];
-    nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, inboxPrefix: DAEMON_INBOX_PREFIX, maxReconnectAttempts: -1 });
+    nc = await connect({ servers, user: secrets.natsUser, pass: secrets.natsPass, name: `berth-${o.node}`, inboxPrefix: daemonInboxPrefix(o.node), maxReconnectAttempts: -1 });
   }
 
   mark("natsConnected");
@@ -254,7 +254,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     node: o.node,
     nats: embedded
       ? { servers, user: secrets.client.user, pass: secrets.client.pass }
-      : { servers, ...(o.natsCreds ? { creds: o.natsCreds } : {}) },
+      : { servers, ...(o.natsCreds ? { creds: o.natsCreds } : {}), ...clientUserOf(o.clientUser) },
     http: { url: httpUrl, token: secrets.httpToken },
   });
   phase = "ready";
@@ -347,4 +347,11 @@ async function ensureSeedImage(
     img = await imageStore.import(`oci-archive:${o.seedImage}`, name);
   }
   await images.record(img);
+}
+
+/** `--client-user user:password` as client.json's NATS login (the password may hold colons). */
+function clientUserOf(v: string | undefined): { user?: string; pass?: string } {
+  if (!v) return {};
+  const i = v.indexOf(":");
+  return { user: v.slice(0, i), pass: v.slice(i + 1) };
 }

@@ -6,7 +6,8 @@
 //
 // Layout in the bucket (several daemons may share one NATS, so everything is per node):
 //   <node>            the manifest: {schema, seq, at, slot, parts, bytes, sha256}, small JSON
-//   <node>/<slot>/<i> part i of the gzipped document (a value may not exceed max_payload)
+//   <node>.<slot>.<i> part i of the gzipped document (a value may not exceed max_payload; dots:
+//                     its own subject tokens, so a node's NATS user may be allowed <node>.> only)
 // A write fills the slot ("a" or "b") the current manifest does not name, then replaces the
 // manifest: a writer that dies half-way leaves the previous snapshot whole.
 import { createHash } from "node:crypto";
@@ -181,7 +182,7 @@ export function misfit(doc: SnapshotDoc, now: StreamRef & { lastSeq: number }): 
   return null;
 }
 
-const partKey = (node: string, slot: string, i: number) => `${node}/${slot}/${i}`;
+const partKey = (node: string, slot: string, i: number) => `${node}.${slot}.${i}`;
 
 /** The snapshot bucket. */
 export class SnapshotStore {

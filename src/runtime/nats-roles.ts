@@ -35,7 +35,8 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
       // The JetStream API for the stream, its KV buckets (berth_requests, berth_snapshots) and
       // later object stores; events; acks and flow control of its consumers; replies to clients.
       // Commands it hands to the daemon of the node that owns their target (FORWARDS).
-      allow: ["$JS.API.>", "$KV.>", "$O.>", EVENTS, "$JS.ACK.>", "$JS.FC.>", "_INBOX.>", FORWARDS],
+      // Replies to other daemons too: a command handed over is answered in its sender's inbox.
+      allow: ["$JS.API.>", "$KV.>", "$O.>", EVENTS, "$JS.ACK.>", "$JS.FC.>", "_INBOX.>", `${DAEMON_INBOX_PREFIX}.>`, FORWARDS],
       // Purge and message delete are refused by the stream itself (deny_purge, deny_delete);
       // deleting the whole stream no stream setting can refuse, so the daemon may not ask.
       deny: [`$JS.API.STREAM.DELETE.${STREAM}`],
@@ -71,12 +72,36 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
   },
 };
 
+/** A daemon's own inbox prefix: its node's, under the daemons' one. */
+export const daemonInboxPrefix = (node: string) => `${DAEMON_INBOX_PREFIX}.${node}`;
+
+/**
+ * The daemon role of one node on a shared cluster (issue 10, story 7), each node its own user:
+ * the daemon role narrowed to what NATS subjects can tie to a node. It may write the heartbeat
+ * and snapshots of its own node only, take only the commands handed to its node, and read only
+ * its own inbox; deleting the log or the heartbeat bucket, or purging the bucket, is refused.
+ * What NATS cannot express (the subjects of events name an aggregate, not its node), the
+ * daemons enforce: each appends only through its own deciders, for what it owns or is taking over.
+ */
+export function nodeDaemonPermissions(node: string): Permissions {
+  return {
+    publish: {
+      allow: [
+        "$JS.API.>", `$KV.berth_nodes.${node}`, `$KV.berth_snapshots.${node}`, `$KV.berth_snapshots.${node}.>`, "$KV.berth_requests.>",
+        "$O.>", EVENTS, "$JS.ACK.>", "$JS.FC.>", "_INBOX.>", `${DAEMON_INBOX_PREFIX}.>`, FORWARDS,
+      ],
+      deny: [`$JS.API.STREAM.DELETE.${STREAM}`, "$JS.API.STREAM.DELETE.KV_berth_nodes", "$JS.API.STREAM.PURGE.KV_berth_nodes", "$JS.API.STREAM.PURGE.KV_berth_snapshots"],
+    },
+    subscribe: { allow: [COMMANDS, `${daemonInboxPrefix(node)}.>`, `berth.fwd.${node}.>`] },
+  };
+}
+
 const q = (s: string) => JSON.stringify(s);
 const list = (xs: string[]) => `[${xs.map(q).join(", ")}]`;
 
 /** One role's `permissions { … }` block in nats-server's config syntax, indented by `pad`. */
-export function permissionsText(role: Role, pad = ""): string {
-  const p = ROLE_PERMISSIONS[role];
+export function permissionsText(role: Role | Permissions, pad = ""): string {
+  const p = typeof role === "string" ? ROLE_PERMISSIONS[role] : role;
   const dir = (name: string, d: { allow: string[]; deny?: string[] }) => [
     `${pad}  ${name}: {`,
     `${pad}    allow: ${list(d.allow)}`,
@@ -99,9 +124,9 @@ export const PASSWORD_ENV: Record<Role, string> = {
 const ROLES = ["daemon", "client", "auditor"] as const;
 
 /** `user` and `password` are in config syntax already (a quoted string or a $variable). */
-function usersText(entries: { role: Role; user: string; password: string }[]): string {
+function usersText(entries: { role: Role | Permissions | null; user: string; password: string }[]): string {
   const lines = entries.map((e) =>
-    [`    {`, `      user: ${e.user}`, `      password: ${e.password}`, permissionsText(e.role, "      "), `    }`].join("\n"),
+    [`    {`, `      user: ${e.user}`, `      password: ${e.password}`, ...(e.role ? [permissionsText(e.role, "      ")] : []), `    }`].join("\n"),
   );
   return [`authorization {`, `  users: [`, ...lines, `  ]`, `}`].join("\n");
 }
@@ -114,4 +139,18 @@ export function authorizationText(users: Partial<Record<Role, NatsCred>> & { dae
 /** The same block for an external server (deploy/nats-berth-users.conf): passwords from the environment. */
 export function externalAuthorizationText(): string {
   return usersText(ROLES.map((r) => ({ role: r, user: q(DEFAULT_USERS[r]), password: `$${PASSWORD_ENV[r]}` })));
+}
+
+/**
+ * A shared cluster's users, each with its own password: one daemon user per node (its
+ * permissions nodeDaemonPermissions), and any number of clients and auditors.
+ */
+export function clusterAuthorizationText(u: { nodes: Record<string, NatsCred>; clients: NatsCred[]; auditors?: NatsCred[]; admins?: NatsCred[] }): string {
+  return usersText([
+    // An operator's user: no permissions block, so everything (nats-server's default).
+    ...(u.admins ?? []).map((c) => ({ role: null, user: q(c.user), password: q(c.pass) })),
+    ...Object.entries(u.nodes).map(([node, c]) => ({ role: nodeDaemonPermissions(node), user: q(c.user), password: q(c.pass) })),
+    ...u.clients.map((c) => ({ role: "client" as const, user: q(c.user), password: q(c.pass) })),
+    ...(u.auditors ?? []).map((c) => ({ role: "auditor" as const, user: q(c.user), password: q(c.pass) })),
+  ]);
 }

@@ -135,7 +135,7 @@ describe.skipIf(skip)("snapshots on NATS", () => {
     // What BERTH_FAULT=snapshot-write leaves: the other slot's parts rewritten, the manifest not.
     const m = (await snapshots.kv.get("crashy"))!.json<{ slot: string }>();
     const other = m.slot === "a" ? "b" : "a";
-    await snapshots.kv.put(`crashy/${other}/0`, gzipSync(Buffer.from("half a snapshot")));
+    await snapshots.kv.put(`crashy.${other}.0`, gzipSync(Buffer.from("half a snapshot")));
     expect(await snapshots.load("crashy")).toEqual(doc);
     await snapshots.save(doc);
     expect((await snapshots.kv.get("crashy"))!.json<{ slot: string }>().slot).toBe(other);
@@ -178,12 +178,12 @@ describe.skipIf(skip)("snapshots on NATS", () => {
       ["a part is corrupt", async () => {
         await snapshots.save(good);
         const m = (await snapshots.kv.get("bad"))!.json<{ slot: string }>();
-        await snapshots.kv.put(`bad/${m.slot}/0`, gzipSync(Buffer.from("{}")));
+        await snapshots.kv.put(`bad.${m.slot}.0`, gzipSync(Buffer.from("{}")));
       }],
       ["a part is gone", async () => {
         await snapshots.save(good);
         const m = (await snapshots.kv.get("bad"))!.json<{ slot: string }>();
-        await snapshots.kv.purge(`bad/${m.slot}/0`);
+        await snapshots.kv.purge(`bad.${m.slot}.0`);
       }],
       ["the document is of another schema", async () => {
         await snapshots.save({ ...good, schema: SNAPSHOT_SCHEMA + 1 });

@@ -98,7 +98,11 @@ async function distinctPorts(count: number): Promise<number[]> {
   return [...ports];
 }
 
-export async function startNatsCluster(opts: { size?: number } = {}): Promise<TestNatsCluster> {
+/**
+ * `auth`: an `authorization { … }` block for every server's config, and a user of it with every
+ * permission, which the harness's own probes log in as.
+ */
+export async function startNatsCluster(opts: { size?: number; auth?: { text: string; admin: { user: string; pass: string } } } = {}): Promise<TestNatsCluster> {
   const size = opts.size ?? 3;
   const dir = await mkdtemp(join(tmpdir(), "berth-nats-cluster-"));
   const ports = await distinctPorts(size * 3);
@@ -125,7 +129,7 @@ export async function startNatsCluster(opts: { size?: number } = {}): Promise<Te
   const launch = async (n: ClusterNode) => {
     const conf = join(dir, n.name, "nats.conf");
     await mkdir(n.storeDir, { recursive: true });
-    await writeFile(conf, confText(n, dir, routes));
+    await writeFile(conf, confText(n, dir, routes) + (opts.auth ? `${opts.auth.text}\n` : ""));
     // The log_file has everything once the config is read; a config or port error comes before.
     const out = openSync(join(dir, n.name, "nats-server.out"), "a");
     const child = spawn(natsServerBinary(), ["-c", conf], { stdio: ["ignore", out, out], detached: false });
@@ -290,7 +294,7 @@ export async function startNatsCluster(opts: { size?: number } = {}): Promise<Te
   // and a stats reply lost at boot leaves one "offline" for a second or so (stream create fails
   // with "no suitable peers for placement"). Ready is when a stream of `size` replicas can be made.
   const placeable = async (end: number) => {
-    const nc = await connect({ servers: nodes.map((n) => `nats://127.0.0.1:${n.port}`) });
+    const nc = await connect({ servers: nodes.map((n) => `nats://127.0.0.1:${n.port}`), ...(opts.auth?.admin ?? {}) });
     try {
       const jsm = await jetstreamManager(nc);
       let made = false;

@@ -9,7 +9,9 @@ import { STREAM, SUBJECT_ROOT } from "../../src/events/types.js";
 import { CMD_PREFIX } from "../../src/api/nats-service.js";
 import { FORWARD } from "../../src/contract/client.js";
 import { confText } from "../../src/runtime/nats-server.js";
-import { DAEMON_INBOX_PREFIX, externalAuthorizationText, permissionsText, ROLE_PERMISSIONS } from "../../src/runtime/nats-roles.js";
+import {
+  DAEMON_INBOX_PREFIX, clusterAuthorizationText, daemonInboxPrefix, externalAuthorizationText, nodeDaemonPermissions, permissionsText, ROLE_PERMISSIONS,
+} from "../../src/runtime/nats-roles.js";
 
 const all = (role: keyof typeof ROLE_PERMISSIONS) => {
   const p = ROLE_PERMISSIONS[role];
@@ -117,5 +119,33 @@ describe("--nats-url with credentials", () => {
 
   it("leaves URLs without them as they are", () => {
     expect(splitNatsUrl("nats://127.0.0.1:4222")).toEqual({ servers: ["nats://127.0.0.1:4222"] });
+  });
+});
+
+describe("a node's daemon user on a shared cluster", () => {
+  const p = nodeDaemonPermissions("n1");
+
+  it("given node n1, subscribes only to commands, n1's forwarded ones and n1's own inbox", () => {
+    expect(p.subscribe.allow.sort()).toEqual(["berth.cmd.>", `${FORWARD}.n1.>`, `${daemonInboxPrefix("n1")}.>`].sort());
+    expect(daemonInboxPrefix("n1").startsWith(`${DAEMON_INBOX_PREFIX}.`)).toBe(true);
+  });
+
+  it("given node n1, writes n1's heartbeat and snapshot keys, not another node's nor the whole buckets", () => {
+    expect(p.publish.allow).toEqual(expect.arrayContaining(["$KV.berth_nodes.n1", "$KV.berth_snapshots.n1", "$KV.berth_snapshots.n1.>", `${SUBJECT_ROOT}.>`, `${FORWARD}.>`]));
+    expect(p.publish.allow.filter((x) => x.startsWith("$KV.berth_nodes") || x.startsWith("$KV.berth_snapshots")).every((x) => x.includes(".n1"))).toBe(true);
+    expect(p.publish.allow).not.toContain("$KV.>");
+    expect(p.publish.deny).toEqual(expect.arrayContaining([`$JS.API.STREAM.DELETE.${STREAM}`, "$JS.API.STREAM.DELETE.KV_berth_nodes", "$JS.API.STREAM.PURGE.KV_berth_nodes"]));
+  });
+
+  it("the cluster's users file has each node's user with its own block, the clients, the auditor and an operator without limits", () => {
+    const text = clusterAuthorizationText({
+      nodes: { n1: { user: "berth-n1", pass: "p1" }, n2: { user: "berth-n2", pass: "p2" } },
+      clients: [{ user: "berth-client-a", pass: "c" }], auditors: [{ user: "berth-auditor", pass: "a" }], admins: [{ user: "op", pass: "o" }],
+    });
+    expect(text).toContain(permissionsText(nodeDaemonPermissions("n2"), "      "));
+    expect(text).toContain(permissionsText("client", "      "));
+    expect(text).toContain(permissionsText("auditor", "      "));
+    // The operator's entry carries no permissions block.
+    expect(text).toMatch(/user: "op"\n {6}password: "o"\n {4}\}/);
   });
 });
