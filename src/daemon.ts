@@ -135,7 +135,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const archive = await CheckpointArchive.open(nc, replicas).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
   const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
   const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
-  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined, names);
+  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined, names, nodeUp);
   const pods = new PodService({
     node: o.node,
     projector,

@@ -24,12 +24,16 @@ import { idFromRequest } from "./container-service.js";
 import type { PodCheckpoints } from "./pod-checkpoint.js";
 import type { Executor } from "./executor.js";
 import type { PodHost } from "./ports.js";
+import { MIGRATION_TAKEOVER_MS, TargetWatch } from "./migration-watch.js";
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
 
 const MIGRATION_TIMEOUT_MS = 15 * 60_000;
+const MEMBERS_WAIT_MS = 60_000;
 /** A step that failed for a passing reason (the log, a peer) is tried again after this. */
 const RETRY_MS = 2_000;
+/** How often the targets of dumped migrations are looked at. */
+const WATCH_MS = 2_000;
 
 export interface PodMigrationDeps {
   node: string;
@@ -53,8 +57,10 @@ export type PodMigrationStep =
   | { kind: "checkpoint" }
   /** Source: the checkpoint is made and its members stopped: PodMigrationDumped. */
   | { kind: "dumped" }
-  /** Target: restore the members not yet its own, then record them. */
+  /** Target: restore the members, then record the pod as its own. */
   | { kind: "restore" }
+  /** Target: the pod is its own; record each member that is not yet. */
+  | { kind: "members" }
   /** Source: the target failed: restore here from the same checkpoint. */
   | { kind: "compensate" }
   /** Source: the pod checkpoint failed (its members run on, thawed): the migration ends there. */
@@ -62,10 +68,13 @@ export type PodMigrationStep =
   /** Nothing for this node to do now. */
   | { kind: "none" };
 
-/** Pure: what `node` does next for a pod migration. */
-export function podMigrationNext(pod: PodState, node: string, checkpointed: (checkpointId: string) => boolean): PodMigrationStep {
+/** Pure: what `node` does next for a pod migration (`memberNode`: a member's owner in the log). */
+export function podMigrationNext(pod: PodState, node: string, checkpointed: (checkpointId: string) => boolean, memberNode: (id: string) => string | undefined = () => undefined): PodMigrationStep {
   const m = pod.migration;
-  if (!m) return { kind: "none" };
+  if (!m) {
+    const f = pod.migratedFrom;
+    return f && pod.node === node && f.containers.some((id) => memberNode(id) === f.fromNode) ? { kind: "members" } : { kind: "none" };
+  }
   if (m.toNode === node) return m.dumpedAt && !m.restoreFailed ? { kind: "restore" } : { kind: "none" };
   if (pod.node !== node) return { kind: "none" };
   if (m.restoreFailed) return { kind: "compensate" };
@@ -108,6 +117,13 @@ export class PodMigrations {
         throw new BerthError(ErrorCode.RuntimeError, d.compensated ? `migration failed, the pod runs on ${d.node} again (restored from the same checkpoint): ${d.reason}` : `migration failed, the pod stays on ${d.node}: ${d.reason}`);
       }
       if (outcome.type !== "PodMigrated") throw new BerthError(ErrorCode.Internal, `unexpected outcome ${outcome.type}`);
+      // The members' own records follow the pod's: the answer waits for them too.
+      const { toNode, containers } = outcome.data;
+      const end = Date.now() + MEMBERS_WAIT_MS;
+      while (containers.some((c) => this.model.byId(c) && this.model.byId(c)!.node !== toNode)) {
+        if (Date.now() > end) throw new BerthError(ErrorCode.Timeout, `pod ${pod.name} is on ${toNode}, but not every member's move was seen within ${MEMBERS_WAIT_MS} ms`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
       return { id: pod.id, name: pod.name, node: outcome.data.toNode, downtimeMs: outcome.data.downtimeMs, containers: outcome.data.containers };
     } finally {
       waiter.cancel();
@@ -132,15 +148,20 @@ export class PodMigrations {
 
   /** Sagas a killed daemon left under way, on either side: carried on (in the background). */
   resume(): void {
-    for (const p of this.model.pods.values()) if (p.migration && !p.removed) this.kick(p.id);
+    for (const p of this.model.pods.values()) if ((p.migration || p.migratedFrom) && !p.removed) this.kick(p.id);
   }
 
   /** The log moved a migration on: the next step may be this node's. */
   start(): void {
+    if (this.d.nodeUp && MIGRATION_TAKEOVER_MS > 0) {
+      const targets = new TargetWatch(this.d.nodeUp);
+      this.watchTimer = setInterval(() => this.watchTargets(targets), WATCH_MS);
+      this.watchTimer.unref();
+    }
     this.d.projector.onEvent((e) => {
       if (!e.subject.startsWith("berth.ev.pod.")) return;
       const id = e.subject.slice("berth.ev.pod.".length);
-      if (e.type === "PodMigrationDumped" || e.type === "PodMigrationRestoreFailed") this.kick(id);
+      if (e.type === "PodMigrationDumped" || e.type === "PodMigrationRestoreFailed" || e.type === "PodMigrated") this.kick(id);
       if (e.type === "PodMigrated" && e.data.fromNode === this.d.node) {
         // Its members' own host state goes with their ContainerMigrated (the executor); the sandbox here.
         this.d.host.removePod(id).catch((err) => this.log.warn({ pod: id, err }, "could not release the migrated pod's sandbox"));
@@ -150,6 +171,23 @@ export class PodMigrations {
 
   stop(): void {
     this.stopped = true;
+    if (this.watchTimer) clearInterval(this.watchTimer);
+  }
+
+  private watchTimer: NodeJS.Timeout | null = null;
+
+  /** This node's dumped pod migrations whose target has been down for the grace: taken back (migration-watch.ts). */
+  private watchTargets(targets: TargetWatch): void {
+    const mine = [...this.model.pods.values()].filter((p) => p.node === this.d.node && p.migration?.fromNode === this.d.node && p.migration.dumpedAt && !p.migration.restoreFailed);
+    for (const id of targets.expired(mine.map((p) => ({ key: p.id, toNode: p.migration!.toNode })), Date.now())) {
+      const pod = this.model.pods.get(id)!;
+      const m = pod.migration!;
+      this.log.warn({ pod: id, target: m.toNode }, "the pod migration's target is down after the dump: restoring it here");
+      const ctx: Ctx = { node: this.d.node, actor: `berth/${this.d.node}`, correlationId: m.eventId, causationId: m.eventId };
+      void this.d.pods.appendFact(id, (s) => (s?.node === this.d.node && s.migration?.checkpointId === m.checkpointId && s.migration.dumpedAt && !s.migration.restoreFailed ? [{ type: "PodMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.d.node, reason: targets.reason(m.toNode) } }] : []),
+        { ...ctx, requestId: factKey(id, "PodMigrationRestoreFailed", `${m.checkpointId}@source`) }, "PodMigrationRestoreFailed", () => this.stopped)
+        .catch((err) => this.log.warn({ pod: id, err: toBerthError(err).message }, "could not take the pod migration back"));
+    }
   }
 
   /** One run per pod at a time; a run carries the saga as far as this node's part goes. */
@@ -168,13 +206,18 @@ export class PodMigrations {
   private async carry(podId: string): Promise<void> {
     for (;;) {
       const pod = this.model.pods.get(podId);
-      if (!pod?.migration || pod.removed || this.stopped) return;
-      const m = pod.migration;
+      if (!pod || pod.removed || this.stopped) return;
+      const step = podMigrationNext(pod, this.d.node, (id) => this.model.checkpoints.has(id), (id) => this.model.byId(id)?.node);
+      if (step.kind === "none") return;
+      if (step.kind === "members") {
+        const f = pod.migratedFrom!;
+        const ctx: Ctx = { node: this.d.node, actor: `berth/${this.d.node}`, correlationId: f.eventId, causationId: f.eventId };
+        await this.recordMembers(pod, ctx);
+        return;
+      }
+      const m = pod.migration!;
       const ctx: Ctx = { node: this.d.node, actor: `berth/${this.d.node}`, correlationId: m.eventId, causationId: m.eventId };
-      const step = podMigrationNext(pod, this.d.node, (id) => this.model.checkpoints.has(id));
       switch (step.kind) {
-        case "none":
-          return;
         case "checkpoint":
           try {
             // Pre-copy: each member's memory while it runs; the pod checkpoint's dumps are then incremental.
@@ -232,48 +275,77 @@ export class PodMigrations {
   }
 
   /**
-   * The target's part: the pod checkpoint's archives onto this host, each member restored into
-   * the pod's sandbox here, then each member's ContainerMigrated and the pod's PodMigrated. A
-   * failure before the first record takes away what was restored and tells the source.
+   * The target's part: the pod checkpoint's archives onto this host and each member restored
+   * into the pod's sandbox here, then PodMigrated (the pod is this node's: appended with the
+   * pod's expected version, so it and a source's PodMigrationRestoreFailed cannot both be
+   * stored), then each member's ContainerMigrated. A failure of a restore takes away what was
+   * restored and tells the source.
    */
   private async restoreHere(pod: PodState, m: PodMigrationSaga, ctx: Ctx): Promise<void> {
     const rec = this.model.podCheckpoint(m.checkpointId);
     if (!rec) throw notFound(`pod checkpoint ${m.checkpointId} is gone`);
-    // The pod as it is here: its old IP is the source's subnet's.
-    const here: PodState = { ...pod, node: this.d.node, ip: null, spec: { ...pod.spec, node: this.d.node, ...(pod.spec.network ? { network: { ...pod.spec.network, ip: undefined } } : {}) } };
-    const results = new Map<string, { pid: number; startedAt: string; ip: string | null }>();
+    const here = this.podHere(pod);
+    let last = Date.parse(m.dumpedAt!);
     try {
       failAt("migrate-restore");
       for (const mem of rec.members) {
         const c = this.model.byId(mem.container);
         if (!c) throw notFound(`member ${mem.name} is gone`);
-        if (c.node === this.d.node) continue; // recorded here already (a resumed run)
         const r = await this.d.executor.restoreMigratingMember(c.id, mem.checkpointId, here);
         if (r.ip) here.ip = r.ip;
-        results.set(c.id, r);
+        last = Math.max(last, Date.parse(r.startedAt));
       }
     } catch (err) {
       const reason = toBerthError(err).message;
-      // A member recorded here already cannot be given back: the rest is retried instead.
-      if (rec.members.some((x) => this.model.byId(x.container)?.node === this.d.node)) throw err;
       this.log.warn({ pod: pod.id, from: m.fromNode, reason }, "could not restore the migrating pod here; its source restores it");
-      for (const mem of rec.members) await this.d.executor.discard(mem.container);
-      await this.d.host.removePod(pod.id).catch(() => undefined);
+      await this.giveBack(pod.id, rec.members.map((x) => x.container));
       await this.fact(pod, "PodMigrationRestoreFailed", { checkpointId: m.checkpointId, node: this.d.node, reason }, ctx, (s) => !s.migration!.restoreFailed);
       return;
     }
     fault("migrate-restored");
-    const last = Math.max(...[...results.values()].map((r) => Date.parse(r.startedAt)), Date.parse(m.dumpedAt!));
     const downtimeMs = Math.max(0, last - Date.parse(m.frozenAt ?? m.dumpedAt!));
-    for (const [id, r] of results) {
-      const mem = rec.members.find((x) => x.container === id)!;
-      const data = { checkpointId: mem.checkpointId, fromNode: m.fromNode, toNode: this.d.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, pod: pod.id, ...(r.ip ? { ip: r.ip } : {}) };
-      await this.d.containers.appendFact(id, (s) => (s && s.node === m.fromNode && s.state === "exited" && this.model.pods.get(pod.id)?.migration?.checkpointId === m.checkpointId && !this.model.pods.get(pod.id)?.migration?.restoreFailed ? [{ type: "ContainerMigrated", data }] : []),
-        { ...ctx, requestId: factKey(id, "ContainerMigrated", mem.checkpointId) }, "ContainerMigrated", () => this.stopped);
-    }
-    const ip = here.ip ?? rec.members.map((x) => this.model.byId(x.container)?.ip).find((x) => x) ?? undefined;
+    const ip = here.ip ?? undefined;
     await this.fact(pod, "PodMigrated", { checkpointId: m.checkpointId, fromNode: m.fromNode, toNode: this.d.node, downtimeMs, containers: rec.members.map((x) => x.container), ...(ip ? { ip } : {}) }, ctx, (s) => !!s.migration!.dumpedAt && !s.migration!.restoreFailed);
+    if (this.model.pods.get(pod.id)?.node !== this.d.node) {
+      // The source took it back meanwhile (its target watch): it must not run here too.
+      this.log.warn({ pod: pod.id }, "restored here, but the migration ended otherwise: removing it from this host");
+      await this.giveBack(pod.id, rec.members.map((x) => x.container));
+      return;
+    }
     this.log.info({ pod: pod.id, from: m.fromNode, downtimeMs }, "pod migrated here");
+  }
+
+  /**
+   * After PodMigrated: each member not yet recorded as this node's gets its ContainerMigrated
+   * (its process, restored before the pod's record, is found live: a resumed run reads it back).
+   */
+  private async recordMembers(pod: PodState, ctx: Ctx): Promise<void> {
+    const f = pod.migratedFrom!;
+    const rec = this.model.podCheckpoint(f.checkpointId);
+    if (!rec) throw notFound(`pod checkpoint ${f.checkpointId} is gone`);
+    const here = this.podHere(pod);
+    here.ip = pod.ip;
+    const done = (await this.d.history(pod.id)).find((e) => e.type === "PodMigrated" && e.data.checkpointId === f.checkpointId);
+    const downtimeMs = done?.type === "PodMigrated" ? done.data.downtimeMs : 0;
+    for (const mem of rec.members) {
+      const c = this.model.byId(mem.container);
+      if (!c || c.node !== f.fromNode) continue;
+      const r = await this.d.executor.restoreMigratingMember(c.id, mem.checkpointId, here);
+      const data = { checkpointId: mem.checkpointId, fromNode: f.fromNode, toNode: this.d.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, pod: pod.id, ...((r.ip ?? pod.ip) ? { ip: r.ip ?? pod.ip! } : {}) };
+      await this.d.containers.appendFact(c.id, (s) => (s && s.node === f.fromNode && s.state === "exited" ? [{ type: "ContainerMigrated", data }] : []),
+        { ...ctx, requestId: factKey(c.id, "ContainerMigrated", mem.checkpointId) }, "ContainerMigrated", () => this.stopped);
+    }
+  }
+
+  /** The pod as it is here: its old IP is the source's subnet's. */
+  private podHere(pod: PodState): PodState {
+    return { ...pod, node: this.d.node, ip: null, spec: { ...pod.spec, node: this.d.node, ...(pod.spec.network ? { network: { ...pod.spec.network, ip: undefined } } : {}) } };
+  }
+
+  /** Nothing of the pod stays on this host: its members' processes and bundles, its sandbox. */
+  private async giveBack(podId: string, members: string[]): Promise<void> {
+    for (const id of members) await this.d.executor.discard(id);
+    await this.d.host.removePod(podId).catch(() => undefined);
   }
 
   /** A fact of the migration under way, appended once (stable id) and only while `ok` holds. */

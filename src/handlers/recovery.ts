@@ -38,20 +38,32 @@ export type RecoveryAction =
   | { kind: "recoveryFailed"; id: string; reason: string }
   /** In runc's root but unknown to the log. */
   | { kind: "orphan"; id: string }
+  /**
+   * In runc's root, but the log says another node owns it and nothing is moving it here (a
+   * migration that ended otherwise while this daemon was down): it must not run here too.
+   */
+  | { kind: "foreign"; id: string }
   /** A sandbox whose owner the log says is gone (a crash between its release and the record): release it. */
   | { kind: "releaseSandbox"; key: string }
   /** A running bridge container whose attachment is gone (reported; its next start makes it again). */
   | { kind: "networkMissing"; id: string };
 
-/** `extraOwners`: keys of sandboxes that belong to other aggregates (pods). */
-export function planRecovery(containers: Iterable<ContainerState>, node: string, facts: HostFacts, extraOwners?: Iterable<string>): RecoveryAction[] {
+/**
+ * `extraOwners`: keys of sandboxes that belong to other aggregates (pods). `incoming`: another
+ * node's containers that a migration is bringing to this one (kept on the host).
+ */
+export function planRecovery(all: Iterable<ContainerState>, node: string, facts: HostFacts, extraOwners?: Iterable<string>, incoming: (c: ContainerState) => boolean = () => false): RecoveryAction[] {
+  const containers = [...all];
   const out: RecoveryAction[] = [];
   const known = new Set<string>();
   const mine: ContainerState[] = [];
   for (const c of containers) {
     if (c.node === node) mine.push(c);
     known.add(c.id);
-    if (c.node !== node) continue;
+    if (c.node !== node) {
+      if (facts.runc.has(c.id) && c.migration?.toNode !== node && !incoming(c)) out.push({ kind: "foreign", id: c.id });
+      continue;
+    }
     const r = facts.runc.get(c.id);
     const live = r !== undefined && (r.status === "running" || r.status === "paused" || r.status === "created");
     switch (c.state) {
@@ -75,7 +87,9 @@ export function planRecovery(containers: Iterable<ContainerState>, node: string,
     }
   }
   for (const id of facts.runc.keys()) if (!known.has(id)) out.push({ kind: "orphan", id });
-  const owners = new Set([...known, ...(extraOwners ?? [])]);
+  // A sandbox is kept for this node's containers and pods (and what migrates here), not for
+  // another node's: one left by a migration that ended otherwise goes.
+  const owners = new Set([...containers.filter((c) => c.node === node || c.migration?.toNode === node || incoming(c)).map((c) => c.id), ...(extraOwners ?? [])]);
   for (const key of facts.sandboxes) if (!owners.has(key)) out.push({ kind: "releaseSandbox", key });
   const adopted = new Set(out.filter((a) => a.kind === "adopt").map((a) => (a as { id: string }).id));
   for (const c of mine) {
@@ -130,7 +144,7 @@ export const VANISH_WAIT_MS = 1_000;
 export interface RecoveryDeps {
   node: string;
   host: RecoveryHost;
-  executor: Pick<Executor, "exited" | "vanished" | "idle" | "reconsider">;
+  executor: Pick<Executor, "exited" | "vanished" | "idle" | "reconsider" | "discard">;
   commands: ContainerCommands;
   gcOrphans: boolean;
   log: Logger;
@@ -148,7 +162,13 @@ export async function runRecovery(d: RecoveryDeps, model: ReadModel): Promise<Re
   const own = [...model.containers.values()].filter((c) => c.node === d.node);
   const facts = await gatherFacts(d.host, own);
   fault("recovery");
-  const actions = planRecovery(model.containers.values(), d.node, facts, model.pods.keys());
+  // A pod migrating here, or one that just did (its members' own records may still be to come).
+  const incoming = (c: ContainerState) => {
+    const pod = c.spec.pod ? model.pods.get(c.spec.pod) : undefined;
+    return !!pod && (pod.node === d.node || pod.migration?.toNode === d.node);
+  };
+  const pods = [...model.pods.values()].filter((p) => p.node === d.node || p.migration?.toNode === d.node).map((p) => p.id);
+  const actions = planRecovery([...model.containers.values()], d.node, facts, pods, incoming);
   const vanished = actions.filter((a) => a.kind === "vanished");
   if (vanished.length) await new Promise((r) => setTimeout(r, VANISH_WAIT_MS));
   let failed = 0;
@@ -181,6 +201,10 @@ export async function runRecovery(d: RecoveryDeps, model: ReadModel): Promise<Re
         orphans.push(a.id);
         d.log.warn({ container: a.id, gc: d.gcOrphans }, "container in runc's root is unknown to the log");
         if (d.gcOrphans) await d.host.cleanup(a.id);
+        break;
+      case "foreign":
+        d.log.warn({ container: a.id, owner: model.byId(a.id)?.node }, "a container another node owns is on this host (a migration that ended otherwise): removing it here");
+        await d.executor.discard(a.id);
         break;
       case "releaseSandbox":
         d.log.warn({ sandbox: a.key }, "releasing the sandbox of a container or pod the log says is gone");

@@ -88,4 +88,36 @@ describe.skipIf(skip)("migration crash matrix", () => {
       expect((await send(names[owner], "remove", { id, force: true })).error).toBeUndefined();
     }, 180_000);
   }
+
+  it("the target dies after its restore and stays down: with a takeover time the source restores it; the target, back, removes its copy", async () => {
+    await sessions[0].down();
+    await sessions[0].up({ BERTH_MIGRATION_TAKEOVER_MS: "2000" });
+    await sessions[1].down();
+    await sessions[1].up({ BERTH_FAULT: "migrate-restored:1" });
+    try {
+      const id = (await send(names[0], "run", { image: "busybox", cmd: COUNTER, node: names[0] })).result!.id as string;
+      await until(async () => (await counter(names[0], id)) >= 5, 15_000);
+      const r = await send(names[0], "migrate", { id, targetNode: names[1] }, 120_000);
+      expect(sessions[1].d!.child.signalCode).toBe("SIGKILL");
+      // Down for its heartbeat's 10 s and the 2 s more: the source took it back.
+      expect(r.error?.code).toBe("RuntimeError");
+      expect(r.error?.message).toMatch(new RegExp(`it runs on ${names[0]} again.*node ${names[1]} went down after the dump`));
+      const c = await view(sessions[0], id);
+      expect(c).toMatchObject({ node: names[0], state: "running", pending: null });
+      expect(await counter(names[0], id)).toBeGreaterThanOrEqual(5);
+      // The target's copy ran on under its conmon meanwhile; its daemon, back, removes it.
+      expect(existsSync(join(sessions[1].dataRoot, "runc", id))).toBe(true);
+      await sessions[1].down();
+      await sessions[1].up();
+      await until(async () => !existsSync(join(sessions[1].dataRoot, "runc", id)) && !existsSync(join(sessions[1].dataRoot, "containers", id)), 15_000);
+      expect(alive(c.pid!)).toBe(true);
+      expect((await view(sessions[1], id))).toMatchObject({ node: names[0], state: "running" });
+      expect((await send(names[0], "remove", { id, force: true })).error).toBeUndefined();
+    } finally {
+      await sessions[0].down();
+      await sessions[0].up();
+      await sessions[1].down();
+      await sessions[1].up();
+    }
+  }, 240_000);
 });

@@ -168,6 +168,35 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
     }
   }, 300_000);
 
+  it("the target dies after restoring the members and stays down: with a takeover time the source restores the pod; the target, back, removes its copies", async () => {
+    await sessions[0].down();
+    await sessions[0].up({ BERTH_MIGRATION_TAKEOVER_MS: "2000" });
+    await sessions[1].down();
+    await sessions[1].up({ BERTH_FAULT: "migrate-restored:1" });
+    try {
+      const { id, members } = await makePod(`take-${suffix}`, names[0]);
+      const r = await cmd("pod.migrate", { id, targetNode: names[1] }, 120_000, names[0]);
+      expect(sessions[1].d!.child.signalCode).toBe("SIGKILL");
+      expect(r.error?.code).toBe("RuntimeError");
+      expect(r.error?.message).toMatch(new RegExp(`the pod runs on ${names[0]} again.*node ${names[1]} went down after the dump`));
+      expect(await http<Pod>(sessions[0], `/v1/pods/${id}`)).toMatchObject({ node: names[0], state: "running", pending: null });
+      for (const m of members) expect(await counter(m)).toBeGreaterThanOrEqual(5);
+      await sessions[1].down();
+      await sessions[1].up();
+      for (const m of members) {
+        await until(async () => !leftOn(sessions[1], m).dir && !leftOn(sessions[1], m).runc, 15_000);
+        expect(leftOn(sessions[1], m)).toEqual({ dir: false, mounts: [], runc: false });
+      }
+      await until(async () => !sandboxes(sessions[1]).includes(id), 15_000);
+      expect((await cmd("pod.remove", { id, force: true })).error).toBeUndefined();
+    } finally {
+      await sessions[0].down();
+      await sessions[0].up();
+      await sessions[1].down();
+      await sessions[1].up();
+    }
+  }, 240_000);
+
   // Who dies where (kill -9 through BERTH_FAULT), then comes back: the pod ends up running on
   // exactly one node, the one the log names, with every member.
   const CASES: { dies: 0 | 1; fault: string; owner: 0 | 1 }[] = [

@@ -34,6 +34,18 @@ describe("podMigrationNext: which node does what next", () => {
   ])("given %s", (_what, p, node, recorded, want) => {
     expect(podMigrationNext(p, node, () => recorded)).toEqual(want);
   });
+
+  const from = { checkpointId: CP, fromNode: "n1", containers: ["m1", "m2"], eventId: "e1" };
+  it("given the pod migrated to n2 with a member still n1's, then n2 records the members; n1 does nothing", () => {
+    const moved = pod({ node: "n2", migratedFrom: from });
+    const nodes: Record<string, string> = { m1: "n2", m2: "n1" };
+    expect(podMigrationNext(moved, "n2", () => true, (id) => nodes[id])).toEqual({ kind: "members" });
+    expect(podMigrationNext(moved, "n1", () => true, (id) => nodes[id])).toEqual({ kind: "none" });
+  });
+
+  it("given the pod migrated and every member recorded, then nothing is left to do", () => {
+    expect(podMigrationNext(pod({ node: "n2", migratedFrom: from }), "n2", () => true, () => "n2")).toEqual({ kind: "none" });
+  });
 });
 
 describe("the pod decider's migration", () => {
@@ -63,7 +75,7 @@ describe("the pod decider's migration", () => {
     expect(s.node).toBe("n1");
     expect(s.migration).toMatchObject({ dumpedAt: AT, frozenAt: AT, restoreFailed: null });
     const moved = fold([["PodMigrated", { checkpointId: CP, fromNode: "n1", toNode: "n2", downtimeMs: 800, ip: "10.89.2.7", containers: [] }]], s)!;
-    expect(moved).toMatchObject({ node: "n2", ip: "10.89.2.7", migration: null, lastError: null });
+    expect(moved).toMatchObject({ node: "n2", ip: "10.89.2.7", migration: null, lastError: null, migratedFrom: { checkpointId: CP, fromNode: "n1", containers: [] } });
     expect(moved.spec.node).toBe("n2");
     // The old IP was n1's subnet's: the spec no longer asks for it.
     expect(moved.spec.network?.ip).toBeUndefined();

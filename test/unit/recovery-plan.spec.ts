@@ -40,6 +40,17 @@ describe("planRecovery", () => {
     expect(planRecovery([c("a", "running", "n2")], "n1", facts({}))).toEqual([]);
   });
 
+  it("given another node's container in this node's runc root (a migration that ended otherwise), then remove it here", () => {
+    expect(planRecovery([c("a", "running", "n2")], "n1", facts({ runc: new Map([runc("a", "running")]) }))).toEqual([{ kind: "foreign", id: "a" }]);
+  });
+
+  it("given another node's container that is migrating here, or that its pod brings here, then keep it", () => {
+    const migrating = { ...c("a", "exited", "n2"), migration: { checkpointId: "x", fromNode: "n2", toNode: "n1", preCopy: false, dumpedAt: "t", frozenMs: 0, restoreFailed: null } } as ContainerState;
+    const member = { ...c("b", "exited", "n2"), spec: { image: "busybox:latest", pod: "p1" } } as ContainerState;
+    const f = facts({ runc: new Map([runc("a", "running"), runc("b", "running")]), sandboxes: new Set(["p1"]) });
+    expect(planRecovery([migrating, member], "n1", f, ["p1"], (x) => x.spec.pod === "p1")).toEqual([]);
+  });
+
   it("given a runc container the log does not know, then it is an orphan", () => {
     expect(planRecovery([c("a", "exited")], "n1", facts({ runc: new Map([runc("zz", "running")]) }))).toEqual([{ kind: "orphan", id: "zz" }]);
   });
@@ -50,6 +61,9 @@ describe("planRecovery: sandboxes", () => {
     ({ ...c(id, state), spec: { image: "busybox:latest", network: { mode: "bridge" } } }) as ContainerState;
   it("given a sandbox whose container or pod the log does not know, then release it", () => {
     expect(planRecovery([c("a", "exited")], "n1", facts({ sandboxes: new Set(["a", "gone", "pod1"]) }), ["pod1"])).toEqual([{ kind: "releaseSandbox", key: "gone" }]);
+  });
+  it("given a sandbox of another node's container (it migrated away), then release it", () => {
+    expect(planRecovery([c("a", "running", "n2")], "n1", facts({ sandboxes: new Set(["a"]) }))).toEqual([{ kind: "releaseSandbox", key: "a" }]);
   });
   it("given an adopted bridge container whose attachment is gone, then report it; a vanished one is left to its policy", () => {
     const f = facts({ runc: new Map([runc("a", "running")]), conmonAlive: new Set(["a"]) });

@@ -26,6 +26,8 @@ export interface PodState extends AggregateState {
   migration?: PodMigrationSaga | null;
   /** Why its last migration failed (cleared by the next one that succeeds). */
   lastError?: string | null;
+  /** Its last migration here: its members' own ContainerMigrated follow the pod's. */
+  migratedFrom?: { checkpointId: string; fromNode: string; containers: string[]; eventId: string } | null;
 }
 
 export interface PodMigrationSaga {
@@ -153,6 +155,7 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
         n.migration = null;
         n.checkpointed = null;
         n.lastError = null;
+        n.migratedFrom = { checkpointId: e.data.checkpointId, fromNode: e.data.fromNode, containers: e.data.containers, eventId: s.migration?.eventId ?? e.eventId };
         break;
       case "PodMigrationFailed":
         n.migration = null;
