@@ -50,7 +50,9 @@ describe("podMigrationNext: which node does what next", () => {
 
 describe("the pod decider's migration", () => {
   let seq = 0;
-  const ev = (type: string, data: unknown) => ({ type, data, v: 1, eventId: `e${++seq}`, at: AT, node: "n1", actor: "t", correlationId: "c", causationId: null, seq, subject: `berth.ev.pod.${POD}` }) as PodEvent & { seq: number; subject: string };
+  // The target (n2) writes its two facts; the owner (n1) everything else.
+  const writer = (type: string) => (type === "PodMigrated" || type === "PodMigrationRestoreFailed" ? "n2" : "n1");
+  const ev = (type: string, data: unknown, node = writer(type)) => ({ type, data, v: 1, eventId: `e${++seq}`, at: AT, node, actor: "t", correlationId: "c", causationId: null, seq, subject: `berth.ev.pod.${POD}` }) as PodEvent & { seq: number; subject: string };
   const fold = (events: [string, unknown][], from: PodState | null = null) => events.reduce<PodState | null>((s, [t, d]) => podDecider.evolve(s, ev(t, d)), from);
   const created = fold([["PodCreated", { id: POD, name: "app", node: "n1", spec: { name: "app", network: { mode: "bridge", ip: "10.89.1.5" } } }], ["PodStarted", { ip: "10.89.1.5", containers: [] }]])!;
   const migrate = { type: "Migrate" as const, checkpointId: CP, toNode: "n2", preCopy: false };
@@ -99,5 +101,16 @@ describe("the pod decider's migration", () => {
     expect(podDecider.refuses(created, ev("PodMigrationDumped", { checkpointId: CP, dumpedAt: AT, frozenAt: AT }))).toMatch(/not the one under way/);
     expect(podDecider.refuses(moving, ev("PodMigrationRequested", { checkpointId: other, fromNode: "n1", toNode: "n2", preCopy: false }))).toMatch(/under way/);
     expect(podDecider.refuses(moving, ev("PodMigrationDumped", { checkpointId: CP, dumpedAt: AT, frozenAt: AT }))).toBeNull();
+  });
+
+  it("refuses a pod's facts written by a node that is neither its owner nor its migration's target", () => {
+    const moving = fold([["PodMigrationRequested", { checkpointId: CP, fromNode: "n1", toNode: "n2", preCopy: false }], ["PodMigrationDumped", { checkpointId: CP, dumpedAt: AT, frozenAt: AT }]], created)!;
+    const migrated = { checkpointId: CP, fromNode: "n1", toNode: "n2", downtimeMs: 1, containers: [] };
+    expect(podDecider.refuses(moving, ev("PodMigrated", migrated, "n2"))).toBeNull();
+    expect(podDecider.refuses(moving, ev("PodMigrated", migrated, "n3"))).toMatch(/written by node n3, which is not the pod's owner n1 or its migration's target/);
+    expect(podDecider.refuses(moving, ev("PodMigrated", migrated, "n1"))).toMatch(/written by node n1/);
+    expect(podDecider.refuses(moving, ev("PodMigrationRestoreFailed", { checkpointId: CP, node: "n1", reason: "x" }, "n1"))).toBeNull();
+    expect(podDecider.refuses(moving, ev("PodMigrationRestoreFailed", { checkpointId: CP, node: "n3", reason: "x" }, "n3"))).toMatch(/not the pod's owner/);
+    expect(podDecider.refuses(created, ev("PodStopped", { containers: [] }, "n2"))).toMatch(/written by node n2, which is not the pod's owner n1/);
   });
 });

@@ -261,7 +261,8 @@ class History {
     const allowed = candidates.filter((t) => nextState(st.state, t as never) !== null);
     if (allowed.length === 0) return;
     const type = allowed[s.pick % allowed.length];
-    this.push(type, dataFor(type, s, this.at(), st.name, id), s, subject);
+    // Outcomes and host facts come from the container's own node (the owner rule).
+    this.push(type, dataFor(type, s, this.at(), st.name, id), s, subject, st.node);
   }
 
   private emit(cmd: ContainerCommand, st: Parameters<typeof decide>[1], s: Step, subject: string): void {

@@ -171,6 +171,12 @@ export const podDecider: Decider<PodState, PodCommand, PodEvent> = {
     if ((e.type === "PodCheckpointed" || e.type === "PodCheckpointFailed") && s.checkpoint?.checkpointId !== e.data.checkpointId) {
       return `${e.type} for checkpoint ${e.data.checkpointId}, which is not the one under way`;
     }
+    // Every pod verb is carried out by the pod's own daemon; a migration's target writes its two facts.
+    if (e.type === "PodMigrated" ? !(e.node === e.data.toNode && s.migration?.toNode === e.node)
+      : e.type === "PodMigrationRestoreFailed" ? !(e.node === s.node || e.node === s.migration?.toNode)
+      : e.node !== s.node) {
+      return `${e.type} written by node ${e.node}, which is not the pod's owner ${s.node}${e.type.startsWith("PodMigrat") ? " or its migration's target" : ""}`;
+    }
     if (e.type === "PodMigrationRequested" && s.migration) return `PodMigrationRequested while migration ${s.migration.checkpointId} is under way`;
     if (e.type.startsWith("PodMigrat") && e.type !== "PodMigrationRequested" && s.migration?.checkpointId !== (e.data as { checkpointId: string }).checkpointId) {
       return `${e.type} for migration ${(e.data as { checkpointId: string }).checkpointId}, which is not the one under way`;
