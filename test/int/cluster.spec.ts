@@ -117,9 +117,11 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
       const ok = rs.filter((r) => r.ok);
       expect(ok, JSON.stringify(rs)).toHaveLength(1);
       for (const r of rs.filter((x) => !x.ok)) expect(r.error?.code, JSON.stringify(r)).toBe("AlreadyExists");
+      // Each daemon lists it once it has read the create back (the other one a moment later).
       for (const s of sessions) {
-        const listed = (await http<{ containers: C[] }>(s, "/v1/containers?all=true")).containers.filter((c) => c.name === name);
-        expect(listed).toHaveLength(1);
+        const listed = async () => (await http<{ containers: C[] }>(s, "/v1/containers?all=true")).containers.filter((c) => c.name === name);
+        await until(async () => (await listed()).length > 0, 10_000).catch(() => undefined);
+        expect(await listed()).toHaveLength(1);
       }
       const { events } = await http<{ events: { type: string; node: string }[] }>(sessions[0], `/v1/containers/${ok[0].result!.id as string}/events`);
       writers.add(events[0].node);

@@ -219,7 +219,10 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
       const owner = sessions[c.owner];
       await until(async () => {
         const p = await http<Pod>(owner, `/v1/pods/${id}`);
-        return p?.pending === null && p.node === names[c.owner] && p.state === "running" && (await http<Pod>(sessions[1 - c.owner], `/v1/pods/${id}`))?.node === p.node;
+        if (!(p?.pending === null && p.node === names[c.owner] && p.state === "running" && (await http<Pod>(sessions[1 - c.owner], `/v1/pods/${id}`))?.node === p.node)) return false;
+        // The members' own records follow the pod's.
+        for (const m of members) if ((await http<C>(owner, `/v1/containers/${m}`))?.node !== names[c.owner]) return false;
+        return true;
       }, 90_000);
       for (const m of members) {
         const v = await http<C>(owner, `/v1/containers/${m}`);
