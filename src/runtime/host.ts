@@ -17,7 +17,7 @@ import { resolveTool, run, toolPaths } from "./exec.js";
 import { validateMountSources } from "./mounts.js";
 import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay, type OverlayDirs } from "./overlay.js";
-import { checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
+import { type CheckpointPaths, checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult, type ExecUser } from "./runc.js";
 import type { ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 import writeFileAtomic from "write-file-atomic";
@@ -290,32 +290,52 @@ export class HostRuntime {
   async checkpoint(id: string, checkpointId: string, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; runStartedAt?: string | null }, meta: unknown): Promise<{ stats: DumpStats | null }> {
     const k = this.paths.checkpoint(checkpointId);
     if (!(await exists(k.dumped))) {
-      // A dump the daemon died during may have finished on its own (runc and CRIU outlive us).
-      if (!(await dumpFinished(k.work))) {
-        for (const d of [k.images, k.work, k.rootfsDiff, k.meta]) await rm(d, { recursive: true, force: true });
-        await mkdir(k.images, { recursive: true, mode: 0o700 });
-        await mkdir(k.work, { recursive: true, mode: 0o700 });
-        // This run's pre-dump becomes the checkpoint's parent (kept inside its dir, so the archive holds both).
-        const pre = this.paths.preDump(id);
-        const run = (await readFile(pre.run, "utf8").catch(() => null))?.trim();
-        if (run && run === o.runStartedAt && (await dumpFinished(pre.work))) await rename(pre.images, k.parent);
-        await rm(pre.dir, { recursive: true, force: true });
-        const parentPath = (await exists(k.parent)) ? "../parent" : undefined;
-        await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o, parentPath }, this.log);
+      // A container left running is frozen from before the dump until its rw layer is in the tar:
+      // otherwise it writes on between CRIU's record of its files and the tar, and the restore
+      // fails on a size that no longer matches ("File tmp/n has bad size 2 (expect 0)"). One
+      // already paused stays as it is; the marker makes a retry after a crash thaw what we froze.
+      if (o.leaveRunning && !(await exists(k.frozen)) && (await this.runc.state(id))?.status === "running") {
+        await mkdir(k.dir, { recursive: true, mode: 0o700 });
+        await writeAtomic(k.frozen, "");
+        await this.runc.pause(id);
       }
-      const overlay = await this.overlayOf(id);
-      if (!overlay) throw notFound(`container ${id} has no rootfs`);
-      // The rw layer, and beside it the CPU it was made on (for the check before a restore): after
-      // the dump, so not frozen time, but a migration's downtime, hence together.
-      await Promise.all([
-        run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" }),
-        cpuinfoDump(k.images, this.log),
-      ]);
-      await writeAtomic(k.meta, JSON.stringify(meta));
-      await writeAtomic(k.dumped, "");
+      try {
+        await this.dump(id, k, o, meta);
+      } finally {
+        if (await exists(k.frozen)) {
+          if ((await this.runc.state(id))?.status === "paused") await this.runc.resume(id);
+          await rm(k.frozen, { force: true });
+        }
+      }
     }
     // CRIU writes its stats-dump into runc's work path.
     return { stats: (await readDumpStats(k.work)) ?? (await readDumpStats(k.images)) };
+  }
+
+  private async dump(id: string, k: CheckpointPaths, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; runStartedAt?: string | null }, meta: unknown): Promise<void> {
+    // A dump the daemon died during may have finished on its own (runc and CRIU outlive us).
+    if (!(await dumpFinished(k.work))) {
+      for (const d of [k.images, k.work, k.rootfsDiff, k.meta]) await rm(d, { recursive: true, force: true });
+      await mkdir(k.images, { recursive: true, mode: 0o700 });
+      await mkdir(k.work, { recursive: true, mode: 0o700 });
+      // This run's pre-dump becomes the checkpoint's parent (kept inside its dir, so the archive holds both).
+      const pre = this.paths.preDump(id);
+      const run = (await readFile(pre.run, "utf8").catch(() => null))?.trim();
+      if (run && run === o.runStartedAt && (await dumpFinished(pre.work))) await rename(pre.images, k.parent);
+      await rm(pre.dir, { recursive: true, force: true });
+      const parentPath = (await exists(k.parent)) ? "../parent" : undefined;
+      await runcCheckpoint(this.runc.path, this.runc.globalArgs, checkId(id), { imagePath: k.images, workPath: k.work, ...o, parentPath }, this.log);
+    }
+    const overlay = await this.overlayOf(id);
+    if (!overlay) throw notFound(`container ${id} has no rootfs`);
+    // The rw layer, and beside it the CPU it was made on (for the check before a restore): after
+    // the dump, so a migration's downtime (and a leave-running one's frozen time), hence together.
+    await Promise.all([
+      run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" }),
+      cpuinfoDump(k.images, this.log),
+    ]);
+    await writeAtomic(k.meta, JSON.stringify(meta));
+    await writeAtomic(k.dumped, "");
   }
 
   /**

@@ -65,6 +65,7 @@ export class Paths {
       meta: join(dir, "meta.json"),
       dumped: join(dir, "dumped"),
       parent: join(dir, "parent"),
+      frozen: join(dir, "frozen"),
     };
   }
 
@@ -131,6 +132,8 @@ export interface CheckpointPaths {
   meta: string;
   /** Written once the dump and the diff are complete. */
   dumped: string;
+  /** Written before a leave-running dump freezes a running container, gone once it is thawed. */
+  frozen: string;
   /** The pre-dump this checkpoint was made on (CRIU's images link `checkpoint/parent` → `../parent`). */
   parent: string;
 }
