@@ -24,13 +24,12 @@ import type { DumpStats } from "../shared/host-facts.js";
 import type { ArchivePort } from "./ports.js";
 import type { NameCommands } from "../aggregates/name/index.js";
 import { releaseName } from "./names.js";
-import { MIGRATION_TAKEOVER_MS, TargetWatch } from "./migration-watch.js";
+import { watchTargets } from "./migration-watch.js";
 
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
 const KILL_GRACE_MS = 10_000;
 /** How often the targets of dumped migrations are looked at. */
-const WATCH_MS = 2_000;
 
 export class Executor {
   private readonly queues = new Map<string, Promise<void>>();
@@ -49,23 +48,18 @@ export class Executor {
     /** Names held cluster-wide: a removed container's is released. */
     private readonly names?: NameCommands,
     /** Whether a node's daemon answers (heartbeats): a migration's target that died is watched. */
-    nodeUp?: (node: string) => boolean,
+    private readonly nodeUp?: (node: string) => boolean,
   ) {
-    this.targets = nodeUp && MIGRATION_TAKEOVER_MS > 0 ? new TargetWatch(nodeUp) : null;
     this.restarts = new RestartScheduler({ node, projector, commands, enqueue: (id, job) => this.enqueue(id, job) });
   }
 
   /** The restart policy's timers; the daemon re-arms them after its replay. */
   readonly restarts: RestartScheduler;
-  private readonly targets: TargetWatch | null;
-  private watchTimer: NodeJS.Timeout | null = null;
+  private stopWatch: (() => void) | null = null;
 
   /** Listen for intents, and pick up intents left pending by an earlier run of this node. */
   start(): void {
-    if (this.targets) {
-      this.watchTimer = setInterval(() => this.watchTargets(), WATCH_MS);
-      this.watchTimer.unref();
-    }
+    this.stopWatch = watchTargets(this.nodeUp, () => this.dumpedHere(), (id, reason) => this.takeBack(id, reason));
     this.projector.onEvent((e, model) => {
       if (!e.subject.startsWith("berth.ev.container.")) return;
       const c = model.byId(e.subject.slice("berth.ev.container.".length));
@@ -149,7 +143,7 @@ export class Executor {
   async drain(): Promise<void> {
     this.stopped = true;
     this.restarts.stop();
-    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.stopWatch?.();
     for (const t of this.gates.values()) clearTimeout(t);
     this.gates.clear();
     await Promise.allSettled([...this.queues.values()]);
@@ -541,17 +535,21 @@ export class Executor {
    * This node's dumped migrations whose target has been down for the grace: their restore is
    * declared failed here, and the compensation (restore here) follows as for a target's report.
    */
-  private watchTargets(): void {
-    const mine = [...this.projector.model.containers.values()].filter((c) => c.node === this.node && c.migration?.dumpedAt && !c.migration.restoreFailed);
-    for (const id of this.targets!.expired(mine.map((c) => ({ key: c.id, toNode: c.migration!.toNode })), Date.now())) {
-      const m = this.current(id)!.migration!;
-      const reason = this.targets!.reason(m.toNode);
-      const ctx: Ctx = { node: this.node, actor: `berth/${this.node}`, correlationId: this.current(id)!.pending?.eventId ?? id, causationId: this.current(id)!.pending?.eventId ?? null };
-      this.log.warn({ container: id, target: m.toNode }, "the migration's target is down after the dump: restoring it here");
-      void this.commands.appendFact(id, (s) => (s?.node === this.node && s.migration?.checkpointId === m.checkpointId && s.migration.dumpedAt && !s.migration.restoreFailed ? [{ type: "ContainerMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.node, reason } }] : []),
-        { ...ctx, requestId: factKey(id, "ContainerMigrationRestoreFailed", `${m.checkpointId}@source`) }, "ContainerMigrationRestoreFailed", () => this.stopped)
-        .catch((err) => this.log.warn({ container: id, err: toBerthError(err).message }, "could not take the migration back"));
-    }
+  private dumpedHere(): { key: string; toNode: string }[] {
+    return [...this.projector.model.containers.values()]
+      .filter((c) => c.node === this.node && c.migration?.dumpedAt && !c.migration.restoreFailed)
+      .map((c) => ({ key: c.id, toNode: c.migration!.toNode }));
+  }
+
+  private takeBack(id: string, reason: string): void {
+    const c = this.current(id);
+    const m = c?.migration;
+    if (!c || !m) return;
+    const ctx: Ctx = { node: this.node, actor: `berth/${this.node}`, correlationId: c.pending?.eventId ?? id, causationId: c.pending?.eventId ?? null };
+    this.log.warn({ container: id, target: m.toNode }, "the migration's target is down after the dump: restoring it here");
+    void this.commands.appendFact(id, (s) => (s?.node === this.node && s.migration?.checkpointId === m.checkpointId && s.migration.dumpedAt && !s.migration.restoreFailed ? [{ type: "ContainerMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.node, reason } }] : []),
+      { ...ctx, requestId: factKey(id, "ContainerMigrationRestoreFailed", `${m.checkpointId}@source`) }, "ContainerMigrationRestoreFailed", () => this.stopped)
+      .catch((err) => this.log.warn({ container: id, err: toBerthError(err).message }, "could not take the migration back"));
   }
 
   /** It runs on another node now: nothing of it stays on this host (process, mounts, attachment). */

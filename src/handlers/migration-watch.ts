@@ -54,3 +54,24 @@ export class TargetWatch {
     return `node ${toNode} went down after the dump (no heartbeat for ${Math.round(this.graceMs / 1000)} s): restored here instead`;
   }
 }
+
+/** How often the takeover loop looks at the targets. */
+const WATCH_MS = 2_000;
+
+/**
+ * The takeover loop, for containers and pods alike: every couple of seconds `scan` lists this
+ * node's dumped migrations, and `takeBack` gets each whose target has been down for the grace,
+ * with the reason to record. Null (nothing runs) when takeover is off or node liveness is unknown.
+ * The returned function stops it.
+ */
+export function watchTargets(nodeUp: ((node: string) => boolean) | undefined, scan: () => Watched[], takeBack: (key: string, reason: string) => void, graceMs = MIGRATION_TAKEOVER_MS): (() => void) | null {
+  if (!nodeUp || !(graceMs > 0)) return null;
+  const targets = new TargetWatch(nodeUp, graceMs);
+  const timer = setInterval(() => {
+    const items = scan();
+    const toNode = new Map(items.map((w) => [w.key, w.toNode]));
+    for (const key of targets.expired(items, Date.now())) takeBack(key, targets.reason(toNode.get(key)!));
+  }, WATCH_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -24,7 +24,7 @@ import { idFromRequest } from "./container-service.js";
 import type { PodCheckpoints } from "./pod-checkpoint.js";
 import type { Executor } from "./executor.js";
 import type { PodHost } from "./ports.js";
-import { MIGRATION_TAKEOVER_MS, TargetWatch } from "./migration-watch.js";
+import { watchTargets } from "./migration-watch.js";
 
 type Opts = { meta?: Meta; timeoutMs?: number; request?: RequestJournal };
 
@@ -33,7 +33,6 @@ const MEMBERS_WAIT_MS = 60_000;
 /** A step that failed for a passing reason (the log, a peer) is tried again after this. */
 const RETRY_MS = 2_000;
 /** How often the targets of dumped migrations are looked at. */
-const WATCH_MS = 2_000;
 
 export interface PodMigrationDeps {
   node: string;
@@ -153,11 +152,7 @@ export class PodMigrations {
 
   /** The log moved a migration on: the next step may be this node's. */
   start(): void {
-    if (this.d.nodeUp && MIGRATION_TAKEOVER_MS > 0) {
-      const targets = new TargetWatch(this.d.nodeUp);
-      this.watchTimer = setInterval(() => this.watchTargets(targets), WATCH_MS);
-      this.watchTimer.unref();
-    }
+    this.stopWatch = watchTargets(this.d.nodeUp, () => this.dumpedHere(), (id, reason) => this.takeBack(id, reason));
     this.d.projector.onEvent((e) => {
       if (!e.subject.startsWith("berth.ev.pod.")) return;
       const id = e.subject.slice("berth.ev.pod.".length);
@@ -171,23 +166,26 @@ export class PodMigrations {
 
   stop(): void {
     this.stopped = true;
-    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.stopWatch?.();
   }
 
-  private watchTimer: NodeJS.Timeout | null = null;
+  private stopWatch: (() => void) | null = null;
 
   /** This node's dumped pod migrations whose target has been down for the grace: taken back (migration-watch.ts). */
-  private watchTargets(targets: TargetWatch): void {
-    const mine = [...this.model.pods.values()].filter((p) => p.node === this.d.node && p.migration?.fromNode === this.d.node && p.migration.dumpedAt && !p.migration.restoreFailed);
-    for (const id of targets.expired(mine.map((p) => ({ key: p.id, toNode: p.migration!.toNode })), Date.now())) {
-      const pod = this.model.pods.get(id)!;
-      const m = pod.migration!;
-      this.log.warn({ pod: id, target: m.toNode }, "the pod migration's target is down after the dump: restoring it here");
-      const ctx: Ctx = { node: this.d.node, actor: `berth/${this.d.node}`, correlationId: m.eventId, causationId: m.eventId };
-      void this.d.pods.appendFact(id, (s) => (s?.node === this.d.node && s.migration?.checkpointId === m.checkpointId && s.migration.dumpedAt && !s.migration.restoreFailed ? [{ type: "PodMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.d.node, reason: targets.reason(m.toNode) } }] : []),
-        { ...ctx, requestId: factKey(id, "PodMigrationRestoreFailed", `${m.checkpointId}@source`) }, "PodMigrationRestoreFailed", () => this.stopped)
-        .catch((err) => this.log.warn({ pod: id, err: toBerthError(err).message }, "could not take the pod migration back"));
-    }
+  private dumpedHere(): { key: string; toNode: string }[] {
+    return [...this.model.pods.values()]
+      .filter((p) => p.node === this.d.node && p.migration?.fromNode === this.d.node && p.migration.dumpedAt && !p.migration.restoreFailed)
+      .map((p) => ({ key: p.id, toNode: p.migration!.toNode }));
+  }
+
+  private takeBack(id: string, reason: string): void {
+    const m = this.model.pods.get(id)?.migration;
+    if (!m) return;
+    this.log.warn({ pod: id, target: m.toNode }, "the pod migration's target is down after the dump: restoring it here");
+    const ctx: Ctx = { node: this.d.node, actor: `berth/${this.d.node}`, correlationId: m.eventId, causationId: m.eventId };
+    void this.d.pods.appendFact(id, (s) => (s?.node === this.d.node && s.migration?.checkpointId === m.checkpointId && s.migration.dumpedAt && !s.migration.restoreFailed ? [{ type: "PodMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.d.node, reason } }] : []),
+      { ...ctx, requestId: factKey(id, "PodMigrationRestoreFailed", `${m.checkpointId}@source`) }, "PodMigrationRestoreFailed", () => this.stopped)
+      .catch((err) => this.log.warn({ pod: id, err: toBerthError(err).message }, "could not take the pod migration back"));
   }
 
   /** One run per pod at a time; a run carries the saga as far as this node's part goes. */
