@@ -29,7 +29,6 @@ import { watchTargets } from "./migration-watch.js";
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
 const KILL_GRACE_MS = 10_000;
-/** How often the targets of dumped migrations are looked at. */
 
 export class Executor {
   private readonly queues = new Map<string, Promise<void>>();

@@ -32,7 +32,6 @@ const MIGRATION_TIMEOUT_MS = 15 * 60_000;
 const MEMBERS_WAIT_MS = 60_000;
 /** A step that failed for a passing reason (the log, a peer) is tried again after this. */
 const RETRY_MS = 2_000;
-/** How often the targets of dumped migrations are looked at. */
 
 export interface PodMigrationDeps {
   node: string;

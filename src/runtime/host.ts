@@ -293,8 +293,9 @@ export class HostRuntime {
       // A container left running is frozen from before the dump until its rw layer is in the tar:
       // otherwise it writes on between CRIU's record of its files and the tar, and the restore
       // fails on a size that no longer matches ("File tmp/n has bad size 2 (expect 0)"). One
-      // already paused stays as it is; the marker makes a retry after a crash thaw what we froze.
-      if (o.leaveRunning && !(await exists(k.frozen)) && (await this.runc.state(id))?.status === "running") {
+      // already paused stays as it is; the marker makes a retry after a crash thaw what we froze
+      // (and freeze it, if the crash came between the marker and the pause).
+      if (o.leaveRunning && (await this.runc.state(id))?.status === "running") {
         await mkdir(k.dir, { recursive: true, mode: 0o700 });
         await writeAtomic(k.frozen, "");
         await this.runc.pause(id);
