@@ -38,6 +38,12 @@ export async function pipeInto(tool: string, args: string[], data: Readable): Pr
     data.unpipe(child.stdin);
     data.resume();
   });
+  // The same when it closed its input without an error (it exited, having read what it wanted):
+  // pipe() then leaves `data` paused, and it would never end.
+  child.stdin.once("close", () => {
+    data.unpipe(child.stdin);
+    data.resume();
+  });
   data.pipe(child.stdin);
   // finished() also answers for a stream that ended or failed before it was asked.
   const fed = finished(data, { writable: false }).catch((err: unknown) => {
