@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { isIP } from "node:net";
 import { NAME_RE } from "./shared/spec.js";
 import type { ClientConfig } from "./contract/client.js";
 import writeFileAtomic from "write-file-atomic";
@@ -42,7 +43,21 @@ export interface DaemonOptions {
    * Unset: as many servers as the cluster has, up to 3 (1 on a single server).
    */
   replicas?: number;
+  /**
+   * How this node's container migrations send their archive (`--migration-transfer`): "direct",
+   * from this daemon to the target's over NATS (the default), or "store", through the object store.
+   */
+  migrationTransfer?: "direct" | "store";
+  /**
+   * The address of this host other nodes' daemons reach it on, where it offers a one-off TCP port
+   * per direct migration archive it sends (`--migration-listen`, DEFAULT_MIGRATION_LISTEN). A
+   * target that cannot connect takes the archive as NATS frames instead.
+   */
+  migrationListen?: string;
 }
+
+/** Loopback: the nodes of one machine connect; other machines' take NATS frames until it is set. */
+export const DEFAULT_MIGRATION_LISTEN = "127.0.0.1";
 
 /** The bounds the spec's `log` field has too (src/events/spec.ts LogOptions). */
 export const LOG_SIZE_MIN = 16 * 1024;
@@ -81,6 +96,8 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     logMaxSize: env.BERTH_LOG_MAX_SIZE ? parseSize(env.BERTH_LOG_MAX_SIZE) : undefined,
     logMaxFiles: env.BERTH_LOG_MAX_FILES ? (/^\d+$/.test(env.BERTH_LOG_MAX_FILES) ? Number(env.BERTH_LOG_MAX_FILES) : NaN) : undefined,
     subnet: env.BERTH_SUBNET || undefined,
+    migrationTransfer: (env.BERTH_MIGRATION_TRANSFER || undefined) as DaemonOptions["migrationTransfer"],
+    migrationListen: env.BERTH_MIGRATION_LISTEN || undefined,
   };
 }
 
@@ -95,6 +112,13 @@ export function checkOptions(o: DaemonOptions): void {
   }
   if (o.logMaxFiles !== undefined && !(Number.isInteger(o.logMaxFiles) && o.logMaxFiles >= 1 && o.logMaxFiles <= LOG_FILES_MAX)) {
     throw new Error(`bad --log-max-files (BERTH_LOG_MAX_FILES): a whole number from 1 to ${LOG_FILES_MAX}`);
+  }
+  if (o.migrationTransfer !== undefined && o.migrationTransfer !== "direct" && o.migrationTransfer !== "store") {
+    throw new Error(`bad --migration-transfer (BERTH_MIGRATION_TRANSFER) '${String(o.migrationTransfer)}': "direct" or "store"`);
+  }
+  // An address the other nodes are given to connect to: 0.0.0.0 or :: would send them to themselves.
+  if (o.migrationListen !== undefined && (isIP(o.migrationListen) === 0 || /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(o.migrationListen))) {
+    throw new Error(`bad --migration-listen (BERTH_MIGRATION_LISTEN) '${o.migrationListen}': an IP address of this host that the other nodes reach (not 0.0.0.0)`);
   }
   if (o.replicas !== undefined && !(Number.isInteger(o.replicas) && o.replicas >= 1 && o.replicas <= 5)) {
     throw new Error("bad --replicas (BERTH_REPLICAS): a whole number from 1 to 5");

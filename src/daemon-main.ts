@@ -37,6 +37,8 @@ interface Flags {
   logMaxFiles?: number;
   subnet?: string;
   replicas?: number;
+  migrationTransfer?: "direct" | "store";
+  migrationListen?: string;
 }
 
 /** The daemon's flags (API.md "berth daemon"); `name` is what usage and help call it. */
@@ -60,7 +62,12 @@ export function daemonCommand(name = "berth daemon"): Command {
     .option("--log-max-size <bytes>", "a container log file's size before it rotates, e.g. 20m (env BERTH_LOG_MAX_SIZE, default 20m)", size)
     .option("--log-max-files <n>", "log files kept per container, the current one included (env BERTH_LOG_MAX_FILES, default 5)", count)
     .option("--replicas <n>", "copies of the log and buckets on a JetStream cluster (env BERTH_REPLICAS; default one per server, at most 3)", (v) => Number(v))
-    .option("--subnet <cidr>", "the bridge network's subnet (env BERTH_SUBNET, default a /24 of 10.89.0.0/16 chosen once and kept)");
+    .option("--subnet <cidr>", "the bridge network's subnet (env BERTH_SUBNET, default a /24 of 10.89.0.0/16 chosen once and kept)")
+    .option("--migration-transfer <direct|store>", "how this node's migrations send their archive: straight to the target's daemon, or through the object store (env BERTH_MIGRATION_TRANSFER, default direct)", (v) => {
+      if (v !== "direct" && v !== "store") throw new InvalidArgumentError('must be "direct" or "store"');
+      return v;
+    })
+    .option("--migration-listen <ip>", "an IP address of this host other nodes reach: direct migration archives go from a one-off TCP port there (env BERTH_MIGRATION_LISTEN, default 127.0.0.1; a target that cannot reach it takes NATS frames)");
 }
 
 /**
@@ -96,6 +103,8 @@ export async function daemonMain(args: readonly string[], name?: string): Promis
       logMaxFiles: flags.logMaxFiles ?? d.logMaxFiles,
       subnet: flags.subnet ?? d.subnet,
       replicas: flags.replicas ?? d.replicas,
+      migrationTransfer: flags.migrationTransfer ?? d.migrationTransfer,
+      migrationListen: flags.migrationListen ?? d.migrationListen,
     });
     return 0;
   } catch (err) {

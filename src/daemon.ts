@@ -3,9 +3,9 @@
 import { mkdir, readFile, writeFile, rm } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { FastifyInstance } from "fastify";
-import { DEFAULT_NATS_SYNC, checkOptions, clusterReplicas, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
+import { DEFAULT_MIGRATION_LISTEN, DEFAULT_NATS_SYNC, checkOptions, clusterReplicas, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
 import { containerSubject, nodeSubject, podSubject } from "./events/types.js";
 import { logger } from "./log.js";
@@ -19,6 +19,9 @@ import { Executor } from "./handlers/executor.js";
 import { CheckpointService } from "./handlers/checkpoint-service.js";
 import { checkpointDecider } from "./aggregates/checkpoint/index.js";
 import { CheckpointArchive } from "./runtime/checkpoint-archive.js";
+import { ARCHIVE_FETCH, fetchArchive, serveArchive } from "./runtime/archive-transfer.js";
+import { FORWARD } from "./contract/client.js";
+import { BerthError, ErrorCode } from "./shared/errors.js";
 import { HealthMonitor } from "./handlers/health-monitor.js";
 import { ImageService } from "./handlers/image-service.js";
 import { ExecService } from "./handlers/exec-service.js";
@@ -135,7 +138,18 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const archive = await CheckpointArchive.open(nc, replicas).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
   const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
   const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
-  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive } : undefined, names, nodeUp);
+  // A migration's archive goes straight to its target's daemon ("direct", archive-transfer.ts) or
+  // through the object store ("store": it outlives the loss of the source host, at the cost of
+  // three replicated writes before the target may start: BENCH_SECTIONS=migrate has the figures).
+  const direct = {
+    fetch: (node: string, checkpointId: string, tcp?: boolean) => fetchArchive(nc, `${FORWARD}.${node}.${ARCHIVE_FETCH}`, checkpointId, { inboxPrefix: daemonInboxPrefix(o.node), tcp }),
+  };
+  const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive, direct, transfer: o.migrationTransfer ?? "direct" } : undefined, names, nodeUp);
+  const serveArchiveTo = (msg: Msg) =>
+    void serveArchive(nc, msg, (checkpointId, replyTo) => {
+      if (phase !== "ready") throw new BerthError(ErrorCode.Unavailable, `node ${o.node}'s daemon is still starting`);
+      return executor.archiveFor(checkpointId, (node) => replyTo.startsWith(`${daemonInboxPrefix(node)}.`));
+    }, { inboxPrefix: daemonInboxPrefix(o.node), tcpHost: o.migrationListen ?? DEFAULT_MIGRATION_LISTEN });
   const pods = new PodService({
     node: o.node,
     projector,
@@ -153,7 +167,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ node: o.node, ownerOf: (verb, body) => ownerOf(projector.model, verb, body), replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ streams: { [ARCHIVE_FETCH]: serveArchiveTo }, node: o.node, ownerOf: (verb, body) => ownerOf(projector.model, verb, body), replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
   await nats.start();
   mark("commandDoorOpen");
 
@@ -199,6 +213,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     projector.model,
   );
   mark("runtimeSynced");
+  await executor.sweepCheckpointDirs().catch((err) => log.warn({ err }, "could not sweep the local checkpoint dirs"));
   executor.start();
   // Restarts the log shows scheduled: due ones (the daemon was down) fire now.
   executor.restarts.rearm();

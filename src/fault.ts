@@ -23,12 +23,14 @@
 //   migrate-dumped   a migration's source stored the dump, before it says so (the target's turn)
 //   migrate-restored the migration's target restored it, before it says so (ownership moves)
 //   migrate-compensated the source restored it after the target failed, before it says so
+//   migrate-serving  a direct migration's source sent the archive's first frame to the target
+//   migrate-fetching a direct migration's target took the archive's first frame
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
   | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling"
   | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched" | "checkpoint-uploading"
   | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded"
-  | "migrate-dumped" | "migrate-restored" | "migrate-compensated";
+  | "migrate-dumped" | "migrate-restored" | "migrate-compensated" | "migrate-serving" | "migrate-fetching";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

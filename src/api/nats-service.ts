@@ -71,6 +71,11 @@ export interface NatsServiceDeps {
    */
   node?: string;
   ownerOf?: (verb: string, body: Record<string, unknown>) => string | null;
+  /**
+   * Forwarded verbs answered by a stream of messages, not one reply (a checkpoint archive sent to
+   * another daemon: archive-transfer.ts): handed the request as it came.
+   */
+  streams?: Record<string, (msg: Msg) => void>;
 }
 
 export class NatsCommandService {
@@ -195,7 +200,10 @@ export class NatsCommandService {
       this.fwd = this.d.nc.subscribe(`${prefix}>`, {
         callback: (err, msg) => {
           if (err) return this.log.error({ err }, "forward subscription error");
-          void this.onMessage(msg, msg.subject.slice(prefix.length));
+          const verb = msg.subject.slice(prefix.length);
+          const stream = this.d.streams && Object.hasOwn(this.d.streams, verb) ? this.d.streams[verb] : undefined;
+          if (stream) return stream(msg);
+          void this.onMessage(msg, verb);
         },
       });
     }

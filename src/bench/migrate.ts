@@ -120,17 +120,45 @@ type Migration = { downtimeMs: number; commandMs: number };
  * freeze, dump and upload: data.dumpedAt → ContainerMigrationDumped) and the target's (it sees
  * that event, fetches, unpacks and restores: → ContainerMigrated's startedAt).
  */
-async function phases(d: BenchDaemon, id: string): Promise<{ sourceMs: number[]; targetMs: number[] }> {
-  type Ev = { type: string; at: string; data: { checkpointId?: string; dumpedAt?: string; startedAt?: string } };
+async function phases(d: BenchDaemon, id: string): Promise<{ sourceMs: number[]; targetMs: number[]; frozenMs: number[] }> {
+  type Ev = { type: string; at: string; data: { checkpointId?: string; dumpedAt?: string; startedAt?: string; frozenMs?: number } };
   const { events } = await get<{ events: Ev[] }>(d, `/v1/containers/${id}/events`);
   const sourceMs: number[] = [];
   const targetMs: number[] = [];
+  const frozenMs: number[] = [];
   for (const dumped of events.filter((e) => e.type === "ContainerMigrationDumped")) {
     const moved = events.find((e) => e.type === "ContainerMigrated" && e.data.checkpointId === dumped.data.checkpointId);
     sourceMs.push(Date.parse(dumped.at) - Date.parse(dumped.data.dumpedAt!));
+    frozenMs.push(dumped.data.frozenMs ?? 0);
     if (moved) targetMs.push(Date.parse(moved.data.startedAt!) - Date.parse(dumped.at));
   }
-  return { sourceMs, targetMs };
+  return { sourceMs, targetMs, frozenMs };
+}
+
+/**
+ * `id` (on a) migrated to b and back `rounds` times: the reply's downtimes and command times,
+ * and where the downtime went. The archive's size when it went through the object store.
+ */
+async function thereAndBack(a: BenchDaemon, b: BenchDaemon, id: string, rounds: number) {
+  const moves: Migration[] = [];
+  for (let i = 0; i < rounds; i++) {
+    moves.push(i === 0 ? await firstMigrate(a, id, b.node) : await migrate(a, id, b.node));
+    moves.push(await migrate(a, id, a.node));
+  }
+  const stored = (await get<{ checkpoints: { sizeBytes: number }[] }>(a, `/v1/checkpoints?container=${id}`)).checkpoints;
+  const split = await phases(a, id);
+  const down = moves.map((m) => m.downtimeMs);
+  return {
+    moves,
+    down,
+    berth: {
+      downtimeMs: median(down), downtimeMaxMs: Math.max(...down),
+      commandMs: median(moves.map((m) => m.commandMs)), totalCommandMs: Math.round(moves.reduce((s, m) => s + m.commandMs, 0)),
+      ...(stored.length ? { archiveMB: r2(pct(stored.map((c) => c.sizeBytes), 50) / 1e6) } : {}),
+      frozenMs: median(split.frozenMs),
+      sourceDumpSendMs: median(split.sourceMs), targetFetchRestoreMs: median(split.targetMs),
+    },
+  };
 }
 
 /** container.migrate of `id` to `targetNode`: the reply's downtime and the command's wall time. */
@@ -207,17 +235,17 @@ export async function benchMigrate(): Promise<Record<string, unknown>> {
     // --- migration downtime: a there and back ROUNDS times ---
     const b = await startBenchDaemon("bm2", joined);
     daemons.push(b);
+    // A second pair whose migrations go through the object store (BENCH_MIGRATE_STORE=0: none).
+    let storePair: [BenchDaemon, BenchDaemon] | null = null;
+    if (process.env.BENCH_MIGRATE_STORE !== "0") {
+      const viaStore = [...joined, "--migration-transfer", "store"];
+      storePair = [await startBenchDaemon("bs1", viaStore), await startBenchDaemon("bs2", viaStore)];
+      daemons.push(...storePair);
+    }
     const work = join(a.dataRoot, "raw-migrations");
     for (const [label, argv] of [["small", SMALL], ["touched256MB", BIG]] as const) {
       const id = await runWarm(a, `mig-${label}`, argv, a.node);
-      const moves: Migration[] = [];
-      for (let i = 0; i < ROUNDS; i++) {
-        moves.push(i === 0 ? await firstMigrate(a, id, b.node) : await migrate(a, id, b.node));
-        moves.push(await migrate(a, id, a.node));
-      }
-      // The migrations' checkpoints: the archive's size and the dump's frozen time.
-      const cps = (await get<{ checkpoints: { sizeBytes: number; frozenMs: number }[] }>(a, `/v1/checkpoints?container=${id}`)).checkpoints;
-      const split = await phases(a, id);
+      const direct = await thereAndBack(a, b, id, ROUNDS);
       let preCopy: string | undefined;
       if (label === "touched256MB") {
         try {
@@ -228,6 +256,14 @@ export async function benchMigrate(): Promise<Record<string, unknown>> {
         }
       }
       await removeForce(a.nc, id);
+
+      // The same through the object store (--migration-transfer store), once there and back.
+      let store: Awaited<ReturnType<typeof thereAndBack>>["berth"] | undefined;
+      if (storePair) {
+        const sid = await runWarm(storePair[0], `mig-store-${label}`, argv, storePair[0].node);
+        store = (await thereAndBack(storePair[0], storePair[1], sid, 1)).berth;
+        await removeForce(storePair[0].nc, sid);
+      }
 
       // The same by hand, on containers of the same kind on the first node.
       const raw = { dump: [] as number[], copy: [] as number[], restore: [] as number[], downtime: [] as number[] };
@@ -241,21 +277,16 @@ export async function benchMigrate(): Promise<Record<string, unknown>> {
         await removeForce(a.nc, rid);
       }
       await rm(work, { recursive: true, force: true });
-      const down = moves.map((m) => m.downtimeMs);
       out[label] = {
-        migrations: moves.length,
-        berth: {
-          downtimeMs: median(down), downtimeMaxMs: Math.max(...down),
-          commandMs: median(moves.map((m) => m.commandMs)), totalCommandMs: Math.round(moves.reduce((s, m) => s + m.commandMs, 0)),
-          archiveMB: r2(pct(cps.map((c) => c.sizeBytes), 50) / 1e6), frozenMs: median(cps.map((c) => c.frozenMs)),
-          sourceDumpUploadMs: median(split.sourceMs), targetFetchRestoreMs: median(split.targetMs),
-        },
+        migrations: direct.moves.length,
+        berth: direct.berth,
+        ...(store ? { berthViaStore: store, storeVsDirect: r2(store.downtimeMs / direct.berth.downtimeMs) } : {}),
         raw: { downtimeMs: median(raw.downtime), runcCheckpointMs: median(raw.dump), copyMs: median(raw.copy), conmonRestoreMs: median(raw.restore) },
-        downtimeVsRaw: r2(pct(down, 50) / pct(raw.downtime, 50)),
+        downtimeVsRaw: r2(pct(direct.down, 50) / pct(raw.downtime, 50)),
         ...(preCopy ? { preCopy } : {}),
       };
     }
-    out.note = "berth: container.migrate between two daemons on a 3-server cluster on loopback (downtimeMs from the reply: the source's freeze to the restored process's start on the target; commandMs: the request's wall time), there and back; raw: runc checkpoint → cp -a of the image dir (the transfer) → conmon --restore on the same node, downtime = the three together. archiveMB, frozenMs: the migrations' checkpoints as GET /v1/checkpoints lists them; sourceDumpUploadMs (freeze → ContainerMigrationDumped: dump, tar, upload) and targetFetchRestoreMs (→ the restored start: fetch, unpack, verify, restore) split the downtime, from the container's events.";
+    out.note = "berth: container.migrate between two daemons on a 3-server cluster on loopback (downtimeMs from the reply: the source's freeze to the restored process's start on the target; commandMs: the request's wall time), there and back; raw: runc checkpoint → cp -a of the image dir (the transfer) → conmon --restore on the same node, downtime = the three together. berth: the default direct transfer (the target takes the archive from the source's daemon over NATS while it unpacks); berthViaStore: a second pair of daemons with --migration-transfer store (the archive uploaded to the object store, 3 replicas, then fetched), once there and back; archiveMB: the stored archives' size (GET /v1/checkpoints; the direct transfer stores none); frozenMs: CRIU's frozen time of the final dumps; sourceDumpSendMs (freeze → ContainerMigrationDumped: dump, and with the store tar and upload) and targetFetchRestoreMs (→ the restored start: fetch, unpack, verify, restore) split the downtime, from the container's events.";
     out.clusterLog = started.stderr.split("\n").filter((l) => /restart|SIGKILL/i.test(l));
     return out;
   } finally {
@@ -273,15 +304,18 @@ export async function benchMigrate(): Promise<Record<string, unknown>> {
 /** The section's figures as lines for the table (main.ts prints them). */
 export function migrateLines(m: Record<string, unknown>): string[] {
   if (m.skipped) return [`migrate: skipped (${String(m.skipped)})`];
-  type K = { berth: { downtimeMs: number; commandMs: number; totalCommandMs: number; archiveMB: number; sourceDumpUploadMs: number; targetFetchRestoreMs: number }; raw: { downtimeMs: number }; downtimeVsRaw: number; migrations: number; preCopy?: string };
+  type B = { downtimeMs: number; commandMs: number; totalCommandMs: number; archiveMB?: number; sourceDumpSendMs: number; targetFetchRestoreMs: number };
+  type K = { berth: B; berthViaStore?: B; storeVsDirect?: number; raw: { downtimeMs: number }; downtimeVsRaw: number; migrations: number; preCopy?: string };
   const lines: string[] = [];
   for (const label of ["small", "touched256MB"]) {
     const k = m[label] as K | undefined;
     if (!k) continue;
     lines.push(
-      `migrate ${label}: downtime berth ${k.berth.downtimeMs} ms (median of ${k.migrations}) vs raw ${k.raw.downtimeMs} ms, ratio ${k.downtimeVsRaw}; command ${k.berth.commandMs} ms median, ${k.berth.totalCommandMs} ms total; archive ${k.berth.archiveMB} MB; source ${k.berth.sourceDumpUploadMs} ms + target ${k.berth.targetFetchRestoreMs} ms` +
+      `migrate ${label}: downtime berth ${k.berth.downtimeMs} ms (median of ${k.migrations}) vs raw ${k.raw.downtimeMs} ms, ratio ${k.downtimeVsRaw}; command ${k.berth.commandMs} ms median, ${k.berth.totalCommandMs} ms total; source ${k.berth.sourceDumpSendMs} ms + target ${k.berth.targetFetchRestoreMs} ms` +
         (label === "touched256MB" ? `  [target ${TARGETS.noPreCopy256MB}]` : ""),
     );
+    const v = k.berthViaStore;
+    if (v) lines.push(`migrate ${label} via the object store: downtime ${v.downtimeMs} ms (${k.storeVsDirect}× direct); archive ${v.archiveMB} MB; source ${v.sourceDumpSendMs} ms + target ${v.targetFetchRestoreMs} ms`);
     if (k.preCopy) lines.push(`migrate ${label} pre-copy: ${k.preCopy}  [target ${TARGETS.preCopy256MB}]`);
   }
   type F = { runCycle: { medianMs: number }; createThroughput: { perSec: number; p99Ms: number }; natsSync: string };

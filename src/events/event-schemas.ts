@@ -96,7 +96,7 @@ export const PAYLOADS = {
   ContainerCheckpointed: Obj({ checkpointId: Id, leaveRunning: Type.Boolean(), preDump: Type.Optional(Type.Boolean()), frozenMs: Type.Optional(Type.Integer({ minimum: 0 })) }),
   ContainerRestoreRequested: Obj({ checkpointId: Id }),
   ContainerMigrationRequested: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, preCopy: Type.Boolean() }),
-  ContainerMigrationDumped: Obj({ checkpointId: Id, dumpedAt: Time, frozenMs: Type.Integer({ minimum: 0 }) }),
+  ContainerMigrationDumped: Obj({ checkpointId: Id, dumpedAt: Time, frozenMs: Type.Integer({ minimum: 0 }), transfer: Type.Optional(Type.Union([Type.Literal("store"), Type.Literal("direct")])) }),
   ContainerMigrationRestoreFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text() }),
   ContainerMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4), pod: Type.Optional(Id) }),
   MigrationFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text(), compensated: Type.Boolean(), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),

@@ -150,14 +150,21 @@ export type ContainerEvent =
   | Envelope<"ContainerRestored", { checkpointId: string; pid: number; startedAt: string; ip?: string }>
   /** The migration saga's intent: the source node dumps it into checkpoint `checkpointId`, the target restores it. */
   | Envelope<"ContainerMigrationRequested", { checkpointId: string; fromNode: string; toNode: string; preCopy: boolean }>
-  /** The source froze and dumped it at `dumpedAt` (its process is gone), the archive is stored: the target's turn. */
-  | Envelope<"ContainerMigrationDumped", { checkpointId: string; dumpedAt: string; frozenMs: number }>
+  /**
+   * The source froze and dumped it at `dumpedAt` (its process is gone): the target's turn. The
+   * archive is in the object store (`transfer` "store", or absent), or the source keeps it and
+   * sends it to the target itself ("direct": archive-transfer.ts).
+   */
+  | Envelope<"ContainerMigrationDumped", { checkpointId: string; dumpedAt: string; frozenMs: number; transfer?: MigrationTransfer }>
   /** The target could not restore it: the source restores it from the same checkpoint. */
   | Envelope<"ContainerMigrationRestoreFailed", { checkpointId: string; node: string; reason: string }>
   /** It runs on `toNode` now (its owner from here on), restored from the checkpoint. */
   | Envelope<"ContainerMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; pid: number; startedAt: string; ip?: string; pod?: string }>
   /** The migration failed and was compensated: it runs on `node` (the source) again, restored from the same checkpoint. */
   | Envelope<"MigrationFailed", { checkpointId: string; node: string; reason: string; compensated: boolean; pid: number; startedAt: string; ip?: string }>;
+
+/** How a migration's archive goes from its source to its target (ContainerMigrationDumped). */
+export type MigrationTransfer = "store" | "direct";
 
 export interface CheckpointOptions {
   leaveRunning: boolean;

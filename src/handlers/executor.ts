@@ -19,9 +19,10 @@ import { networkMode } from "../shared/spec.js";
 import { DEFAULT_SHARE, type PodState } from "../aggregates/pod/index.js";
 import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/container/upgrade.js";
 import { retire, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
-import type { CheckpointCreatedData, CheckpointOptions } from "../events/types.js";
+import type { CheckpointCreatedData, CheckpointOptions, MigrationTransfer } from "../events/types.js";
 import type { DumpStats } from "../shared/host-facts.js";
-import type { ArchivePort } from "./ports.js";
+import type { ArchivePort, DirectArchivePort } from "./ports.js";
+import pRetry from "p-retry";
 import type { NameCommands } from "../aggregates/name/index.js";
 import { releaseName } from "./names.js";
 import { watchTargets } from "./migration-watch.js";
@@ -29,6 +30,8 @@ import { watchTargets } from "./migration-watch.js";
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
 const KILL_GRACE_MS = 10_000;
+/** How long a migration's target keeps trying to take a direct archive from its source. */
+const DIRECT_FETCH_MS = Number(process.env.BERTH_DIRECT_FETCH_MS ?? 60_000);
 
 export class Executor {
   private readonly queues = new Map<string, Promise<void>>();
@@ -42,8 +45,12 @@ export class Executor {
     private readonly projector: Projector,
     private readonly commands: ContainerCommands,
     private readonly host: HostOps,
-    /** Checkpoints: their records (the checkpoint aggregate) and archives (the object store). */
-    private readonly cp?: { checkpoints: CheckpointCommands; archive: ArchivePort; keep?: number },
+    /**
+     * Checkpoints: their records (the checkpoint aggregate) and archives (the object store);
+     * `direct`, archives straight from another daemon, and `transfer`, how this node's
+     * migrations send theirs (default "direct" when `direct` is given).
+     */
+    private readonly cp?: { checkpoints: CheckpointCommands; archive: ArchivePort; keep?: number; direct?: DirectArchivePort; transfer?: MigrationTransfer },
     /** Names held cluster-wide: a removed container's is released. */
     private readonly names?: NameCommands,
     /** Whether a node's daemon answers (heartbeats): a migration's target that died is watched. */
@@ -69,7 +76,10 @@ export class Executor {
         const eid = c.pending!.eventId;
         this.enqueue(c.id, () => this.migrateInLeg(c.id, eid));
       }
-      if (e.type === "ContainerMigrated" && e.data.fromNode === this.node) this.enqueue(c.id, () => this.migratedAway(c.id));
+      if (e.type === "ContainerMigrated" && e.data.fromNode === this.node) {
+        const checkpointId = e.data.checkpointId;
+        this.enqueue(c.id, () => this.migratedAway(c.id, checkpointId));
+      }
       if (c.node !== this.node) return;
       if (c.migration && c.pending && e.type === "ContainerMigrationRestoreFailed") {
         const eid = c.pending.eventId;
@@ -372,24 +382,35 @@ export class Executor {
    * killed daemon left: a recorded checkpoint, a finished dump on disk (CRIU outlives the daemon),
    * or a process to dump. CRIU's stats when this run dumped.
    */
+  /**
+   * CRIU's dump (with the rw layer) into the checkpoint's local dir, and the exit it caused
+   * recorded. Idempotent: a finished dump on disk is taken as it is.
+   */
+  private async dumpHere(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<{ stats: DumpStats | null; dumpMs: number; exitMs: number }> {
+    const t0 = performance.now();
+    const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
+    const dumped = await this.host.checkpoint(c.id, d.checkpointId, { ...d, runStartedAt: c.startedAt }, meta).catch(async (err) => {
+      // CRIU let the container run on (it resumes what it froze): nothing of the attempt stays.
+      await this.host.removeCheckpointDir(d.checkpointId).catch(() => undefined);
+      throw err;
+    });
+    const t1 = performance.now();
+    fault("checkpoint-dumped");
+    if (!d.leaveRunning) {
+      // The dump ended the process: record that exit (conmon writes it) before anything else.
+      const info = await this.host.waitExit(c.id, KILL_GRACE_MS);
+      if (info) await this.recordExit(c.id, info, ctx);
+    }
+    return { stats: dumped.stats, dumpMs: t1 - t0, exitMs: performance.now() - t1 };
+  }
+
   private async dumpAndStore(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<{ stats: DumpStats | null }> {
     const { checkpoints, archive } = this.cp!;
     const t0 = performance.now();
     let stats: DumpStats | null = null;
     if (!this.projector.model.checkpoints.get(d.checkpointId)) {
-      const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
-      ({ stats } = await this.host.checkpoint(c.id, d.checkpointId, { ...d, runStartedAt: c.startedAt }, meta).catch(async (err) => {
-        // CRIU let the container run on (it resumes what it froze): nothing of the attempt stays.
-        await this.host.removeCheckpointDir(d.checkpointId).catch(() => undefined);
-        throw err;
-      }));
-      const tDumped = performance.now();
-      fault("checkpoint-dumped");
-      if (!d.leaveRunning) {
-        // The dump ended the process: record that exit (conmon writes it) before anything else.
-        const info = await this.host.waitExit(c.id, KILL_GRACE_MS);
-        if (info) await this.recordExit(c.id, info, ctx);
-      }
+      const here = await this.dumpHere(c, d, ctx);
+      stats = here.stats;
       const tUpload = performance.now();
       const stored = await archive.put(d.checkpointId, probed(this.host.packCheckpoint(d.checkpointId)));
       const uploadMs = Math.round(performance.now() - tUpload);
@@ -398,14 +419,14 @@ export class Executor {
         checkpointId: d.checkpointId, container: c.id, containerName: c.name, pod: c.spec.pod ?? null, node: this.node,
         image: c.image, imageDigest: c.imageDigest, spec: c.spec, ...(c.ip ? { ip: c.ip } : {}),
         sizeBytes: stored.sizeBytes, digest: stored.digest, durationMs: Math.round(performance.now() - t0),
-        frozenMs: Math.round(stats?.frozenMs ?? 0), dumpMs: Math.round(tDumped - t0), uploadMs,
+        frozenMs: Math.round(stats?.frozenMs ?? 0), dumpMs: Math.round(here.dumpMs), uploadMs,
         leaveRunning: d.leaveRunning, tcpEstablished: d.tcpEstablished,
         ...(d.partOf ? { partOf: d.partOf } : {}),
         ...(stats ? { stats } : {}),
       };
       await checkpoints.appendFact(d.checkpointId, (s) => (s ? [] : [{ type: "CheckpointCreated", data }]),
         { ...ctx, requestId: factKey(d.checkpointId, "CheckpointCreated", d.checkpointId) }, "CheckpointCreated", () => this.stopped);
-      this.log.info({ container: c.id, dumpMs: data.dumpMs, exitMs: Math.round(tUpload - tDumped), uploadMs, totalMs: Math.round(performance.now() - t0) }, "dumped and stored");
+      this.log.info({ container: c.id, dumpMs: data.dumpMs, exitMs: Math.round(here.exitMs), uploadMs, totalMs: Math.round(performance.now() - t0) }, "dumped and stored");
     }
     await this.host.removeCheckpointDir(d.checkpointId);
     return { stats };
@@ -448,7 +469,8 @@ export class Executor {
     const m = c.migration;
     if (!m || !this.cp) throw new BerthError(ErrorCode.Unavailable, "migrations need the object store, which this daemon has not opened");
     if (m.restoreFailed) {
-      const r = await this.fetchAndRestore(c, m.checkpointId, this.netPlan(c));
+      // A direct transfer's archive never left this node: it is restored from the local dir.
+      const r = m.transfer === "direct" ? await this.restoreLocal(c, m.checkpointId, this.netPlan(c)) : await this.fetchAndRestore(c, m.checkpointId, this.netPlan(c));
       const data = { checkpointId: m.checkpointId, node: this.node, reason: m.restoreFailed, compensated: true, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
       fault("migrate-compensated");
       await this.outcome(c.id, { type: "MigrationFailed", data }, ctx, `${intentKey(ctx)}@compensated`);
@@ -457,9 +479,13 @@ export class Executor {
     if (m.dumpedAt) return false;
     if (m.preCopy) await this.host.preDump(c.id, c.startedAt ?? "", { leaveRunning: true, tcpEstablished: false, fileLocks: false });
     const dumpedAt = new Date().toISOString();
-    const { stats } = await this.dumpAndStore(c, { checkpointId: m.checkpointId, leaveRunning: false, tcpEstablished: false, fileLocks: false }, ctx);
+    const d = { checkpointId: m.checkpointId, leaveRunning: false, tcpEstablished: false, fileLocks: false };
+    // Direct: the dump stays in the local dir, which the target reads through this daemon
+    // (archiveFor) and the compensation restores from; it goes when the saga is over.
+    const transfer = this.migrationTransfer();
+    const { stats } = transfer === "direct" ? await this.dumpHere(c, d, ctx) : await this.dumpAndStore(c, d, ctx);
     fault("migrate-dumped");
-    await this.outcome(c.id, { type: "ContainerMigrationDumped", data: { checkpointId: m.checkpointId, dumpedAt, frozenMs: Math.round(stats?.frozenMs ?? 0) } }, ctx, intentKey(ctx));
+    await this.outcome(c.id, { type: "ContainerMigrationDumped", data: { checkpointId: m.checkpointId, dumpedAt, frozenMs: Math.round(stats?.frozenMs ?? 0), transfer } }, ctx, intentKey(ctx));
     return false;
   }
 
@@ -478,7 +504,7 @@ export class Executor {
       // Its old IP is the source's subnet's: here it takes one of this node's.
       const here: ContainerState = { ...c, node: this.node, ip: null, spec: { ...c.spec, node: this.node, ...(c.spec.network ? { network: { ...c.spec.network, ip: undefined } } : {}) } };
       failAt("migrate-restore");
-      const r = await this.fetchAndRestore(here, m.checkpointId, this.netPlan(here));
+      const r = m.transfer === "direct" ? await this.fetchDirectAndRestore(here, m.fromNode, m.checkpointId, this.netPlan(here)) : await this.fetchAndRestore(here, m.checkpointId, this.netPlan(here));
       fault("migrate-restored");
       const downtimeMs = Math.max(0, Date.parse(r.startedAt) - Date.parse(m.dumpedAt));
       const data = { checkpointId: m.checkpointId, fromNode: m.fromNode, toNode: this.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
@@ -552,9 +578,10 @@ export class Executor {
   }
 
   /** It runs on another node now: nothing of it stays on this host (process, mounts, attachment). */
-  private async migratedAway(id: string): Promise<void> {
+  private async migratedAway(id: string, checkpointId: string): Promise<void> {
     const c = this.current(id);
     if (!c || c.node === this.node) return;
+    await this.host.removeCheckpointDir(checkpointId).catch((err) => this.log.warn({ err, container: id }, "could not remove the migrated container's checkpoint dir"));
     await this.host.detachNetwork(id).catch((err) => this.log.warn({ err, container: id }, "could not release the migrated container's attachment"));
     await this.host.cleanup(id).catch((err) => this.log.warn({ err, container: id }, "could not clean up after the migrated container"));
   }
@@ -564,11 +591,45 @@ export class Executor {
    * restores it under conmon. The unpacked archive is not kept, whatever happens: a retry fetches it again.
    */
   private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished = false): Promise<{ pid: number; startedAt: string; ip: string | null }> {
-    const t0 = performance.now();
-    const { data, verified } = await this.cp!.archive.get(checkpointId);
-    try {
+    return this.fetchThenRestore(c, checkpointId, plan, tcpEstablished, async () => {
+      const { data, verified } = await this.cp!.archive.get(checkpointId);
       await this.host.unpackCheckpoint(checkpointId, data);
       await verified;
+    });
+  }
+
+  /**
+   * A direct migration's archive, from the source's daemon: tried again while that daemon is
+   * away or the stream breaks (a source killed and back serves it again from its local dir), for
+   * up to DIRECT_FETCH_MS; then the restore fails and the source restores it itself.
+   */
+  private async fetchDirectAndRestore(c: ContainerState, fromNode: string, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    const direct = this.cp?.direct;
+    if (!direct) throw new BerthError(ErrorCode.Unavailable, "this daemon cannot take archives from other daemons");
+    const until = Date.now() + DIRECT_FETCH_MS;
+    return this.fetchThenRestore(c, checkpointId, plan, false, () =>
+      pRetry(
+        async (attempt) => {
+          // Every other try without the source's port: a port this node reaches, but not the
+          // source through it, must not stop the transfer.
+          const { data, verified } = direct.fetch(fromNode, checkpointId, attempt % 2 === 1);
+          await this.host.unpackCheckpoint(checkpointId, data);
+          await verified;
+        },
+        {
+          retries: 1_000, minTimeout: 250, maxTimeout: 2_000,
+          shouldRetry: () => !this.stopped && Date.now() < until,
+          onFailedAttempt: ({ error, attemptNumber }) => this.log.warn({ container: c.id, from: fromNode, attempt: attemptNumber, err: error.message }, "could not take the archive from the source's daemon; trying again"),
+        },
+      ),
+    );
+  }
+
+  /** `fetch` fills the checkpoint's local dir; then the restore; the dir goes either way. */
+  private async fetchThenRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished: boolean, fetch: () => Promise<void>): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    const t0 = performance.now();
+    try {
+      await fetch();
       fault("restore-fetched");
       const t1 = performance.now();
       const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished });
@@ -576,6 +637,45 @@ export class Executor {
       return r;
     } finally {
       await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
+    }
+  }
+
+  /** A restore from the checkpoint's local dir (a direct migration's compensation); the dir goes after. */
+  private async restoreLocal(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    return this.fetchThenRestore(c, checkpointId, plan, false, async () => undefined);
+  }
+
+  /** How this node's migrations send their archive. */
+  private migrationTransfer(): MigrationTransfer {
+    return this.cp?.transfer ?? (this.cp?.direct ? "direct" : "store");
+  }
+
+  /**
+   * The local archive of a direct migration from this node, for its target's daemon (`fromTarget`
+   * tells whether the request came from that node). NotFound when this node sends no such one.
+   */
+  archiveFor(checkpointId: string, fromTarget: (node: string) => boolean): Readable {
+    const c = [...this.projector.model.containers.values()].find((x) => x.migration?.checkpointId === checkpointId);
+    const m = c?.migration;
+    if (!c || !m || c.node !== this.node || !m.dumpedAt || m.transfer !== "direct" || m.restoreFailed) {
+      throw new BerthError(ErrorCode.NotFound, `node ${this.node} sends no archive ${checkpointId}`);
+    }
+    if (!fromTarget(m.toNode)) throw new BerthError(ErrorCode.InvalidArgument, `archive ${checkpointId} goes to node ${m.toNode} only`);
+    return this.host.packCheckpoint(checkpointId);
+  }
+
+  /**
+   * At start, before any saga runs on: local checkpoint dirs whose container is gone or runs on
+   * another node now, and that no migration under way uses (a direct migration's source was down
+   * when it ended; a daemon killed between a dump and its clean-up).
+   */
+  async sweepCheckpointDirs(): Promise<void> {
+    const inUse = new Set([...this.projector.model.containers.values()].flatMap((c) => (c.migration ? [c.migration.checkpointId] : [])));
+    for (const { checkpointId, container } of await this.host.checkpointDirs()) {
+      const c = container ? this.projector.model.byId(container) : undefined;
+      if (inUse.has(checkpointId) || !container || (c && c.node === this.node)) continue;
+      this.log.info({ checkpointId, container }, "removing a checkpoint dir its container no longer needs here");
+      await this.host.removeCheckpointDir(checkpointId).catch((err) => this.log.warn({ err, checkpointId }, "could not remove a stale checkpoint dir"));
     }
   }
 

@@ -41,6 +41,8 @@ export interface HostOps {
   /** Restore the checkpoint's process into this (stopped) container: its rw layer, then CRIU under conmon. A live one is answered as it is. */
   prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null }>;
   removeCheckpointDir(checkpointId: string): Promise<void>;
+  /** The local checkpoint dirs, each with the container its meta names (null: none yet). */
+  checkpointDirs(): Promise<{ checkpointId: string; container: string | null }[]>;
 }
 
 /** The checkpoint archives (the object store), as the executor and the services use them. */
@@ -48,6 +50,12 @@ export interface ArchivePort {
   put(id: string, data: Readable): Promise<{ sizeBytes: number; digest: string }>;
   get(id: string): Promise<{ data: Readable; verified: Promise<void> }>;
   remove(id: string): Promise<void>;
+}
+
+/** Archives straight from another node's daemon (a direct migration: archive-transfer.ts). */
+export interface DirectArchivePort {
+  /** `tcp: false`: NATS frames only, not the port the source offers. */
+  fetch(node: string, checkpointId: string, tcp?: boolean): { data: Readable; verified: Promise<void> };
 }
 
 /**

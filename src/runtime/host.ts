@@ -147,7 +147,7 @@ export class HostRuntime {
   }
 
   /** Bundle dir with config.json and a mounted rootfs. Validates everything before touching the host. */
-  async prepare({ id, name, spec, image, net, pod, revision = 0 }: PrepareInput): Promise<{ bundle: string }> {
+  async prepare({ id, name, spec, image, net, pod, revision = 0, mount = true }: PrepareInput): Promise<{ bundle: string }> {
     const cp = this.paths.container(id);
     const layer = this.paths.layer(id, revision);
     const hostNetworkFiles: string[] = [];
@@ -177,7 +177,7 @@ export class HostRuntime {
     // config.json has the terminal; whether its input is open is conmon's business only (start()).
     if (spec.stdin) await writeAtomic(stdinMarker(cp.dir), "");
     else await rm(stdinMarker(cp.dir), { force: true });
-    await mountOverlay(overlay, this.log);
+    if (mount) await mountOverlay(overlay, this.log);
     const etcFiles = host ? undefined : await writeEtcFiles(cp.dir, { hostname, ip: net?.ip ?? null, aliases: name !== hostname && NAME_RE.test(name) ? [name] : [] });
     await writeAtomic(cp.config, JSON.stringify(buildOciSpec({ ...input, etcFiles }), null, 2));
     return { bundle: cp.bundle };
@@ -489,6 +489,18 @@ export class HostRuntime {
 
   async removeCheckpointDir(checkpointId: string): Promise<void> {
     await rm(this.paths.checkpoint(checkpointId).dir, { recursive: true, force: true });
+  }
+
+  /** The local checkpoint dirs (pre-dumps aside), each with the container its meta.json names (null: not written yet). */
+  async checkpointDirs(): Promise<{ checkpointId: string; container: string | null }[]> {
+    const names = await readdir(this.paths.checkpointsDir).catch(() => [] as string[]);
+    const out: { checkpointId: string; container: string | null }[] = [];
+    for (const name of names) {
+      if (name.startsWith("predump-") || !CONTAINER_ID_RE.test(name)) continue;
+      const meta = await readFile(this.paths.checkpoint(name).meta, "utf8").then((t) => JSON.parse(t) as { container?: unknown }, () => null);
+      out.push({ checkpointId: name, container: typeof meta?.container === "string" ? meta.container : null });
+    }
+    return out;
   }
 
   /**

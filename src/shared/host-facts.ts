@@ -62,6 +62,12 @@ export interface PrepareInput {
   pod?: string;
   /** Whose rw layer its rootfs uses (0 when absent). */
   revision?: number;
+  /**
+   * false: its rootfs is left unmounted, for start() to mount (a restore puts the checkpoint's rw
+   * layer in place first, and unmounting an overlay syncs its whole upper filesystem: with a big
+   * checkpoint just unpacked there, a second or more of the container's downtime).
+   */
+  mount?: boolean;
 }
 
 export interface NetSetup {

@@ -17,7 +17,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     return image;
   };
   /** The bundle for a start or a restore: its image, its network (bridge sandbox or pod), config.json. */
-  const prepareFor = async (c: ContainerState, plan: NetPlan): Promise<NetSetup | undefined> => {
+  const prepareFor = async (c: ContainerState, plan: NetPlan, mount = true): Promise<NetSetup | undefined> => {
     const image = await imageOf(c);
     let net: NetSetup | undefined;
     if (plan.kind === "bridge") {
@@ -32,7 +32,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       net = { namespacePaths: sb.paths, ip: sb.ip, hostname: plan.hostname };
     }
     if (net) fault("after-attach");
-    await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined, revision: c.revision });
+    await rt.prepare({ id: c.id, name: c.name, spec: c.spec, image, net, pod: plan.kind === "pod" ? plan.pod : undefined, revision: c.revision, mount });
     return net;
   };
   return {
@@ -49,7 +49,8 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       }
       await rt.checkCpu(checkpointId);
       // The bundle first (a new container has none yet), then its rw layer from the checkpoint.
-      const net = await prepareFor(c, plan);
+      // Unmounted (a rootfs not mounted yet stays so): start() mounts it over the restored layer.
+      const net = await prepareFor(c, plan, false);
       await rt.restoreRootfs(c.id, checkpointId);
       const r = await rt.start(c.id, rt.restoreFrom(checkpointId, o));
       return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
@@ -59,6 +60,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     packCheckpoint: (checkpointId) => rt.packCheckpoint(checkpointId),
     unpackCheckpoint: (checkpointId, data) => rt.unpackCheckpoint(checkpointId, data),
     removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),
+    checkpointDirs: () => rt.checkpointDirs(),
     detachNetwork: (id) => rt.detachNetwork(id),
     signal: (id, signal, all) => rt.signal(id, signal, all),
     pause: (id) => rt.pause(id),

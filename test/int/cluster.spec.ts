@@ -167,10 +167,44 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     const migrated = events.find((e) => e.type === "ContainerMigrated")!;
     expect(migrated).toMatchObject({ node: names[1], data: { fromNode: names[0], toNode: names[1] } });
     expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(["ContainerMigrationRequested", "ContainerExited", "ContainerMigrationDumped", "ContainerMigrated"]));
+    // The archive went from n1's daemon to n2's (the default transfer): no copy in the object
+    // store, and n1's dump went once it ran on n2.
+    const dumped = events.find((e) => e.type === "ContainerMigrationDumped")!;
+    expect(dumped.data.transfer).toBe("direct");
+    const checkpointId = dumped.data.checkpointId as string;
+    await until(async () => !existsSync(join(sessions[0].dataRoot, "checkpoints", checkpointId)), 10_000);
+    expect(existsSync(join(sessions[1].dataRoot, "checkpoints", checkpointId))).toBe(false);
+    const listed = await http<{ checkpoints: { checkpointId: string }[] }>(sessions[0], "/v1/checkpoints");
+    expect(listed.checkpoints.map((k) => k.checkpointId)).not.toContain(checkpointId);
     // From now on n2 acts on it: a stop goes through n2.
     expect((await cmd("stop", { id, timeoutSec: 1 }, 30_000, names[0])).error).toBeUndefined();
     expect(await http<C>(sessions[1], `/v1/containers/${id}`)).toMatchObject({ state: "exited", node: names[1] });
     expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
+  });
+
+  it("migrate with --migration-transfer store: the archive goes through the object store and stays listed there", async () => {
+    await sessions[0].down();
+    await sessions[0].up({ BERTH_MIGRATION_TRANSFER: "store" });
+    try {
+      const id = (await cmd("run", { image: "busybox", cmd: COUNTER, node: names[0] })).result!.id as string;
+      await until(async () => (await counter(id)) >= 5, 15_000);
+      const r = await cmd("migrate", { id, targetNode: names[1] }, 300_000, names[0]);
+      expect(r.error).toBeUndefined();
+      expect(r.result).toMatchObject({ id, node: names[1] });
+      let n = 0;
+      await until(async () => (n = await counter(id)) >= 5, 10_000);
+      await until(async () => (await counter(id)) > n, 10_000);
+      const { events } = await http<{ events: { type: string; data: Record<string, unknown> }[] }>(sessions[1], `/v1/containers/${id}/events`);
+      const dumped = events.find((e) => e.type === "ContainerMigrationDumped")!;
+      expect(dumped.data.transfer).toBe("store");
+      const listed = await http<{ checkpoints: { checkpointId: string; sizeBytes: number }[] }>(sessions[1], "/v1/checkpoints");
+      expect(listed.checkpoints.find((k) => k.checkpointId === dumped.data.checkpointId)?.sizeBytes).toBeGreaterThan(0);
+      expect(existsSync(join(sessions[0].dataRoot, "checkpoints", dumped.data.checkpointId as string))).toBe(false);
+      expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
+    } finally {
+      await sessions[0].down();
+      await sessions[0].up();
+    }
   });
 
   it("migrate refuses what it cannot do, and nothing moves", async () => {
@@ -214,7 +248,10 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
       expect(n).toBeGreaterThanOrEqual(5);
       expect(leftOn(sessions[1], id)).toEqual({ dir: false, mounts: [], runc: false });
       const { events } = await http<{ events: { type: string; data: Record<string, unknown> }[] }>(sessions[0], `/v1/containers/${id}/events`);
-      expect(events.find((e) => e.type === "MigrationFailed")).toMatchObject({ data: { node: names[0], compensated: true } });
+      const failed = events.find((e) => e.type === "MigrationFailed");
+      expect(failed).toMatchObject({ data: { node: names[0], compensated: true } });
+      // Restored from n1's own dump (the archive never left it), which then went.
+      expect(existsSync(join(sessions[0].dataRoot, "checkpoints", failed!.data.checkpointId as string))).toBe(false);
       expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
     } finally {
       await sessions[1].down();

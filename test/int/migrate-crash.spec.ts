@@ -1,6 +1,8 @@
 // The migration's crash matrix (issue 10, story 5): on a real 3-server cluster with two daemons,
 // the source (n1) is killed -9 (BERTH_FAULT) after the migration's intent, after CRIU's dump,
-// after the upload and after the dump is stored; the target (n2) after it restored the container.
+// after the dump is recorded and while it sends the archive to the target (the default direct
+// transfer; with the object store instead, after the upload); the target (n2) while it takes
+// the archive in and after it restored the container.
 // The killed daemon comes back; the container then runs on exactly one node — the one the log
 // names as its owner — with one process, and counts on from where it was.
 import { randomBytes } from "node:crypto";
@@ -19,11 +21,13 @@ type C = { id: string; node: string; state: string; pid: number | null; pending:
 const COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"];
 
 // Which daemon dies where. n1 takes the run (its start is n1's first intent) and the migration (its second).
-const CASES: { dies: 0 | 1; fault: string }[] = [
+const CASES: { dies: 0 | 1; fault: string; env?: Record<string, string> }[] = [
   { dies: 0, fault: "after-intent:2" },
   { dies: 0, fault: "checkpoint-dumped:1" },
-  { dies: 0, fault: "checkpoint-uploaded:1" },
   { dies: 0, fault: "migrate-dumped:1" },
+  { dies: 0, fault: "migrate-serving:1" },
+  { dies: 0, fault: "checkpoint-uploaded:1", env: { BERTH_MIGRATION_TRANSFER: "store" } },
+  { dies: 1, fault: "migrate-fetching:1" },
   { dies: 1, fault: "migrate-restored:1" },
 ];
 
@@ -49,10 +53,10 @@ describe.skipIf(skip)("migration crash matrix", () => {
   }, 180_000);
 
   for (const c of CASES) {
-    it(`${names[c.dies].slice(0, 2)} dies at ${c.fault}: the container ends up running on exactly one node`, async () => {
+    it(`${names[c.dies].slice(0, 2)} dies at ${c.fault}${c.env ? ` (${Object.entries(c.env).map(([k, v]) => `${k}=${v}`).join(" ")})` : ""}: the container ends up running on exactly one node`, async () => {
       const dying = sessions[c.dies];
       await dying.down();
-      await dying.up({ BERTH_FAULT: c.fault });
+      await dying.up({ BERTH_FAULT: c.fault, ...c.env });
       const run = await send(names[0], "run", { image: "busybox", cmd: COUNTER, node: names[0] });
       expect(run.error).toBeUndefined();
       const id = run.result!.id as string;
@@ -64,7 +68,7 @@ describe.skipIf(skip)("migration crash matrix", () => {
       await Promise.race([dying.d!.exited, new Promise((r) => setTimeout(r, 60_000))]);
       expect(dying.d!.child.signalCode).toBe("SIGKILL");
       await dying.down();
-      await dying.up();
+      await dying.up(c.env);
       // A reply from the daemon that died never comes (its request times out on its own).
       void reply;
 
@@ -86,6 +90,11 @@ describe.skipIf(skip)("migration crash matrix", () => {
       expect(existsSync(join(sessions[owner].dataRoot, "runc", id))).toBe(true);
       expect(await counter(names[owner], id)).toBeGreaterThanOrEqual(5);
       expect((await send(names[owner], "remove", { id, force: true })).error).toBeUndefined();
+      // The next case starts from the default settings.
+      if (c.env) {
+        await dying.down();
+        await dying.up();
+      }
     }, 180_000);
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkNatsSync, checkOptions, DEFAULT_NATS_SYNC, defaultOptions, parseSize } from "../../src/config.js";
+import { checkNatsSync, checkOptions, DEFAULT_MIGRATION_LISTEN, DEFAULT_NATS_SYNC, defaultOptions, parseSize } from "../../src/config.js";
 
 describe("--nats-sync (the embedded nats-server's sync_interval)", () => {
   it("takes always or a Go duration", () => {
@@ -41,5 +41,21 @@ describe("--log-max-size / --log-max-files (the containers' default log cap)", (
     for (const logMaxFiles of [NaN, 0, 101, 2.5]) expect(() => checkOptions({ ...o, logMaxFiles }), String(logMaxFiles)).toThrow(/--log-max-files/);
     expect(() => checkOptions({ ...defaultOptions({ BERTH_LOG_MAX_SIZE: "lots" }), dataRoot: "/tmp/x", node: "n1" })).toThrow(/BERTH_LOG_MAX_SIZE/);
     expect(() => checkOptions({ ...o, logMaxSize: 16 * 1024, logMaxFiles: 1 })).not.toThrow();
+  });
+});
+
+describe("--migration-transfer / --migration-listen (how migration archives go to the target)", () => {
+  const o = { ...defaultOptions({}), dataRoot: "/tmp/x", node: "n1" };
+
+  it("given the environment, then the transfer and the address; unset, the daemon's defaults (direct, loopback)", () => {
+    expect(defaultOptions({ BERTH_MIGRATION_TRANSFER: "store", BERTH_MIGRATION_LISTEN: "10.0.0.5" })).toMatchObject({ migrationTransfer: "store", migrationListen: "10.0.0.5" });
+    expect(defaultOptions({})).toMatchObject({ migrationTransfer: undefined, migrationListen: undefined });
+    expect(DEFAULT_MIGRATION_LISTEN).toBe("127.0.0.1");
+  });
+
+  it("given a transfer that is neither direct nor store, or an address that is not an IP, then the start is refused naming the flag", () => {
+    expect(() => checkOptions({ ...o, migrationTransfer: "carrier-pigeon" as never })).toThrow(/--migration-transfer/);
+    for (const migrationListen of ["", "localhost", "10.0.0.300", "0.0.0.0:80", "0.0.0.0", "::"]) expect(() => checkOptions({ ...o, migrationListen }), migrationListen).toThrow(/--migration-listen/);
+    expect(() => checkOptions({ ...o, migrationTransfer: "direct", migrationListen: "::1" })).not.toThrow();
   });
 });

@@ -24,7 +24,7 @@ describe("the owner rule", () => {
   });
 
   it("given a migration to n2, then n2 writes ContainerMigrated and its restore's failure, n3 neither", () => {
-    const m = state({ state: "exited", migration: { checkpointId: "x", fromNode: "n1", toNode: "n2", preCopy: false, dumpedAt: AT, frozenMs: 1, restoreFailed: null } });
+    const m = state({ state: "exited", migration: { checkpointId: "x", fromNode: "n1", toNode: "n2", preCopy: false, dumpedAt: AT, frozenMs: 1, transfer: "store", restoreFailed: null } });
     const migrated = { checkpointId: "x", fromNode: "n1", toNode: "n2", downtimeMs: 1, pid: 9, startedAt: AT };
     expect(containerDecider.refuses(m, ev("ContainerMigrated", migrated, "n2"))).toBeNull();
     expect(containerDecider.refuses(m, ev("ContainerMigrated", migrated, "n3"))).toMatch(/not its migration's target/);

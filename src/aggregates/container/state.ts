@@ -1,6 +1,6 @@
 // The container aggregate's state and its pure evolve. The read model is nothing but these
 // states folded from the log.
-import type { ContainerEvent, Revision, StoredEvent } from "../../events/types.js";
+import type { ContainerEvent, MigrationTransfer, Revision, StoredEvent } from "../../events/types.js";
 import { OUTCOMES } from "../../events/types.js";
 import type { ContainerSpec, RestartPolicy } from "../../shared/spec.js";
 import { nextState, type LifecycleState } from "./transitions.js";
@@ -93,6 +93,8 @@ export interface MigrationSaga {
   /** When the source froze it for the final dump (set once the archive is stored). */
   dumpedAt: string | null;
   frozenMs: number;
+  /** Where the target takes the archive from: the object store, or the source itself (its local dir). */
+  transfer: MigrationTransfer;
   /** Why the target could not restore it (the source restores it then). */
   restoreFailed: string | null;
 }
@@ -239,10 +241,10 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
     case "ContainerCheckpointRequested":
       break;
     case "ContainerMigrationRequested":
-      n.migration = { checkpointId: e.data.checkpointId, fromNode: e.data.fromNode, toNode: e.data.toNode, preCopy: e.data.preCopy, dumpedAt: null, frozenMs: 0, restoreFailed: null };
+      n.migration = { checkpointId: e.data.checkpointId, fromNode: e.data.fromNode, toNode: e.data.toNode, preCopy: e.data.preCopy, dumpedAt: null, frozenMs: 0, transfer: "store", restoreFailed: null };
       break;
     case "ContainerMigrationDumped":
-      if (n.migration) n.migration = { ...n.migration, dumpedAt: e.data.dumpedAt, frozenMs: e.data.frozenMs };
+      if (n.migration) n.migration = { ...n.migration, dumpedAt: e.data.dumpedAt, frozenMs: e.data.frozenMs, transfer: e.data.transfer ?? "store" };
       break;
     case "ContainerMigrationRestoreFailed":
       if (n.migration) n.migration = { ...n.migration, restoreFailed: e.data.reason };
