@@ -38,6 +38,7 @@ import { PodService } from "./handlers/pod-service.js";
 import { nameDecider } from "./aggregates/name/index.js";
 import { NodePresence } from "./wiring/presence.js";
 import { ownerOf } from "./handlers/ownership.js";
+import { whenPlaceable } from "./wiring/placement.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { runRecovery } from "./handlers/recovery.js";
@@ -98,7 +99,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   mark("natsConnected");
   // On a JetStream cluster, the stream and every bucket are replicated (up to 3 copies).
   const replicas = o.replicas ?? clusterReplicas(nc.info);
-  const store = await EventStore.open(nc, { replicas });
+  const store = await whenPlaceable("the event stream", () => EventStore.open(nc, { replicas }), log);
   mark("storeOpened");
   const projector = new Projector(store);
   const runtime = new HostRuntime({
@@ -116,7 +117,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const runcListed = runtime.list();
   runcListed.catch(() => undefined);
   // A snapshot only saves replay time: without the bucket, replay everything and write none.
-  const snapshotsOpened = SnapshotStore.open(nc, { replicas }).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
+  const snapshotsOpened = whenPlaceable("the snapshot bucket", () => SnapshotStore.open(nc, { replicas }), log).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
   const snapshotLoaded = snapshotsOpened.then((s) => s?.load(o.node) ?? null);
   const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
   const commands = new CommandService(store, projector).for(containerDecider);
@@ -135,7 +136,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   });
   const images = new ImageService(o.node, store, projector, imageStore);
   // Checkpoint archives: without the object store the checkpoint verbs are unknown, nothing else.
-  const archive = await CheckpointArchive.open(nc, replicas).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
+  const archive = await whenPlaceable("the checkpoint bucket", () => CheckpointArchive.open(nc, replicas), log).catch((err) => (log.warn({ err }, "checkpoint bucket unavailable: no checkpoints"), null));
   const checkpointCommands = new CommandService(store, projector).for(checkpointDecider);
   const checkpoints = archive ? new CheckpointService({ node: o.node, projector, checkpoints: checkpointCommands, archive, host: runtime }) : undefined;
   // A migration's archive goes straight to its target's daemon ("direct", archive-transfer.ts) or
@@ -168,11 +169,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
   const nats = new NatsCommandService({ streams: { [ARCHIVE_FETCH]: serveArchiveTo }, node: o.node, ownerOf: (verb, body) => ownerOf(projector.model, verb, body), replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
-  await nats.start();
+  await whenPlaceable("the request journal", () => nats.start(), log);
   mark("commandDoorOpen");
 
   // Heartbeats: which nodes' daemons answer (GET /v1/nodes `up`); without the bucket, none shown up.
-  const presence = await NodePresence.open(nc, o.node, replicas).catch((err) => (log.warn({ err }, "node presence bucket unavailable"), null));
+  const presence = await whenPlaceable("the node presence bucket", () => NodePresence.open(nc, o.node, replicas), log).catch((err) => (log.warn({ err }, "node presence bucket unavailable"), null));
   await presence?.start().catch((err) => log.warn({ err }, "node presence not started"));
   const listen = parseListen(o.httpListen);
   const http: FastifyInstance = buildHttpServer({
