@@ -640,9 +640,14 @@ export class Executor {
     }
   }
 
-  /** A restore from the checkpoint's local dir (a direct migration's compensation); the dir goes after. */
+  /**
+   * A restore from the checkpoint's local dir (a direct migration's compensation). The dir goes
+   * once it worked: it is the only copy, and a failed restore is tried again from it.
+   */
   private async restoreLocal(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
-    return this.fetchThenRestore(c, checkpointId, plan, false, async () => undefined);
+    const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished: false });
+    await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
+    return r;
   }
 
   /** How this node's migrations send their archive. */

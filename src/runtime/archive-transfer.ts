@@ -167,7 +167,7 @@ export async function serveArchive(nc: NatsConnection, msg: Msg, open: (checkpoi
         h.set(H.token, token.toString("hex"));
         h.set(H.ack, ackTo);
         publish(to, new Uint8Array(0), h);
-      }, (refuse) => (refuseTcp = refuse));
+      }, (refuse) => (refuseTcp = refuse)).catch(() => null); // no port here (an address not of this host): frames
     }
     if (sock) {
       const s = sock;
