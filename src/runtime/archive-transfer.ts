@@ -11,7 +11,8 @@
 // sent, on NATS, and ticks there meanwhile, so that a target notices a source that died.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, connect as tcpConnect, type AddressInfo, type Socket } from "node:net";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough, Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { BerthError, ErrorCode } from "../shared/errors.js";
 import { fault } from "../fault.js";
@@ -170,19 +171,19 @@ export async function serveArchive(nc: NatsConnection, msg: Msg, open: (checkpoi
       }, (refuse) => (refuseTcp = refuse)).catch(() => null); // no port here (an address not of this host): frames
     }
     if (sock) {
-      const s = sock;
-      let broken: Error | null = null;
-      s.on("error", (err) => (broken = err));
-      let first = true;
-      for await (const c of data as AsyncIterable<Buffer>) {
-        hash.update(c);
-        size += c.length;
-        if (!s.write(c)) await new Promise((r) => (s.once("drain", r), s.once("close", r)));
-        if (broken || s.destroyed) throw new BerthError(ErrorCode.RuntimeError, `the archive's receiver went away: ${(broken as Error | null)?.message ?? "connection closed"}`);
-        if (first) await new Promise((r) => setImmediate(r)).then(() => fault("migrate-serving"));
-        first = false;
-      }
-      await new Promise<void>((r) => s.end(r));
+      // The archive, hashed and counted on its way, into the connection (its backpressure and
+      // errors are pipeline's).
+      const meter = new Transform({
+        transform(c: Buffer, _enc, done) {
+          if (size === 0) setImmediate(() => fault("migrate-serving"));
+          hash.update(c);
+          size += c.length;
+          done(null, c);
+        },
+      });
+      await pipeline(data, meter, sock).catch((err: Error) => {
+        throw new BerthError(ErrorCode.RuntimeError, `the archive could not be sent: ${err.message}`);
+      });
     } else {
       let pending: Buffer[] = [];
       let pendingBytes = 0;
