@@ -81,7 +81,9 @@ function confText(n: ClusterNode, dir: string, routes: string[]): string {
     `  store_dir: ${q(n.storeDir)}`,
     `}`,
     `cluster {`,
-    `  name: "berth"`,
+    // Its own name: a server of another test's cluster that takes a port this one's killed
+    // server left free must not be joined by this cluster's routes (one queue group then).
+    `  name: ${q(`berth-${dir.split("/").pop()!.replace(/[^A-Za-z0-9_-]/g, "")}`)}`,
     `  listen: "127.0.0.1:${n.clusterPort}"`,
     // Itself included: a server skips the route to itself, and JetStream sizes a cold-started meta
     // group by the number of routes.
