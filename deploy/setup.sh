@@ -35,7 +35,7 @@ TRIXIE_PREFS=/etc/apt/preferences.d/berth-trixie
 TRIXIE_PIN=100
 
 DEBIAN12_PKGS=(runc conmon iptables umoci skopeo containernetworking-plugins busybox-static iproute2
-  ca-certificates)
+  ca-certificates openssl tar)
 # CRIU 4.1 and every shared library it loads (checked after unpacking: a library resolved from
 # outside the prefix fails the setup). libc6 brings the loader the wrapper runs criu through.
 CRIU_DEBS=(criu libcompel1 libc6 libprotobuf-c1 libnl-3-200 libnet1 libgnutls30t64 libnftables1

@@ -143,7 +143,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // through the object store ("store": it outlives the loss of the source host, at the cost of
   // three replicated writes before the target may start: BENCH_SECTIONS=migrate has the figures).
   const direct = {
-    fetch: (node: string, checkpointId: string, tcp?: boolean) => fetchArchive(nc, `${FORWARD}.${node}.${ARCHIVE_FETCH}`, checkpointId, { inboxPrefix: daemonInboxPrefix(o.node), tcp }),
+    fetch: (node: string, checkpointId: string, tcp?: boolean) => fetchArchive(nc, `${FORWARD}.${node}.${ARCHIVE_FETCH}`, checkpointId, runtime.checkpointSink(checkpointId), { inboxPrefix: daemonInboxPrefix(o.node), tcp }),
   };
   const executor = new Executor(o.node, projector, commands, hostOps(runtime, imageStore), archive ? { checkpoints: checkpointCommands, archive, direct, transfer: o.migrationTransfer ?? "direct" } : undefined, names, nodeUp);
   const serveArchiveTo = (msg: Msg) =>

@@ -9,7 +9,7 @@ import { logger } from "../log.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { Projector } from "../projections/projector.js";
 import { nextState } from "../aggregates/container/transitions.js";
-import type { ExitInfo } from "../shared/host-facts.js";
+import type { ArchiveSource, ExitInfo } from "../shared/host-facts.js";
 import { factKey, type Ctx } from "./command-service.js";
 import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
@@ -612,9 +612,7 @@ export class Executor {
         async (attempt) => {
           // Every other try without the source's port: a port this node reaches, but not the
           // source through it, must not stop the transfer.
-          const { data, verified } = direct.fetch(fromNode, checkpointId, attempt % 2 === 1);
-          await this.host.unpackCheckpoint(checkpointId, data);
-          await verified;
+          await direct.fetch(fromNode, checkpointId, attempt % 2 === 1);
         },
         {
           retries: 1_000, minTimeout: 250, maxTimeout: 2_000,
@@ -659,14 +657,14 @@ export class Executor {
    * The local archive of a direct migration from this node, for its target's daemon (`fromTarget`
    * tells whether the request came from that node). NotFound when this node sends no such one.
    */
-  archiveFor(checkpointId: string, fromTarget: (node: string) => boolean): Readable {
+  archiveFor(checkpointId: string, fromTarget: (node: string) => boolean): ArchiveSource {
     const c = [...this.projector.model.containers.values()].find((x) => x.migration?.checkpointId === checkpointId);
     const m = c?.migration;
     if (!c || !m || c.node !== this.node || !m.dumpedAt || m.transfer !== "direct" || m.restoreFailed) {
       throw new BerthError(ErrorCode.NotFound, `node ${this.node} sends no archive ${checkpointId}`);
     }
     if (!fromTarget(m.toNode)) throw new BerthError(ErrorCode.InvalidArgument, `archive ${checkpointId} goes to node ${m.toNode} only`);
-    return this.host.packCheckpoint(checkpointId);
+    return this.host.checkpointSource(checkpointId);
   }
 
   /**

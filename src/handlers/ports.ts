@@ -7,7 +7,7 @@ import type { CheckpointOptions, Revision } from "../events/types.js";
 import type { Readable } from "node:stream";
 import type { DumpStats } from "../shared/host-facts.js";
 import type { PortMapping, Resources } from "../shared/spec.js";
-import type { ConsoleSession, ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
+import type { ArchiveSource, ConsoleSession, ExecResult, ExecUser, ExitInfo, ImageRecord, RuncState, TtyProcess } from "../shared/host-facts.js";
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
@@ -38,6 +38,8 @@ export interface HostOps {
   packCheckpoint(checkpointId: string): Readable;
   /** Fill the local checkpoint dir from an archive stream. */
   unpackCheckpoint(checkpointId: string, data: Readable): Promise<void>;
+  /** The local checkpoint's archive for another daemon (a direct migration's source). */
+  checkpointSource(checkpointId: string): ArchiveSource;
   /** Restore the checkpoint's process into this (stopped) container: its rw layer, then CRIU under conmon. A live one is answered as it is. */
   prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null }>;
   removeCheckpointDir(checkpointId: string): Promise<void>;
@@ -55,7 +57,8 @@ export interface ArchivePort {
 /** Archives straight from another node's daemon (a direct migration: archive-transfer.ts). */
 export interface DirectArchivePort {
   /** `tcp: false`: NATS frames only, not the port the source offers. */
-  fetch(node: string, checkpointId: string, tcp?: boolean): { data: Readable; verified: Promise<void> };
+  /** The archive of `checkpointId` from `node`'s daemon into this host's checkpoint dir, its digest checked. */
+  fetch(node: string, checkpointId: string, tcp?: boolean): Promise<void>;
 }
 
 /**

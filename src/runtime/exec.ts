@@ -16,6 +16,7 @@ export const toolPaths = {
   umount: process.env.BERTH_UMOUNT_PATH ?? "umount",
   tar: process.env.BERTH_TAR_PATH ?? "tar",
   unshare: process.env.BERTH_UNSHARE_PATH ?? "unshare",
+  openssl: process.env.BERTH_OPENSSL_PATH ?? "openssl",
 };
 
 export interface RunOptions {

@@ -19,7 +19,7 @@ import { buildOciSpec } from "./oci-spec.js";
 import { isMounted, mountOverlay, unmountOverlay, type OverlayDirs } from "./overlay.js";
 import { type CheckpointPaths, checkId, CONTAINER_ID_RE, Paths } from "./paths.js";
 import { Runc, type ExecOptions, type ExecResult, type ExecUser } from "./runc.js";
-import type { ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
+import type { ArchiveSink, ArchiveSource, ConsoleSession, ExitInfo, LogLine, PrepareInput, RuncState, StartResult } from "../shared/host-facts.js";
 import writeFileAtomic from "write-file-atomic";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -31,7 +31,7 @@ import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
 import { resolveUserIn } from "./users.js";
 import { ConsoleHub } from "./console.js";
 import { cpuinfoCheck, cpuinfoDump, criuError, dumpFinished, memoryTracking, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
-import { pipeInto, spawnStream } from "./streams.js";
+import { dirSink, dirSource } from "./dir-archive.js";
 import type { RestoreFrom } from "./conmon.js";
 
 export interface HostRuntimeOptions {
@@ -363,22 +363,35 @@ export class HostRuntime {
     return { stats: (await readDumpStats(pre.work)) ?? (await readDumpStats(pre.images)) };
   }
 
-  /** The checkpoint's dir as one tar stream (images, its pre-dump parent if any, rootfs diff, meta.json), for the object store. */
-  packCheckpoint(checkpointId: string): Readable {
+  /** The members of a checkpoint's dir that its archive holds: images, its pre-dump parent if any, rootfs diff, meta.json. */
+  private archiveParts(checkpointId: string): string[] {
     const k = this.paths.checkpoint(checkpointId);
-    const parts = ["checkpoint", ...(existsSync(k.parent) ? ["parent"] : []), "rootfs-diff.tar", "meta.json"];
-    return spawnStream(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-cf", "-", ...parts]);
+    return ["checkpoint", ...(existsSync(k.parent) ? ["parent"] : []), "rootfs-diff.tar", "meta.json"];
   }
 
-  /** Fill the checkpoint's dir from a stream made by packCheckpoint (GNU tar refuses absolute and `..` paths). */
-  async unpackCheckpoint(checkpointId: string, data: Readable): Promise<void> {
+  /** The checkpoint's dir as one tar stream (archiveParts), for the object store. */
+  packCheckpoint(checkpointId: string): Readable {
+    return this.checkpointSource(checkpointId).stream();
+  }
+
+  /** The checkpoint's archive for another daemon (archive-transfer.ts): as a stream, by tar into a socket, and the digest of its files. */
+  checkpointSource(checkpointId: string): ArchiveSource {
+    return dirSource(this.paths.checkpoint(checkpointId).dir, this.archiveParts(checkpointId));
+  }
+
+  /** Where an archive of the checkpoint goes: its dir, emptied first, filled by tar from a stream or a socket, its three parts there. */
+  checkpointSink(checkpointId: string): ArchiveSink {
     const k = this.paths.checkpoint(checkpointId);
-    await rm(k.dir, { recursive: true, force: true });
-    await mkdir(k.dir, { recursive: true, mode: 0o700 });
-    await pipeInto(toolPaths.tar, ["--numeric-owner", "-C", k.dir, "-xf", "-"], data);
-    for (const f of [k.images, k.rootfsDiff, k.meta]) {
-      if (!(await exists(f))) throw invalid(`not a berth checkpoint archive: ${f.slice(k.dir.length + 1)} is missing`);
-    }
+    return dirSink(k.dir, async () => {
+      for (const f of [k.images, k.rootfsDiff, k.meta]) {
+        if (!(await exists(f))) throw invalid(`not a berth checkpoint archive: ${f.slice(k.dir.length + 1)} is missing`);
+      }
+    });
+  }
+
+  /** Fill the checkpoint's dir from a stream made by packCheckpoint. */
+  async unpackCheckpoint(checkpointId: string, data: Readable): Promise<void> {
+    await this.checkpointSink(checkpointId).fromStream(data, new AbortController().signal);
   }
 
   /** Whether the container's process runs (from runc's state file, no exec). */

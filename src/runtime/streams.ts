@@ -2,6 +2,7 @@
 // to and from the object store without a copy on disk or in memory. The tool's failure (its exit
 // status and stderr) becomes the stream's error.
 import { spawn } from "node:child_process";
+import type { Socket } from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { RuntimeFailure } from "../shared/errors.js";
@@ -51,5 +52,30 @@ export async function pipeInto(tool: string, args: string[], data: Readable): Pr
     throw err;
   });
   const [code] = await Promise.all([exited, fed]);
+  if (code !== 0) throw new RuntimeFailure(tool, args, stderr.trim() || `exited with ${code}`, code ?? undefined);
+}
+
+/**
+ * `tool args…` with a connected socket as its stdin or stdout: the bytes go between the kernel's
+ * socket and the tool with no JavaScript in between (a 256 MB archive: 0.35 s tar to tar here,
+ * against 1.0–1.5 s through a Node stream on each side). The socket is the tool's from then on:
+ * this process's handle is closed at once (libuv made the shared descriptor blocking for the
+ * child, and a read here would block the event loop). Resolves when the tool exits 0; `signal`
+ * kills it.
+ */
+export async function toolOnSocket(tool: string, args: string[], sock: Socket, side: "stdin" | "stdout", signal: AbortSignal): Promise<void> {
+  sock.pause();
+  let child: ReturnType<typeof spawn>;
+  try {
+    child = spawn(tool, args, { stdio: side === "stdin" ? [sock, "ignore", "pipe"] : ["ignore", sock, "pipe"], env: toolEnv(), signal });
+  } finally {
+    sock.destroy();
+  }
+  let stderr = "";
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4096)));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", resolve);
+  });
   if (code !== 0) throw new RuntimeFailure(tool, args, stderr.trim() || `exited with ${code}`, code ?? undefined);
 }

@@ -139,3 +139,21 @@ export interface DumpStats {
   pagesScanned: number;
   pagesWritten: number;
 }
+
+/**
+ * A checkpoint's archive as its source host sends it (archive-transfer.ts): as a stream (NATS
+ * frames), or written by the archiver itself into a connected socket (no JavaScript in the data
+ * path); and the digest of what it holds, which the receiving host checks once it is unpacked.
+ */
+export interface ArchiveSource {
+  stream(): import("node:stream").Readable;
+  sendTo(sock: import("node:net").Socket, signal: AbortSignal): Promise<void>;
+  digest(): Promise<string>;
+}
+
+/** Where a received checkpoint archive goes: unpacked from a stream or straight from a socket; then its digest (the same as ArchiveSource.digest of the same files). */
+export interface ArchiveSink {
+  fromStream(data: import("node:stream").Readable, signal: AbortSignal): Promise<void>;
+  fromSocket(sock: import("node:net").Socket, signal: AbortSignal): Promise<void>;
+  digest(): Promise<string>;
+}

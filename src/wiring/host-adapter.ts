@@ -59,6 +59,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     preDump: (id, runStartedAt, o) => rt.preDump(id, runStartedAt, o),
     packCheckpoint: (checkpointId) => rt.packCheckpoint(checkpointId),
     unpackCheckpoint: (checkpointId, data) => rt.unpackCheckpoint(checkpointId, data),
+    checkpointSource: (checkpointId) => rt.checkpointSource(checkpointId),
     removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),
     checkpointDirs: () => rt.checkpointDirs(),
     detachNetwork: (id) => rt.detachNetwork(id),

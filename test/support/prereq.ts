@@ -24,6 +24,8 @@ const checks: Record<string, () => boolean> = {
   runc: () => onPath("runc"),
   conmon: () => onPath("conmon"),
   root: () => process.getuid?.() === 0,
+  tar: () => onPath("tar"),
+  openssl: () => onPath("openssl"),
   cni: () => ["bridge", "host-local", "portmap", "loopback"].every((p) => existsSync(`${process.env.BERTH_CNI_PATH ?? "/usr/lib/cni"}/${p}`)) && onPath("iptables"),
   "busybox image": () => existsSync(process.env.BERTH_SEED_IMAGE ?? "/opt/berth/images/busybox-latest.oci.tar"),
   "upgrade images": () => Object.values(UPGRADE_IMAGES).every(existsSync),
