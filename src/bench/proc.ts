@@ -2,7 +2,7 @@
 // NATS, queries over HTTP; and on stop, a check that nothing of it is left on the host.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -48,11 +48,15 @@ export interface BenchDaemon {
 export async function startBenchDaemon(prefix: string, extraArgs: string[] = [], reuse?: { dataRoot: string; node: string }): Promise<BenchDaemon> {
   const dataRoot = reuse?.dataRoot ?? (await mkdtemp(join(tmpdir(), `berth-bench-${prefix}-`)));
   const node = reuse?.node ?? `bench${prefix.replace(/[^a-z0-9]/g, "").slice(0, 8)}${randomBytes(3).toString("hex")}`;
+  // BENCH_LOG_DIR: each daemon's log (BENCH_LOG_LEVEL, default info) into a file there, to see where time goes.
+  const logDir = process.env.BENCH_LOG_DIR;
+  const out = logDir ? openSync(join(logDir, `${node}.log`), "a") : "ignore";
   const child = spawn(
     process.execPath,
     [daemonMain, "--data-root", dataRoot, "--node", node, "--nats-port", String(await freePort()), "--http-listen", "127.0.0.1:0", ...extraArgs],
-    { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, BERTH_LOG_LEVEL: "warn" } },
+    { stdio: ["ignore", out, "inherit"], env: { ...process.env, BERTH_LOG_LEVEL: logDir ? (process.env.BENCH_LOG_LEVEL ?? "info") : "warn" } },
   );
+  if (typeof out === "number") closeSync(out);
   const end = Date.now() + 60_000;
   if (reuse) await rm(join(dataRoot, "client.json"), { force: true });
   while (!existsSync(join(dataRoot, "client.json"))) {

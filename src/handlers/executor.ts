@@ -32,6 +32,8 @@ type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 const KILL_GRACE_MS = 10_000;
 /** How long a migration's target keeps trying to take a direct archive from its source. */
 const DIRECT_FETCH_MS = Number(process.env.BERTH_DIRECT_FETCH_MS ?? 60_000);
+/** How long a source asked for its archive waits for its own tail to fold the dump the target has seen. */
+const DUMPED_WAIT_MS = 3_000;
 
 export class Executor {
   private readonly queues = new Map<string, Promise<void>>();
@@ -607,17 +609,25 @@ export class Executor {
     const direct = this.cp?.direct;
     if (!direct) throw new BerthError(ErrorCode.Unavailable, "this daemon cannot take archives from other daemons");
     const until = Date.now() + DIRECT_FETCH_MS;
+    let tcp = true;
     return this.fetchThenRestore(c, checkpointId, plan, false, () =>
       pRetry(
-        async (attempt) => {
+        async () => {
           // Every other try without the source's port: a port this node reaches, but not the
           // source through it, must not stop the transfer.
-          await direct.fetch(fromNode, checkpointId, attempt % 2 === 1);
+          await direct.fetch(fromNode, checkpointId, tcp);
         },
         {
           retries: 1_000, minTimeout: 250, maxTimeout: 2_000,
           shouldRetry: () => !this.stopped && Date.now() < until,
-          onFailedAttempt: ({ error, attemptNumber }) => this.log.warn({ container: c.id, from: fromNode, attempt: attemptNumber, err: error.message }, "could not take the archive from the source's daemon; trying again"),
+          onFailedAttempt: ({ error, attemptNumber }) => {
+            // A transfer that broke is tried the other way next time: a port this node reaches,
+            // but not the source through it, must not stop it. A refusal (not dumped there yet,
+            // its daemon away) is not the transport's fault.
+            const code = (error as Partial<BerthError>).code;
+            if (code !== ErrorCode.NotFound && code !== ErrorCode.Unavailable) tcp = !tcp;
+            this.log.warn({ container: c.id, from: fromNode, attempt: attemptNumber, err: error.message, nextTcp: tcp }, "could not take the archive from the source's daemon; trying again");
+          },
         },
       ),
     );
@@ -657,8 +667,16 @@ export class Executor {
    * The local archive of a direct migration from this node, for its target's daemon (`fromTarget`
    * tells whether the request came from that node). NotFound when this node sends no such one.
    */
-  archiveFor(checkpointId: string, fromTarget: (node: string) => boolean): ArchiveSource {
-    const c = [...this.projector.model.containers.values()].find((x) => x.migration?.checkpointId === checkpointId);
+  async archiveFor(checkpointId: string, fromTarget: (node: string) => boolean): Promise<ArchiveSource> {
+    const find = () => [...this.projector.model.containers.values()].find((x) => x.migration?.checkpointId === checkpointId);
+    let c = find();
+    if (c?.migration && !c.migration.dumpedAt && c.node === this.node) {
+      // The target may have read ContainerMigrationDumped before this daemon's own tail did.
+      const w = this.projector.waitFor((e) => e.type === "ContainerMigrationDumped" && e.data.checkpointId === checkpointId, DUMPED_WAIT_MS);
+      if (!find()?.migration?.dumpedAt) await w.promise.catch(() => undefined);
+      w.cancel();
+      c = find();
+    }
     const m = c?.migration;
     if (!c || !m || c.node !== this.node || !m.dumpedAt || m.transfer !== "direct" || m.restoreFailed) {
       throw new BerthError(ErrorCode.NotFound, `node ${this.node} sends no archive ${checkpointId}`);

@@ -91,7 +91,7 @@ async function offerPort(host: string, token: Buffer, announce: (hostPort: strin
  * into its inbox), then its digest; a refusal (`open` throws) goes back as an error frame.
  * Never throws.
  */
-export async function serveArchive(nc: NatsConnection, msg: Msg, open: (checkpointId: string, replyTo: string) => ArchiveSource, o: ServeOptions = {}): Promise<void> {
+export async function serveArchive(nc: NatsConnection, msg: Msg, open: (checkpointId: string, replyTo: string) => ArchiveSource | Promise<ArchiveSource>, o: ServeOptions = {}): Promise<void> {
   const to = msg.reply;
   if (!to) return;
   // A connection closed meanwhile (the daemon stops) ends the transfer; the receiver times out.
@@ -117,7 +117,7 @@ export async function serveArchive(nc: NatsConnection, msg: Msg, open: (checkpoi
       // answered below
     }
     if (typeof body?.checkpointId !== "string") throw new BerthError(ErrorCode.InvalidArgument, "archive.fetch needs a JSON body {checkpointId}");
-    source = open(body.checkpointId, to);
+    source = await open(body.checkpointId, to);
     if (body.tcp === false) o = { ...o, tcpHost: undefined };
   } catch (err) {
     return fail(err);
