@@ -47,6 +47,10 @@ export class Paths {
   get imageIndex(): string { return join(this.imagesDir, "index.json"); }
   /** CRIU dumps being made, uploaded or restored: one dir per checkpoint id. */
   get checkpointsDir(): string { return join(this.dataRoot, "checkpoints"); }
+  /** Local checkpoints (issue 11): one sanitized copy per critical container, `<id>.json` (not CRIU dumps). */
+  get localCheckpointsDir(): string { return join(this.dataRoot, "local-checkpoints"); }
+  /** The offline journal (issue 11): facts recorded while the log could not be reached, in a dir of its own. */
+  get offlineJournal(): string { return join(this.dataRoot, "offline", "journal.ndjson"); }
 
   /** A container's pre-dump (memory only, the parent of its next checkpoint): `images`, `work`, `run`. */
   preDump(containerId: string): { dir: string; images: string; work: string; run: string } {
