@@ -40,7 +40,8 @@ import { NodePresence } from "./wiring/presence.js";
 import { ownerOf } from "./handlers/ownership.js";
 import { whenPlaceable } from "./wiring/placement.js";
 import { podDecider } from "./aggregates/pod/index.js";
-import { networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
+import { localCopyPort, networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
+import { LocalCheckpointKeeper } from "./handlers/local-checkpoints.js";
 import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
 
@@ -175,6 +176,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // Heartbeats: which nodes' daemons answer (GET /v1/nodes `up`); without the bucket, none shown up.
   const presence = await whenPlaceable("the node presence bucket", () => NodePresence.open(nc, o.node, replicas), log).catch((err) => (log.warn({ err }, "node presence bucket unavailable"), null));
   await presence?.start().catch((err) => log.warn({ err }, "node presence not started"));
+  let keeper: LocalCheckpointKeeper | null = null;
   const listen = parseListen(o.httpListen);
   const http: FastifyInstance = buildHttpServer({
     model: projector.model,
@@ -188,6 +190,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     attach,
     checkpoints,
     presence: (node) => presence?.of(node) ?? null,
+    localCheckpoint: (id) => keeper?.info(id) ?? null,
   });
   await http.listen({ host: listen.host, port: listen.port });
   const addr = http.server.address();
@@ -226,6 +229,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // Health checks of running containers resume with the status the log has.
   const health = new HealthMonitor(o.node, projector, commands, runtime);
   health.start();
+  // Local copies of this node's critical containers (berth.io/checkpoint=true), made current from the log.
+  keeper = new LocalCheckpointKeeper(o.node, projector, await localCopyPort(runtime.paths.localCheckpointsDir, o.node, logger("runtime.local-checkpoints", { node: o.node })));
+  await keeper.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
   const stopRotation = runtime.rotateLogs();
   mark("executorStarted");
@@ -287,6 +293,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await exec.stop();
       pods.checkpoints?.stop();
       pods.migrations?.stop();
+      keeper?.stop();
       if (sweepTimer) clearInterval(sweepTimer);
       await presence?.stop();
       attach.stop();

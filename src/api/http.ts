@@ -22,6 +22,8 @@ import type { CheckpointService } from "../handlers/checkpoint-service.js";
 import { isPodCheckpoint } from "../aggregates/checkpoint/index.js";
 import { registerAttachRoute } from "./attach-ws.js";
 import { verifyLog } from "./audit.js";
+import type { ContainerState } from "../aggregates/container/state.js";
+import { wantsLocalCheckpoint } from "../shared/checkpoint-annotation.js";
 import { buildFilter, containerHistory, listEvents, parsePoint, resolveId, stateAt, streamEvents } from "./event-query.js";
 
 export interface HttpOptions {
@@ -41,6 +43,8 @@ export interface HttpOptions {
   checkpoints?: CheckpointService;
   /** Which nodes' daemons beat (wiring/presence.ts); without it every node is shown up. */
   presence?: (node: string) => { up: boolean; lastSeen: string } | null;
+  /** This node's local checkpoints (handlers/local-checkpoints.ts): when a container's copy was written. */
+  localCheckpoint?: (id: string) => { writtenAt: string } | null;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -168,8 +172,17 @@ export function buildHttpServer(opts: HttpOptions): FastifyInstance {
     api.get(
       "/v1/containers/:ref",
       { schema: { ...v1, tags: ["containers"], params: S.RefParams, response: { 200: ContainerView, ...S.errors(400, 404) } } },
-      async (req) => toContainerView(model.byId(resolveId(model, (req.params as S.RefParams).ref, false))!, true),
+      async (req) => {
+        const c = model.byId(resolveId(model, (req.params as S.RefParams).ref, false))!;
+        return { ...toContainerView(c, true), localCheckpoint: localCheckpointOf(c) };
+      },
     );
+    // Wanted by its annotation (its own or its pod's); when, only its node's daemon knows.
+    const localCheckpointOf = (c: ContainerState) => {
+      const pod = c.spec.pod ? model.pods.get(c.spec.pod) : undefined;
+      if (!wantsLocalCheckpoint(c.annotations) && !wantsLocalCheckpoint(pod?.spec.annotations)) return null;
+      return { node: c.node, writtenAt: c.node === opts.node ? (opts.localCheckpoint?.(c.id)?.writtenAt ?? null) : null };
+    };
     const podView = (id: string) => {
       const members = model.membersOf(id).sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
       return toPodView(model.pods.get(id)!, members);

@@ -38,6 +38,7 @@ export const UpdateBody = body({
   restartPolicy: Type.Optional(RestartPolicy),
   resources: Type.Optional(Resources),
   healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
+  annotations: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.Union([Type.String({ maxLength: 4096 }), Type.Null()]), { maxProperties: 256 })),
 });
 export const RemoveBody = body({ id: Ref, force: Type.Optional(Type.Boolean()) });
 const S = ContainerSpec.properties;

@@ -2,7 +2,8 @@
 // and exec are in more-verbs.ts).
 import type { Command } from "commander";
 import type { ContainerView } from "../contract/views.js";
-import { addRunOptions, specFromOptions, type RunOptions } from "./args.js";
+import { addRunOptions, parseKeyValues, parseRestart, specFromOptions, type RunOptions } from "./args.js";
+import type { RestartPolicy } from "../shared/spec.js";
 import { attach, runOnTerminal, start } from "./attach.js";
 import { containerTable } from "./format.js";
 import { collect, enc, out, printJson, seconds, timeouts, type Json, type Register, type VerbTable } from "./kit.js";
@@ -59,6 +60,23 @@ export const verbs: VerbTable = {
   unpause: onEach("unpause containers", "berth.cmd.container.unpause"),
   stop: withTimeout("stop containers: the stop signal, then SIGKILL after the timeout", "berth.cmd.container.stop"),
   restart: withTimeout("restart containers", "berth.cmd.container.restart"),
+
+  update: (program, cli, name) =>
+    cli
+      .verb(program, name, "change containers' restart policy or annotations (`--annotation k-` removes k)")
+      .option("--restart <policy>", "no, always, on-failure[:N] or unless-stopped", parseRestart)
+      .option("--annotation <k=v|k->", "set an annotation, or remove it with a trailing '-' (repeatable)", collect)
+      .argument("<ref...>", "container names or ids")
+      .action(async (refs: string[], o: Json & { restart?: RestartPolicy; annotation?: string[] }, cmd: Command) => {
+        const annotations: Record<string, string | null> = {};
+        for (const a of o.annotation ?? []) {
+          if (!a.includes("=") && a.endsWith("-") && a.length > 1) annotations[a.slice(0, -1)] = null;
+          else Object.assign(annotations, parseKeyValues("annotation", [a]));
+        }
+        const patch = { ...(o.restart ? { restartPolicy: o.restart } : {}), ...(o.annotation?.length ? { annotations } : {}) };
+        const c = await cli.client(cmd);
+        await cli.each(refs, o, (id) => c.command("berth.cmd.container.update", { id, ...patch }));
+      }),
 
   kill: (program, cli, name) =>
     cli

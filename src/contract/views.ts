@@ -50,6 +50,14 @@ export const ContainerView = Type.Object(
     checkpointed: Type.Boolean({ description: "its process was frozen into a checkpoint (restore it with that checkpoint's id)" }),
     checkpoint: Nullable(Type.String({ description: "the checkpoint its process was frozen into" })),
     spec: Type.Optional(ContainerSpec),
+    localCheckpoint: Type.Optional(
+      Nullable(
+        Type.Object({
+          node: Type.String({ description: "the node that keeps it" }),
+          writtenAt: Nullable(Type.String({ description: "when its copy was last written (known to that node's daemon; null from another node's)" })),
+        }, { description: "berth.io/checkpoint=true: a sanitized local copy kept on its node, started from there when the node boots and the log cannot be reached" }),
+      ),
+    ),
   },
   { additionalProperties: false },
 );

@@ -59,6 +59,7 @@ export const PAYLOADS = {
     restartPolicy: Type.Optional(RestartPolicy),
     resources: Type.Optional(Resources),
     healthcheck: Type.Optional(Type.Union([Healthcheck, Type.Null()])),
+    annotations: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.Union([Type.String({ maxLength: 4096 }), Type.Null()]))),
   }),
   ContainerRemoveRequested: Obj({ force: Type.Boolean() }),
   ContainerNetworkDetached: Obj({ ip: IPv4 }),

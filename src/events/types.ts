@@ -65,6 +65,8 @@ export interface ContainerUpdatedData {
   restartPolicy?: RestartPolicy;
   resources?: Resources;
   healthcheck?: Healthcheck | null;
+  /** A patch of its annotations: a key set to null goes. */
+  annotations?: Record<string, string | null>;
 }
 
 /** One revision of a container: what it runs (each upgrade makes the next, with its own rw layer). */

@@ -178,7 +178,7 @@ export class ContainerService {
 
   async update(
     ref: string,
-    patch: { restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null },
+    patch: { restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null; annotations?: Record<string, string | null> },
     o: Opts = {},
   ) {
     const id = await this.target(ref, o.request);

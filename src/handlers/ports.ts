@@ -145,3 +145,12 @@ export interface AttachHost {
 }
 
 export type { ConsoleSession, TtyProcess };
+
+/** The node's local checkpoints (issue 11): sanitized copies of its critical containers, on its disk. */
+export interface LocalCopyPort {
+  /** Write (or replace) the copy of `c`, a container of this node (`pod`: its pod's id, if a member); returns when it was written. */
+  write(c: ContainerState, pod: string | null): Promise<string>;
+  remove(id: string): Promise<void>;
+  /** The copies on disk (valid ones), with when each was written and the container's version it holds. */
+  list(): Promise<{ id: string; writtenAt: string; logSeq: number }[]>;
+}

@@ -5,6 +5,7 @@ import { invalid } from "./errors.js";
 import { normalizeSignal } from "./signals.js";
 import type { ContainerSpec, Mount, Network } from "./spec.js";
 import { isIPv4 } from "./ip.js";
+import { checkCheckpointAnnotation } from "./checkpoint-annotation.js";
 
 /** Volume names: same rule as container names (API.md), so never "." or ".." or a slash. */
 export const VOLUME_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
@@ -18,6 +19,7 @@ export function checkVolumeName(name: string): string {
 
 /** Rules across fields that a JSON schema cannot say. */
 export function validateSpecRules(spec: ContainerSpec): void {
+  checkCheckpointAnnotation(spec.annotations);
   const policy = spec.restartPolicy?.name ?? "no";
   if (spec.autoRemove && policy !== "no") {
     throw invalid(`autoRemove cannot be combined with restart policy '${policy}'`);
@@ -104,3 +106,13 @@ export function portsOverlap(a: PortLike, b: PortLike): boolean {
 }
 
 type PortLike = { hostPort: number; protocol?: string; hostIp?: string };
+
+/** Annotations after an update's patch (a key set to null goes). */
+export function patchAnnotations(current: Readonly<Record<string, string>> | undefined, patch: Readonly<Record<string, string | null>>): Record<string, string> {
+  const out: Record<string, string> = { ...current };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}

@@ -2,7 +2,9 @@
 import { BerthError, ErrorCode } from "../shared/errors.js";
 import { fault } from "../fault.js";
 import { existsSync } from "node:fs";
-import type { HostOps, NetPlan, NetworkPort, RecoveryHost } from "../handlers/ports.js";
+import type { HostOps, LocalCopyPort, NetPlan, NetworkPort, RecoveryHost } from "../handlers/ports.js";
+import { LocalCheckpoints, localCopyOf } from "../runtime/local-checkpoints.js";
+import type { Logger } from "../log.js";
 import type { NetSetup } from "../shared/host-facts.js";
 import type { ContainerState } from "../aggregates/container/state.js";
 import type { HostRuntime } from "../runtime/host.js";
@@ -101,5 +103,19 @@ export function networkPort(rt: HostRuntime): NetworkPort {
     checkIp: (ip) => rt.network.checkIp(ip),
     leased: () => rt.network.leased(),
     hostPortFree,
+  };
+}
+
+/** The node's local checkpoint store (runtime/local-checkpoints.ts) as the keeper uses it. */
+export async function localCopyPort(dir: string, node: string, log?: Logger): Promise<LocalCopyPort> {
+  const store = await LocalCheckpoints.open(dir, { log });
+  return {
+    write: async (c, pod) => {
+      const writtenAt = new Date().toISOString();
+      await store.write(localCopyOf(c, { node, pod, writtenAt }));
+      return writtenAt;
+    },
+    remove: async (id) => void (await store.remove(id)),
+    list: async () => (await store.list()).copies.filter((c) => c.node === node).map((c) => ({ id: c.id, writtenAt: c.writtenAt, logSeq: c.logSeq })),
   };
 }

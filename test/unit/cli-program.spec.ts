@@ -21,7 +21,7 @@ describe("berth verb selection", () => {
       expect(verbOf(argv(...a)), a.join(" ")).toBeUndefined();
     }
     const all = verbsBuilt();
-    expect(all).toEqual(["run", "create", "start", "attach", "pause", "unpause", "stop", "restart", "kill", "rm", "ps", "inspect", "exec", "logs", "upgrade", "rollback", "checkpoint", "restore", "migrate", "pod", "events", "replay", "image", "node", "audit", "daemon"]);
+    expect(all).toEqual(["run", "create", "start", "attach", "pause", "unpause", "stop", "restart", "update", "kill", "rm", "ps", "inspect", "exec", "logs", "upgrade", "rollback", "checkpoint", "restore", "migrate", "pod", "events", "replay", "image", "node", "audit", "daemon"]);
     expect(verbsBuilt("frobnicate")).toEqual(all);
   });
 

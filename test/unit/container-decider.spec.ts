@@ -166,6 +166,25 @@ describe("container decider", () => {
   it("update to a restart policy on an autoRemove container is InvalidArgument", () => {
     given(created({ autoRemove: true })).when({ type: "Update", restartPolicy: { name: "always" } }).thenThrows("InvalidArgument");
   });
+
+  it("update of annotations records the patch; folded, a null removes its key and the rest stay", () => {
+    const patch = { "berth.io/checkpoint": null, team: "db" };
+    given(created({ annotations: { "berth.io/checkpoint": "true", keep: "x" } }))
+      .when({ type: "Update", annotations: patch })
+      .then([{ type: "ContainerUpdated", data: { annotations: patch } }]);
+    const g = given(created({ annotations: { "berth.io/checkpoint": "true", keep: "x" } }), { type: "ContainerUpdated", data: { annotations: patch } });
+    expect(g.state?.annotations).toEqual({ keep: "x", team: "db" });
+    expect(g.state?.spec.annotations).toEqual({ keep: "x", team: "db" });
+  });
+
+  it("berth.io/checkpoint with any value but \"true\" is InvalidArgument, on create and on update", () => {
+    for (const v of ["false", "True", "1", " true", ""]) {
+      const c = created({ annotations: { "berth.io/checkpoint": v } }) as Extract<NewEvent, { type: "ContainerCreated" }>;
+      given().when({ type: "Create", data: c.data }).thenThrows("InvalidArgument", /berth\.io\/checkpoint/);
+      given(created()).when({ type: "Update", annotations: { "berth.io/checkpoint": v } }).thenThrows("InvalidArgument", /must be "true"/);
+    }
+    given(created()).when({ type: "Update", annotations: { "berth.io/checkpoint": "true" } }).then([{ type: "ContainerUpdated", data: { annotations: { "berth.io/checkpoint": "true" } } }]);
+  });
 });
 
 describe("evolve", () => {

@@ -5,7 +5,7 @@ import type { Healthcheck, Resources, RestartPolicy } from "../../shared/spec.js
 import type { ContainerEvent, ContainerCreatedData } from "../../events/types.js";
 import type { NewEventOf } from "../decider.js";
 import { BerthError, ErrorCode, conflict, invalid } from "../../shared/errors.js";
-import { validateSpecRules } from "../../shared/spec-rules.js";
+import { patchAnnotations, validateSpecRules } from "../../shared/spec-rules.js";
 import type { ContainerState } from "./state.js";
 import type { ImageConfig } from "../../shared/host-facts.js";
 import { mergeUpgrade, type UpgradeChanges } from "./upgrade.js";
@@ -19,7 +19,7 @@ export type ContainerCommand =
   | { type: "Restart"; timeoutSec: number }
   | { type: "Pause" }
   | { type: "Unpause" }
-  | { type: "Update"; restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null }
+  | { type: "Update"; restartPolicy?: RestartPolicy; resources?: Resources; healthcheck?: Healthcheck | null; annotations?: Record<string, string | null> }
   | { type: "Remove"; force: boolean }
   /**
    * The image configs come from the read model (ImageImported), so that the merge is pure;
@@ -110,10 +110,11 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       return guard({ type: "ContainerUnpauseRequested", data: {} });
     case "Update": {
       const { type: _t, ...patch } = cmd;
-      if (patch.restartPolicy === undefined && patch.resources === undefined && patch.healthcheck === undefined) {
-        throw invalid("update needs at least one of restartPolicy, resources, healthcheck");
+      if (patch.restartPolicy === undefined && patch.resources === undefined && patch.healthcheck === undefined && patch.annotations === undefined) {
+        throw invalid("update needs at least one of restartPolicy, resources, healthcheck, annotations");
       }
-      validateSpecRules({ ...s.spec, ...definedOnly(patch) });
+      const { annotations, ...rest } = patch;
+      validateSpecRules({ ...s.spec, ...definedOnly(rest), ...(annotations ? { annotations: patchAnnotations(s.spec.annotations, annotations) } : {}) });
       return guard({ type: "ContainerUpdated", data: definedOnly(patch) });
     }
     case "Remove":
@@ -173,3 +174,4 @@ function definedOnly<T extends object>(o: T): T {
 function describe(type: string): string {
   return type.replace(/^Container/, "").replace(/Requested$/, "").toLowerCase();
 }
+

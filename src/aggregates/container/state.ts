@@ -4,6 +4,7 @@ import type { ContainerEvent, MigrationTransfer, Revision, StoredEvent } from ".
 import { OUTCOMES } from "../../events/types.js";
 import type { ContainerSpec, RestartPolicy } from "../../shared/spec.js";
 import { nextState, type LifecycleState } from "./transitions.js";
+import { patchAnnotations } from "../../shared/spec-rules.js";
 
 export type Health = "none" | "starting" | "healthy" | "unhealthy";
 
@@ -204,6 +205,10 @@ export function evolve(s: ContainerState | null, e: ContainerEvent & { seq: numb
       if (e.data.restartPolicy) spec.restartPolicy = e.data.restartPolicy;
       if (e.data.resources) spec.resources = { ...spec.resources, ...e.data.resources };
       if (e.data.healthcheck !== undefined) spec.healthcheck = e.data.healthcheck;
+      if (e.data.annotations) {
+        spec.annotations = patchAnnotations(spec.annotations, e.data.annotations);
+        n.annotations = { ...spec.annotations };
+      }
       n.spec = spec;
       n.restartPolicy = spec.restartPolicy ?? { name: "no" };
       break;

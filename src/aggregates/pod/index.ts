@@ -3,6 +3,7 @@
 // naming it; what the pod does to them (start, stop, remove) is a sequence of their own commands,
 // and the pod's events record the sequence's end. Its running state follows its members
 // (projections/pods.ts), not this aggregate.
+import { checkCheckpointAnnotation } from "../../shared/checkpoint-annotation.js";
 import type { PodCheckpointOptions, PodEvent } from "../../events/types.js";
 import { alreadyExists, conflict, invalid, notFound } from "../../shared/errors.js";
 import type { PodNamespace, PodSpec } from "../../shared/spec.js";
@@ -66,6 +67,7 @@ export const DEFAULT_SHARE: readonly PodNamespace[] = ["net", "ipc", "uts"];
 
 /** A pod spec's rules a schema cannot say: share is a set of net/ipc/uts with net in it. */
 export function checkPodSpec(spec: PodSpec): void {
+  checkCheckpointAnnotation(spec.annotations);
   const share = spec.share ?? DEFAULT_SHARE;
   for (const k of share) {
     if (!DEFAULT_SHARE.includes(k as PodNamespace)) throw invalid(`pods share net, ipc and uts; '${k}' is not supported`);
