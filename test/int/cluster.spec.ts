@@ -142,10 +142,13 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     return { dir: existsSync(join(s.dataRoot, "containers", id)), mounts, runc: existsSync(join(s.dataRoot, "runc", id)) };
   };
 
-  it("migrate: a counter on n1 goes on counting on n2 with its id and name; n1 keeps nothing of it", async () => {
-    const run = await cmd("run", { name: `counter-${suffix}`, image: "busybox", cmd: COUNTER, node: names[0] });
+  it("migrate: a counter on n1 goes on counting on n2 with its id and name; n1 keeps nothing of it (its local checkpoint moves too)", async () => {
+    const run = await cmd("run", { name: `counter-${suffix}`, image: "busybox", cmd: COUNTER, node: names[0], annotations: { "berth.io/checkpoint": "true" } });
     expect(run.error).toBeUndefined();
     const id = run.result!.id as string;
+    const copyOn = (i: number) => existsSync(join(sessions[i].dataRoot, "local-checkpoints", `${id}.json`));
+    await until(async () => copyOn(0), 10_000);
+    expect(copyOn(1)).toBe(false);
     await until(async () => (await counter(id)) >= 10, 15_000);
     const before = await http<C & { ip: string }>(sessions[0], `/v1/containers/${id}`);
     const r = await cmd("migrate", { id: `counter-${suffix}`, targetNode: names[1] }, 300_000, names[0]);
@@ -163,6 +166,8 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     expect(alive(after.pid!)).toBe(true);
     await until(async () => !leftOn(sessions[0], id).dir, 10_000).catch(() => undefined);
     expect(leftOn(sessions[0], id)).toEqual({ dir: false, mounts: [], runc: false });
+    await until(async () => copyOn(1) && !copyOn(0), 10_000);
+    expect(JSON.parse(readFileSync(join(sessions[1].dataRoot, "local-checkpoints", `${id}.json`), "utf8"))).toMatchObject({ id, node: names[1], ip: after.ip });
     const { events } = await http<{ events: { type: string; node: string; data: Record<string, unknown> }[] }>(sessions[0], `/v1/containers/${id}/events`);
     const migrated = events.find((e) => e.type === "ContainerMigrated")!;
     expect(migrated).toMatchObject({ node: names[1], data: { fromNode: names[0], toNode: names[1] } });
