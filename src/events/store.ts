@@ -29,6 +29,8 @@ export const JsErr = {
 
 /** Subjects whose last appended message the store remembers, to chain the next without a read. */
 const HEADS_MAX = 10_000;
+/** How long the tail may sit behind an event this store appended before it starts a new consumer. */
+const STALL_MS = 3_000;
 
 export interface AppendOptions {
   /** Last sequence of the subject we decided on; 0 = the subject must be empty. */
@@ -103,6 +105,8 @@ export class EventStore {
   }
 
   private readonly lanes = new Map<string, Promise<unknown>>();
+  /** The highest sequence this store's own appends were acknowledged at (the tail's watchdog). */
+  private appendedSeq = 0;
 
   private inLane<T>(subject: string, f: () => Promise<T>): Promise<T> {
     const run = (this.lanes.get(subject) ?? Promise.resolve()).then(f);
@@ -122,6 +126,7 @@ export class EventStore {
         timeout: 5_000,
         expect: { lastSubjectSequence: expectedSeq },
       });
+      this.appendedSeq = Math.max(this.appendedSeq, ack.seq);
       // A duplicate's stored bytes are the first attempt's, not these.
       if (ack.duplicate) this.heads.delete(subject);
       else this.remember(subject, ack.seq, hashOf(bytes));
@@ -217,6 +222,16 @@ export class EventStore {
     opts: { fromSeq?: number; toSeq?: number; subject?: string },
     onMsg: (m: { seq: number; subject: string; data: Uint8Array }) => boolean | void,
   ): Promise<number> {
+    // A JetStream between leaders (a server of a cluster lost) is Unavailable, which callers retry.
+    return this.readRawOnce(opts, onMsg).catch((err: unknown) => {
+      throw storeError(err);
+    });
+  }
+
+  private async readRawOnce(
+    opts: { fromSeq?: number; toSeq?: number; subject?: string },
+    onMsg: (m: { seq: number; subject: string; data: Uint8Array }) => boolean | void,
+  ): Promise<number> {
     // Reads end at a message that exists, or they would wait for one forever.
     const last = opts.subject ? await this.lastSeqOf(opts.subject) : await this.lastSeq();
     const end = Math.min(opts.toSeq ?? last, last);
@@ -289,6 +304,19 @@ export class EventStore {
       return msgs;
     };
     current = await open();
+    // The watchdog: an event this store appended (acknowledged) that the tail has not delivered
+    // within STALL_MS ends the round, and a new consumer starts after the last one delivered. Seen
+    // when a server of a cluster is killed: the ordered consumer's own reset can stall for good
+    // while the JetStream API is between leaders (no heartbeats then, so no missed ones either).
+    let seen = { next, at: Date.now() };
+    const watchdog = setInterval(() => {
+      if (next !== seen.next) seen = { next, at: Date.now() };
+      else if (this.appendedSeq >= next && Date.now() - seen.at > STALL_MS) {
+        seen = { next, at: Date.now() };
+        current?.stop();
+      }
+    }, 500);
+    watchdog.unref();
     const loop = (async () => {
       while (!stopped) {
         try {
@@ -317,6 +345,7 @@ export class EventStore {
     return {
       stop: async () => {
         stopped = true;
+        clearInterval(watchdog);
         current?.stop();
         await loop.catch(() => undefined);
       },
@@ -327,7 +356,9 @@ export class EventStore {
 function storeError(err: unknown): BerthError {
   if (err instanceof BerthError) return err;
   const msg = (err as Error)?.message ?? String(err);
-  if (/timeout|no responders|closed|disconnect|connection/i.test(msg)) {
+  const name = (err as Error)?.name ?? "";
+  // JetStreamNotEnabled: what a server answers while its cluster has no JetStream leader yet.
+  if (/timeout|no responders|closed|disconnect|connection|jetstream is not enabled/i.test(msg) || name === "TimeoutError" || name === "JetStreamNotEnabled") {
     return unavailable(`event store unavailable: ${msg}`, err);
   }
   return new BerthError(ErrorCode.Internal, `event store: ${msg}`, { cause: err });

@@ -277,10 +277,15 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
   });
 
-  // Skipped for now: it passes alone (15–30 s) but failed 2 of 4 times with other suites running
-  // beside it (once a timeout, once after 125 s, cause not yet found; the harness's restart runs
-  // into a nats-server 2.10.27 raft fault now and then, see test/support/nats-cluster.ts).
-  // Run it with: npx vitest run test/int/cluster.spec.ts -t burst
+  // Skipped for now. Session 9 found two daemon faults behind its failures and fixed them: a
+  // live tail that never got an event its own daemon had appended (the ordered consumer's reset
+  // stalled while JetStream was between leaders: "event 14 was not read back" for 50 s; the tail
+  // now has a watchdog), and a retried command answered Internal "timeout" (JetStream API
+  // timeouts and JetStreamNotEnabled now map to Unavailable). Alone it then passed 2 of 3
+  // (before: 1 of 3); the failing run had no lost event and no error, but commands took 10–30 s
+  // each for about 80 s after the kill (JetStream answering slowly; cause not yet found), beyond
+  // the test's 20 tries of 8 s. Run it with: npx vitest run test/int/cluster.spec.ts -t burst
+  // (BERTH_TEST_LOG_DIR=dir keeps each daemon's log).
   it.skip("a nats-server killed -9 during a burst of commands: nothing acknowledged is lost, the daemons carry on, it catches up", async () => {
     const ids = new Set<string>();
     const jsm = await jetstreamManager(nc);

@@ -1,7 +1,7 @@
 // A daemon in its own process (`bin/berth daemon`), for what an in-process daemon cannot show:
 // kill -9, fault injection, the CLI as a user runs it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -32,11 +32,15 @@ export async function startDaemonProc(
 ): Promise<DaemonProc> {
   const clientJson = join(dataRoot, "client.json");
   await rm(clientJson, { force: true });
+  // BERTH_TEST_LOG_DIR: each daemon's log (info and up) appended to <dir>/<node>.log, to read after a failure.
+  const logDir = process.env.BERTH_TEST_LOG_DIR;
+  const out = logDir ? openSync(join(logDir, `${node}.log`), "a") : "ignore";
   const child = spawn(
     process.execPath,
     [BIN, "daemon", "--data-root", dataRoot, "--node", node, "--nats-port", String(natsPort), "--http-listen", "127.0.0.1:0", ...args],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, BERTH_LOG_LEVEL: "warn", ...env } },
+    { stdio: ["ignore", out, "pipe"], env: { ...process.env, BERTH_LOG_LEVEL: logDir ? "info" : "warn", ...env } },
   );
+  if (typeof out === "number") closeSync(out);
   let stderr = "";
   child.stderr!.on("data", (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)));
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
