@@ -160,6 +160,33 @@ describe.skipIf(skip)("the berth CLI against a daemon process", () => {
     }
   }, 180_000);
 
+  it("update --restart and --annotation k=v / k-: the policy changes, the local checkpoint comes and goes", async () => {
+    const run = await berth("run", "--name", "crit", "busybox:latest", "sleep", "1000");
+    expect(run.exitCode).toBe(0);
+    const id = run.stdout.trim();
+    const copy = join(dataRoot, "local-checkpoints", `${id}.json`);
+    const wait = async (want: boolean) => {
+      for (let i = 0; i < 100 && existsSync(copy) !== want; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(existsSync(copy)).toBe(want);
+    };
+    const up = await berth("update", "--restart", "always", "--annotation", "berth.io/checkpoint=true", "--annotation", "team=ops", "crit");
+    expect(up.exitCode, up.stderr).toBe(0);
+    await wait(true);
+    let v = JSON.parse((await berth("inspect", "crit")).stdout);
+    expect(v.restartPolicy).toEqual({ name: "always" });
+    expect(v.annotations).toEqual({ "berth.io/checkpoint": "true", team: "ops" });
+    expect(v.localCheckpoint.writtenAt).toEqual(expect.any(String));
+    const bad = await berth("update", "--annotation", "berth.io/checkpoint=yes", "crit");
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/berth: InvalidArgument: .*must be "true"/);
+    expect((await berth("update", "--annotation", "berth.io/checkpoint-", "crit")).exitCode).toBe(0);
+    await wait(false);
+    v = JSON.parse((await berth("inspect", "crit")).stdout);
+    expect(v.annotations).toEqual({ team: "ops" });
+    expect(v.localCheckpoint).toBeNull();
+    expect((await berth("rm", "-f", "crit")).exitCode).toBe(0);
+  });
+
   it("image ls lists busybox:latest", async () => {
     const ls = await berth("image", "ls");
     expect(ls.exitCode).toBe(0);

@@ -100,6 +100,18 @@ describe.skipIf(skip)("local checkpoints: the copies a node keeps of its critica
     await until(async () => !(await hasCopy(id)));
   });
 
+  it("given a pod with the annotation, then each member has a copy that names the pod; the pod removed, they go", async () => {
+    const pod = await d.cmd<{ id: string }>("pod.create", { name: "critpod", annotations: { [ANNOTATION]: "true" }, network: { mode: "none" } });
+    expect(pod.error).toBeUndefined();
+    const m = await d.cmd<{ id: string }>("container.create", { name: "member", pod: "critpod", image: "busybox", cmd: ["true"] });
+    expect(m.error).toBeUndefined();
+    const copy = await until(async () => (await hasCopy(m.result!.id)) && (await copyOf(m.result!.id)));
+    expect(copy).toMatchObject({ name: "member", pod: pod.result!.id });
+    expect((await inspect("member")).localCheckpoint).toEqual({ node: d.node, writtenAt: copy.writtenAt });
+    expect((await d.cmd("pod.remove", { id: "critpod", force: true })).error).toBeUndefined();
+    await until(async () => !(await hasCopy(m.result!.id)));
+  });
+
   it("given a copy on disk whose container this node does not have, when the daemon starts, then it is retired; a copy that is not valid is left alone with a log line", async () => {
     const r = await d.cmd<{ id: string }>("container.create", { name: "keeper", image: "busybox", cmd: ["true"], annotations: { [ANNOTATION]: "true" } });
     const id = r.result!.id;
