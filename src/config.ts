@@ -54,7 +54,15 @@ export interface DaemonOptions {
    * target that cannot connect takes the archive as NATS frames instead.
    */
   migrationListen?: string;
+  /**
+   * With an external NATS (`--nats-url`): how long a start waits for it before the containers with
+   * a local checkpoint are started from their copies (`--offline-after`, seconds; default
+   * DEFAULT_OFFLINE_AFTER_SEC).
+   */
+  offlineAfterSec?: number;
 }
+
+export const DEFAULT_OFFLINE_AFTER_SEC = 10;
 
 /** Loopback: the nodes of one machine connect; other machines' take NATS frames until it is set. */
 export const DEFAULT_MIGRATION_LISTEN = "127.0.0.1";
@@ -98,6 +106,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     subnet: env.BERTH_SUBNET || undefined,
     migrationTransfer: (env.BERTH_MIGRATION_TRANSFER || undefined) as DaemonOptions["migrationTransfer"],
     migrationListen: env.BERTH_MIGRATION_LISTEN || undefined,
+    offlineAfterSec: env.BERTH_OFFLINE_AFTER ? Number(env.BERTH_OFFLINE_AFTER) : undefined,
   };
 }
 
@@ -119,6 +128,9 @@ export function checkOptions(o: DaemonOptions): void {
   // An address the other nodes are given to connect to: 0.0.0.0 or :: would send them to themselves.
   if (o.migrationListen !== undefined && (isIP(o.migrationListen) === 0 || /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(o.migrationListen))) {
     throw new Error(`bad --migration-listen (BERTH_MIGRATION_LISTEN) '${o.migrationListen}': an IP address of this host that the other nodes reach (not 0.0.0.0)`);
+  }
+  if (o.offlineAfterSec !== undefined && !(Number.isFinite(o.offlineAfterSec) && o.offlineAfterSec >= 0 && o.offlineAfterSec <= 86_400)) {
+    throw new Error("bad --offline-after (BERTH_OFFLINE_AFTER): seconds from 0 to 86400");
   }
   if (o.replicas !== undefined && !(Number.isInteger(o.replicas) && o.replicas >= 1 && o.replicas <= 5)) {
     throw new Error("bad --replicas (BERTH_REPLICAS): a whole number from 1 to 5");

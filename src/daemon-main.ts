@@ -39,6 +39,7 @@ interface Flags {
   replicas?: number;
   migrationTransfer?: "direct" | "store";
   migrationListen?: string;
+  offlineAfter?: number;
 }
 
 /** The daemon's flags (API.md "berth daemon"); `name` is what usage and help call it. */
@@ -67,6 +68,7 @@ export function daemonCommand(name = "berth daemon"): Command {
       if (v !== "direct" && v !== "store") throw new InvalidArgumentError('must be "direct" or "store"');
       return v;
     })
+    .option("--offline-after <sec>", "with --nats-url: how long a start waits for NATS before containers marked berth.io/checkpoint=true start from their local copies (env BERTH_OFFLINE_AFTER, default 10)", Number)
     .option("--migration-listen <ip>", "an IP address of this host other nodes reach: direct migration archives go from a one-off TCP port there (env BERTH_MIGRATION_LISTEN, default 127.0.0.1; a target that cannot reach it takes NATS frames)");
 }
 
@@ -105,6 +107,7 @@ export async function daemonMain(args: readonly string[], name?: string): Promis
       replicas: flags.replicas ?? d.replicas,
       migrationTransfer: flags.migrationTransfer ?? d.migrationTransfer,
       migrationListen: flags.migrationListen ?? d.migrationListen,
+      offlineAfterSec: flags.offlineAfter ?? d.offlineAfterSec,
     });
     return 0;
   } catch (err) {

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect, credsAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { FastifyInstance } from "fastify";
-import { DEFAULT_MIGRATION_LISTEN, DEFAULT_NATS_SYNC, checkOptions, clusterReplicas, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
+import { DEFAULT_MIGRATION_LISTEN, DEFAULT_NATS_SYNC, DEFAULT_OFFLINE_AFTER_SEC, checkOptions, clusterReplicas, loadSecrets, parseListen, splitNatsUrl, writeAuditorConfig, writeClientConfig, type DaemonOptions } from "./config.js";
 import { EventStore } from "./events/store.js";
 import { containerSubject, nodeSubject, podSubject } from "./events/types.js";
 import { logger } from "./log.js";
@@ -42,6 +42,7 @@ import { whenPlaceable } from "./wiring/placement.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { localCopyPort, networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { LocalCheckpointKeeper } from "./handlers/local-checkpoints.js";
+import { OfflineMode } from "./wiring/offline.js";
 import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
 
@@ -68,20 +69,55 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const secrets = await loadSecrets(o.dataRoot);
   mark("lockAndSecrets");
 
+  const runtime = new HostRuntime({
+    dataRoot: o.dataRoot,
+    node: o.node,
+    log: logger("runtime", { node: o.node }),
+    logPolicy: { maxSizeBytes: o.logMaxSize, maxFiles: o.logMaxFiles },
+    subnet: o.subnet,
+  });
+  await runtime.init();
+  const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
+  mark("runtimeReady");
+
   let embedded: EmbeddedNats | null = null;
   let nc: NatsConnection;
   let servers: string[];
+  // An external log not reachable for --offline-after: the local checkpoints run meanwhile.
+  let offline: OfflineMode | null = null;
   if (o.natsUrl) {
     const { servers: urls, ...auth } = splitNatsUrl(o.natsUrl);
     servers = urls;
-    nc = await connect({
+    const connecting = connect({
       servers,
       ...auth,
       name: `berth-${o.node}`,
       inboxPrefix: daemonInboxPrefix(o.node),
       ...(o.natsCreds ? { authenticator: credsAuthenticator(await readFile(o.natsCreds)) } : {}),
       maxReconnectAttempts: -1,
+      waitOnFirstConnect: true,
     });
+    let timer: NodeJS.Timeout | undefined;
+    const first = await Promise.race([connecting, new Promise<null>((r) => (timer = setTimeout(() => r(null), (o.offlineAfterSec ?? DEFAULT_OFFLINE_AFTER_SEC) * 1000)))]);
+    clearTimeout(timer);
+    if (first) nc = first;
+    else {
+      phase = "offline";
+      log.warn({ servers, afterSec: o.offlineAfterSec ?? DEFAULT_OFFLINE_AFTER_SEC }, "the log cannot be reached: starting the local checkpoints");
+      offline = await OfflineMode.start({
+        node: o.node, host: hostOps(runtime, imageStore), copiesDir: runtime.paths.localCheckpointsDir, journalFile: runtime.paths.offlineJournal,
+        isLive: (id) => runtime.isLive(id), watchExits: (cb) => runtime.watchExits(cb), log: logger("offline", { node: o.node }),
+      });
+      const url = await offline.serve(parseListen(o.httpListen), secrets.httpToken);
+      await writeClientConfig(o.dataRoot, {
+        node: o.node,
+        nats: { servers, ...(o.natsCreds ? { creds: o.natsCreds } : {}), ...clientUserOf(o.clientUser) },
+        http: { url, token: secrets.httpToken },
+      });
+      nc = await connecting;
+      log.info("the log is reachable again");
+      await offline.closeHttp();
+    }
   } else {
     embedded = await startEmbeddedNats({
       dir: join(o.dataRoot, "nats"),
@@ -103,14 +139,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const store = await whenPlaceable("the event stream", () => EventStore.open(nc, { replicas }), log);
   mark("storeOpened");
   const projector = new Projector(store);
-  const runtime = new HostRuntime({
-    dataRoot: o.dataRoot,
-    node: o.node,
-    log: logger("runtime", { node: o.node }),
-    logPolicy: { maxSizeBytes: o.logMaxSize, maxFiles: o.logMaxFiles },
-    subnet: o.subnet,
-  });
-  await runtime.init();
   // Slow reads recovery needs, started now so they overlap the doors' opening (schema
   // compilation keeps this thread busy): `runc list` (a few hundred ms with hundreds of
   // containers) and the snapshot (KV reads, gunzip). Both are host or log facts that no one else
@@ -120,7 +148,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // A snapshot only saves replay time: without the bucket, replay everything and write none.
   const snapshotsOpened = whenPlaceable("the snapshot bucket", () => SnapshotStore.open(nc, { replicas }), log).catch((err) => (log.warn({ err }, "snapshot bucket unavailable: full replay"), null));
   const snapshotLoaded = snapshotsOpened.then((s) => s?.load(o.node) ?? null);
-  const imageStore = new ImageStore({ dataRoot: o.dataRoot, log: logger("runtime.images", { node: o.node }) });
   const commands = new CommandService(store, projector).for(containerDecider);
   const names = new CommandService(store, projector).for(nameDecider);
   // Without the presence bucket nothing is known: up. With it, a node not beating is down.
@@ -205,6 +232,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   mark("snapshotLoaded");
   const replay = await projector.start({ snapshot });
   mark("replayed");
+  if (offline) {
+    // The offline span's facts, once, before recovery reads the host against the log.
+    await offline.handBack(store, projector.model);
+    await projector.waitForSeq(await store.lastSeq(), 30_000);
+    mark("offlineFlushed");
+  }
   log.info({ events: replay.events, ms: Math.round(replay.durationMs), fromSnapshot: replay.fromSnapshot, snapshotSeq: replay.snapshotSeq }, "log replayed");
   const snapshotWriter = snapshots && new SnapshotWriter({ snapshots, node: o.node, projector, events: store, fromSeq: replay.snapshotSeq ?? 0 });
   snapshotWriter?.start();

@@ -174,6 +174,8 @@ export const PAYLOADS = {
     failed: Type.Integer({ minimum: 0 }),
     orphans: Type.Array(Type.String()),
   }),
+  NodeOffline: Obj({ since: Type.String({ maxLength: 64 }), started: Type.Array(Type.String({ maxLength: 64 }), { maxItems: 10_000 }) }),
+  NodeOnline: Obj({ since: Type.String({ maxLength: 64 }), at: Type.String({ maxLength: 64 }), spanMs: Type.Integer({ minimum: 0 }), facts: Type.Integer({ minimum: 0 }) }),
 } satisfies Record<EventType, TSchema>;
 
 /** The schema version each type is read at; anything else is quarantined. */

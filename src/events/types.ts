@@ -303,7 +303,11 @@ export type ImageEvent =
 export type NodeEvent =
   | Envelope<"NodeStarted", { httpUrl: string; version: string; dataRoot: string }>
   /** Recovery is done: how many of this node's containers it handed back, and how long it took. */
-  | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>;
+  | Envelope<"NodeRestored", { containers: number; durationMs: number; failed: number; orphans: string[] }>
+  /** The node ran without its log (local checkpoints): from `since`, what it started from copies. */
+  | Envelope<"NodeOffline", { since: string; started: string[] }>
+  /** The log was back at `at`: the offline span's `facts` journaled facts were appended (the span in ms). */
+  | Envelope<"NodeOnline", { since: string; at: string; spanMs: number; facts: number }>;
 
 // --- name ------------------------------------------------------------------------------------
 /** Who holds a name, cluster-wide (aggregates/name): claimed before its container or pod is created. */

@@ -86,6 +86,8 @@ const VALID: Record<EventType, unknown> = {
   ImageRemoved: { name: "busybox:latest", digest: DIGEST },
   NodeStarted: { httpUrl: "http://127.0.0.1:1", version: "0.1.0", dataRoot: "/var/lib/berth" },
   NodeRestored: { containers: 1, durationMs: 2, failed: 0, orphans: [] },
+  NodeOffline: { since: "2026-12-02T00:00:00.000Z", started: ["a".repeat(64)] },
+  NodeOnline: { since: "2026-12-02T00:00:00.000Z", at: "2026-12-02T00:00:05.000Z", spanMs: 5000, facts: 2 },
 };
 const subjectOf = (t: string) =>
   t.startsWith("Name") ? nameSubject(nameKey("container", "web")) : t.startsWith("Image") ? imageSubject(DIGEST) : t.startsWith("Node") ? nodeSubject("n1") : t.startsWith("Checkpoint") || t === "PodCheckpointCreated" ? checkpointSubject(ID) : t.startsWith("Pod") ? podSubject(ID) : containerSubject(ID);

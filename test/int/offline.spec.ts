@@ -1,0 +1,99 @@
+// Local checkpoints, stories 2 and 3 of issue 11, on the real stack: a daemon on an external
+// nats-server (started by the test), its host "rebooted" (the daemon stopped, every container's
+// process killed by its pid) while the server is down. The daemon starts, waits --offline-after
+// for the log, starts the container marked berth.io/checkpoint=true from its local copy and not
+// the other one, answers /readyz `offline` and lists it; the server comes back, the journal goes
+// into the log once (the old run's end, the offline start, between NodeOffline and NodeOnline),
+// and the daemon is ready with that process as the container's.
+import { readFile, rm, stat } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
+import { startNats, type TestNats } from "../support/nats.js";
+import { missing } from "../support/prereq.js";
+import { alive, until } from "../support/proc.js";
+
+const skip = missing("nats-server", "runc", "conmon", "root", "busybox image").length > 0;
+
+type View = { id: string; name: string; state: string; pid: number | null };
+
+describe.skipIf(skip)("offline start from local checkpoints", () => {
+  let nats: TestNats;
+  let d: TestDaemon;
+  const killed: number[] = [];
+
+  beforeAll(async () => {
+    nats = await startNats();
+    d = await startTestDaemon({ natsUrl: nats.url, offlineAfterSec: 1 });
+  });
+  // The daemon started while the log is down (it comes up once the log is back).
+  let starting: Promise<TestDaemon> | null = null;
+  afterAll(async () => {
+    if (starting) {
+      // A failure half-way: the log back, that daemon up, then removed like any other.
+      await nats?.restart().catch(() => undefined);
+      d = await starting;
+    }
+    for (const pid of killed) if (alive(pid)) process.kill(pid, "SIGKILL");
+    await d?.destroy();
+    await nats?.stop();
+  });
+
+  it("given a reboot while the log is down, then the marked container runs from its copy, and the log gets the span once it is back", async () => {
+    const agent = await d.cmd<{ id: string; pid: number }>("container.run", { name: "agent", image: "busybox", cmd: ["sleep", "1000"], annotations: { "berth.io/checkpoint": "true" } });
+    const plain = await d.cmd<{ id: string; pid: number }>("container.run", { name: "plain", image: "busybox", cmd: ["sleep", "1000"] });
+    expect(agent.error).toBeUndefined();
+    expect(plain.error).toBeUndefined();
+    const agentId = agent.result!.id;
+    await until(async () => existsSync(join(d.dataRoot, "local-checkpoints", `${agentId}.json`)), 10_000);
+
+    // The reboot: no daemon, no container process, no log.
+    const { dataRoot, node } = d;
+    await d.stop();
+    for (const r of [agent.result!, plain.result!]) process.kill(r.pid, "SIGKILL");
+    await until(async () => !alive(agent.result!.pid) && !alive(plain.result!.pid), 10_000);
+    await nats.kill();
+    await sleep(200);
+
+    const clientJson = join(dataRoot, "client.json");
+    await rm(clientJson, { force: true });
+    const t0 = Date.now();
+    starting = startTestDaemon({ natsUrl: nats.url, dataRoot, node, offlineAfterSec: 1 });
+    starting.catch(() => undefined);
+    await until(async () => existsSync(clientJson) && JSON.parse(await readFile(clientJson, "utf8")).http?.url, 20_000);
+    const client = JSON.parse(await readFile(clientJson, "utf8")) as { http: { url: string; token: string } };
+    const get = (path: string) => fetch(client.http.url + path, { headers: { authorization: `Bearer ${client.http.token}` } });
+    const ready = await get("/readyz");
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ phase: "offline" });
+    const listed = (await (await get("/v1/containers")).json()) as { offline: boolean; containers: View[] };
+    expect(listed.offline).toBe(true);
+    expect(listed.containers.map((c) => [c.name, c.state])).toEqual([["agent", "running"]]);
+    const offlinePid = listed.containers[0].pid!;
+    killed.push(offlinePid);
+    expect(alive(offlinePid)).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    // Commands need the log.
+    expect((await fetch(client.http.url + "/v1/events", { headers: { authorization: `Bearer ${client.http.token}` } })).status).toBe(503);
+    expect((await stat(join(dataRoot, "offline", "journal.ndjson"))).size).toBeGreaterThan(0);
+
+    // The log is back.
+    await nats.restart();
+    d = await starting;
+    starting = null;
+    expect(await d.get<View>("/v1/containers/agent")).toMatchObject({ state: "running", pid: offlinePid });
+    expect(await d.get<View>("/v1/containers/plain")).toMatchObject({ state: "exited" });
+    const { events } = await d.get<{ events: { type: string; data: Record<string, unknown> }[] }>(`/v1/containers/${agentId}/events`);
+    const types = events.map((e) => e.type);
+    expect(types.slice(-2)).toEqual(["ContainerExited", "ContainerStarted"]);
+    expect(events.at(-1)!.data.pid).toBe(offlinePid);
+    expect(types.filter((t) => t === "ContainerStarted")).toHaveLength(2);
+    const spans = await d.get<{ events: { type: string; node: string; data: Record<string, unknown> }[] }>("/v1/events?type=NodeOffline,NodeOnline");
+    expect(spans.events.map((e) => [e.type, e.node])).toEqual([["NodeOffline", node], ["NodeOnline", node]]);
+    expect(spans.events[0].data.started).toEqual([agentId]);
+    expect(spans.events[1].data.facts).toBe(1);
+    expect((await stat(join(dataRoot, "offline", "journal.ndjson"))).size).toBe(0);
+  }, 120_000);
+});
