@@ -42,7 +42,7 @@ import { whenPlaceable } from "./wiring/placement.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { localCopyPort, networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { LocalCheckpointKeeper } from "./handlers/local-checkpoints.js";
-import { OfflineMode } from "./wiring/offline.js";
+import { flushOfflineJournal, OfflineMode } from "./wiring/offline.js";
 import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
 
@@ -106,7 +106,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       log.warn({ servers, afterSec: o.offlineAfterSec ?? DEFAULT_OFFLINE_AFTER_SEC }, "the log cannot be reached: starting the local checkpoints");
       offline = await OfflineMode.start({
         node: o.node, host: hostOps(runtime, imageStore), copiesDir: runtime.paths.localCheckpointsDir, journalFile: runtime.paths.offlineJournal,
-        isLive: (id) => runtime.isLive(id), watchExits: (cb) => runtime.watchExits(cb), log: logger("offline", { node: o.node }),
+        livePid: async (id) => {
+          const st = await runtime.state(id);
+          return st && (st.status === "running" || st.status === "paused") ? st.pid : null;
+        }, watchExits: (cb) => runtime.watchExits(cb), log: logger("offline", { node: o.node }),
       });
       const url = await offline.serve(parseListen(o.httpListen), secrets.httpToken);
       await writeClientConfig(o.dataRoot, {
@@ -232,12 +235,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   mark("snapshotLoaded");
   const replay = await projector.start({ snapshot });
   mark("replayed");
-  if (offline) {
-    // The offline span's facts, once, before recovery reads the host against the log.
-    await offline.handBack(store, projector.model);
+  // An offline span's facts (this start's, or one a killed daemon left), once, before recovery
+  // reads the host against the log.
+  await offline?.handBack();
+  if (await flushOfflineJournal(runtime.paths.offlineJournal, o.node, store, projector.model, logger("offline", { node: o.node }))) {
     await projector.waitForSeq(await store.lastSeq(), 30_000);
-    mark("offlineFlushed");
   }
+  mark("offlineFlushed");
   log.info({ events: replay.events, ms: Math.round(replay.durationMs), fromSnapshot: replay.fromSnapshot, snapshotSeq: replay.snapshotSeq }, "log replayed");
   const snapshotWriter = snapshots && new SnapshotWriter({ snapshots, node: o.node, projector, events: store, fromSeq: replay.snapshotSeq ?? 0 });
   snapshotWriter?.start();

@@ -20,6 +20,7 @@ import type { ReadModel } from "../projections/read-model.js";
 import { Journal, type JournalRecord } from "../runtime/journal.js";
 import { LocalCheckpoints, type LocalCopy } from "../runtime/local-checkpoints.js";
 import type { ExitInfo } from "../shared/host-facts.js";
+import { fault } from "../fault.js";
 
 export interface OfflineDeps {
   node: string;
@@ -27,8 +28,8 @@ export interface OfflineDeps {
   /** Where the copies are, and the journal. */
   copiesDir: string;
   journalFile: string;
-  /** Whether a container's process runs on this host now. */
-  isLive(id: string): Promise<boolean>;
+  /** The pid of a container's process when it runs on this host now, else null. */
+  livePid(id: string): Promise<number | null>;
   watchExits(cb: (id: string, exit: ExitInfo) => void): () => void;
   log: Logger;
 }
@@ -57,11 +58,16 @@ export class OfflineMode {
   static async start(d: OfflineDeps): Promise<OfflineMode> {
     const journal = await Journal.open(d.journalFile, { log: d.log });
     const m = new OfflineMode(d, journal);
+    // The span's first record: its start, kept with the facts (a flush after a crash finds it).
+    await journal.append({ id: randomUUID(), subject: nodeSubject(d.node), type: "NodeOffline", data: { since: m.since }, at: m.since });
     const { copies } = await (await LocalCheckpoints.open(d.copiesDir, { log: d.log })).list();
     m.stopExits = d.watchExits((id, exit) => void m.exited(id, exit));
     for (const copy of copies) {
       if (copy.node !== d.node) continue;
-      const live = await d.isLive(copy.id).catch(() => false);
+      const pid = await d.livePid(copy.id).catch(() => null);
+      const live = pid !== null;
+      // Started by an earlier offline start of this span (its daemon killed meanwhile): it runs on.
+      if (live) m.running.set(copy.id, { ...stateOf(copy, d.node), state: "running", pid });
       const goneForMs = copy.retiring ? Date.now() - Date.parse(copy.retiring.since) : null;
       const decision = decideCheckpoint({
         parent: copy.retiring ? copy.retiring.reason : "owned", logReachable: false, runningLocally: live,
@@ -131,49 +137,79 @@ export class OfflineMode {
     return this.journal.append({ id: randomUUID(), subject: containerSubject(id), type, data, at: new Date().toISOString() });
   }
 
-  /**
-   * The log is back (`store` open, `model` replayed): the journal appended once, between
-   * NodeOffline and NodeOnline; the offline server closed. A container the log had running (its
-   * process gone with the reboot) gets that run's end first.
-   */
-  async handBack(store: EventStore, model: ReadModel): Promise<void> {
+  /** The log is reachable: the exits are the daemon's to watch now (flushOfflineJournal follows). */
+  async handBack(): Promise<void> {
     this.stopExits?.();
     await this.closeHttp();
-    const { records, mark, dropped } = await this.journal.replay();
-    if (dropped.records) this.d.log.warn({ dropped }, "offline journal: an incomplete tail was dropped");
-    const ctx = { node: this.d.node, actor: `berth/${this.d.node}`, correlationId: `offline:${this.since}`, causationId: null };
-    await store.append(nodeSubject(this.d.node), envelope({ type: "NodeOffline", data: { since: this.since, started: [...this.running.keys()] } } as BerthEvent, ctx, `offline:${this.d.node}:${this.since}`));
-    let facts = 0;
-    for (const r of records) facts += (await this.flush(store, model, r, ctx)) ? 1 : 0;
-    const at = new Date().toISOString();
-    await store.append(nodeSubject(this.d.node), envelope({ type: "NodeOnline", data: { since: this.since, at, spanMs: Date.parse(at) - Date.parse(this.since), facts } } as BerthEvent, ctx, `online:${this.d.node}:${this.since}`));
-    await this.journal.clear(mark);
     await this.journal.close();
-    this.d.log.info({ facts, since: this.since }, "offline journal flushed: back to the log");
   }
+}
 
-  /** One journaled fact into the log, unless its id is there already. */
-  private async flush(store: EventStore, model: ReadModel, r: JournalRecord, ctx: { node: string; actor: string; correlationId: string; causationId: null }): Promise<boolean> {
-    const history = await store.readSubject(r.subject);
-    if (history.some((e) => e.eventId === r.id)) return false;
-    const id = r.subject.slice("berth.ev.container.".length);
-    const c = model.byId(id);
-    if (!c || c.removed) {
-      this.d.log.warn({ container: id, type: r.type }, "offline journal: the log no longer has this container; the fact is not appended");
-      return false;
+type Ctx = { node: string; actor: string; correlationId: string; causationId: null };
+
+/**
+ * At every start, once the log is replayed: what an offline span journaled (this start's, or one
+ * a killed daemon left) is appended once — NodeOffline (with the containers it started), each
+ * fact with its journaled id and time, skipped when that id is in its subject's history already,
+ * then NodeOnline — and the journal is cleared. A container the log still had as running (its
+ * process gone with the reboot) gets that run's end first. Returns how many facts went in.
+ */
+export async function flushOfflineJournal(file: string, node: string, store: EventStore, model: ReadModel, log: Logger): Promise<number> {
+  const journal = await Journal.open(file, { log });
+  try {
+    const { records, mark, dropped } = await journal.replay();
+    if (dropped.records || dropped.bytes) log.warn({ dropped }, "offline journal: an incomplete record was dropped");
+    if (!records.length) return 0;
+    const off = records.find((r) => r.type === "NodeOffline");
+    const since = String((off?.data as { since?: string } | undefined)?.since ?? records[0].at);
+    const ctx: Ctx = { node, actor: `berth/${node}`, correlationId: `offline:${since}`, causationId: null };
+    const started = [...new Set(records.filter((r) => r.type === "ContainerStarted").map((r) => r.subject.slice(CONTAINER.length)))];
+    const nodeHistory = new Set((await store.readSubject(nodeSubject(node))).map((e) => e.eventId));
+    const offId = off?.id ?? `offline:${node}:${since}`;
+    if (!nodeHistory.has(offId)) {
+      await store.append(nodeSubject(node), { ...envelope({ type: "NodeOffline", data: { since, started } }, ctx, offId), at: since });
     }
-    const last = history.at(-1)?.seq ?? 0;
-    const events: BerthEvent[] = [];
-    if (r.type === "ContainerStarted" && (c.state === "running" || c.state === "paused")) {
-      // The run the log knows ended with the reboot, before this start.
-      events.push(envelope({ type: "ContainerExited", data: { exitCode: -1, oomKilled: false, exitedAt: r.at } } as BerthEvent, ctx, `${r.id}:exit`));
+    let facts = 0;
+    for (const r of records) {
+      if (r.type === "NodeOffline") continue;
+      if (await flushOne(store, model, r, ctx, log)) {
+        facts += 1;
+        fault("offline-flushing");
+      }
     }
-    events.push(envelope({ type: r.type, data: r.data } as BerthEvent, ctx, r.id));
-    let expected = last;
-    for (const e of events) {
-      if (history.some((h) => h.eventId === e.eventId)) continue;
-      expected = await store.append(r.subject, { ...e, at: e.eventId === r.id ? r.at : e.at }, { expectedSeq: expected });
+    const onId = `${offId}:online`;
+    if (!nodeHistory.has(onId)) {
+      const at = new Date().toISOString();
+      await store.append(nodeSubject(node), envelope({ type: "NodeOnline", data: { since, at, spanMs: Math.max(0, Date.parse(at) - Date.parse(since)), facts } }, ctx, onId));
     }
-    return true;
+    await journal.clear(mark);
+    log.info({ facts, since }, "offline journal flushed: back to the log");
+    return facts;
+  } finally {
+    await journal.close();
   }
+}
+
+const CONTAINER = "berth.ev.container.";
+
+/** One journaled fact into the log, unless its id is there already (then false). */
+async function flushOne(store: EventStore, model: ReadModel, r: JournalRecord, ctx: Ctx, log: Logger): Promise<boolean> {
+  if (!r.subject.startsWith(CONTAINER)) return false;
+  const history = await store.readSubject(r.subject);
+  if (history.some((e) => e.eventId === r.id)) return false;
+  const id = r.subject.slice(CONTAINER.length);
+  const c = model.byId(id);
+  if (!c || c.removed) {
+    log.warn({ container: id, type: r.type }, "offline journal: the log no longer has this container; the fact is not appended");
+    return false;
+  }
+  const events: BerthEvent[] = [];
+  if (r.type === "ContainerStarted" && (c.state === "running" || c.state === "paused") && !history.some((e) => e.eventId === `${r.id}:exit`)) {
+    // The run the log knows ended with the reboot, before this start.
+    events.push(envelope({ type: "ContainerExited", data: { exitCode: -1, oomKilled: false, exitedAt: r.at } }, ctx, `${r.id}:exit`));
+  }
+  events.push({ ...envelope({ type: r.type, data: r.data }, ctx, r.id), at: r.at });
+  let expected = history.at(-1)?.seq ?? 0;
+  for (const e of events) expected = await store.append(r.subject, e, { expectedSeq: expected });
+  return true;
 }

@@ -11,7 +11,11 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
-import { startNats, type TestNats } from "../support/nats.js";
+import { freePort, startNats, type TestNats } from "../support/nats.js";
+import { BUILT, natsOf, startDaemonProc, stopProc, type DaemonProc } from "../support/daemon-proc.js";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
 import { missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
 
@@ -96,4 +100,66 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     expect(spans.events[1].data.facts).toBe(1);
     expect((await stat(join(dataRoot, "offline", "journal.ndjson"))).size).toBe(0);
   }, 120_000);
+
+  it.skipIf(!BUILT)("given the daemon killed -9 while offline and again while flushing, then each fact is in the log once, in one span", async () => {
+    const n2 = await startNats();
+    const root = await mkdtemp(join(tmpdir(), "berth-off-"));
+    const node = `o${randomBytes(3).toString("hex")}`;
+    const args = ["--nats-url", n2.url, "--offline-after", "1"];
+    const port = await freePort();
+    let p: DaemonProc | null = null;
+    const http = async (path: string) => {
+      const c = p!.client();
+      return fetch(c.http.url + path, { headers: { authorization: `Bearer ${c.http.token}` } });
+    };
+    try {
+      p = await startDaemonProc(root, node, port, {}, args);
+      let nc = await natsOf(p);
+      const r = (await nc.request("berth.cmd.container.run", JSON.stringify({ name: "agent", image: "busybox", cmd: ["sleep", "1000"], annotations: { "berth.io/checkpoint": "true" } }), { timeout: 30_000 })).json<{ ok: boolean; result: { id: string; pid: number } }>();
+      await nc.close();
+      expect(r.ok).toBe(true);
+      const id = r.result.id;
+      await until(async () => existsSync(join(root, "local-checkpoints", `${id}.json`)), 10_000);
+      await stopProc(p);
+      process.kill(r.result.pid, "SIGKILL");
+      await until(async () => !alive(r.result.pid), 10_000);
+      await n2.kill();
+
+      // Offline; then killed -9 there.
+      p = await startDaemonProc(root, node, port, {}, args);
+      const first = (await (await http("/v1/containers")).json()) as { containers: View[] };
+      const pid = first.containers[0].pid!;
+      killed.push(pid);
+      await stopProc(p, "SIGKILL");
+      // Offline again: the same process runs on, nothing started twice.
+      p = await startDaemonProc(root, node, port, {}, args);
+      expect(((await (await http("/v1/containers")).json()) as { containers: View[] }).containers.map((c) => [c.name, c.pid])).toEqual([["agent", pid]]);
+      await stopProc(p, "SIGKILL");
+      // Offline, the log back, and killed -9 after the first fact went in.
+      p = await startDaemonProc(root, node, port, { BERTH_FAULT: "offline-flushing:1" }, args);
+      await n2.restart();
+      await p.exited;
+      // The next start finishes the flush.
+      p = await startDaemonProc(root, node, port, {}, args);
+      await until(async () => (await http("/readyz").catch(() => null))?.status === 200, 30_000);
+      nc = await natsOf(p);
+      await nc.close();
+      const view = (await (await http(`/v1/containers/${id}`)).json()) as View;
+      expect(view).toMatchObject({ state: "running", pid });
+      const { events } = (await (await http(`/v1/containers/${id}/events`)).json()) as { events: { type: string; data: Record<string, unknown> }[] };
+      expect(events.filter((e) => e.type === "ContainerStarted").map((e) => e.data.pid)).toEqual([r.result.pid, pid]);
+      expect(events.filter((e) => e.type === "ContainerExited")).toHaveLength(1);
+      const spans = (await (await http("/v1/events?type=NodeOffline,NodeOnline")).json()) as { events: { type: string; node: string }[] };
+      expect(spans.events.filter((e) => e.node === node).map((e) => e.type)).toEqual(["NodeOffline", "NodeOnline"]);
+      expect((await stat(join(root, "offline", "journal.ndjson"))).size).toBe(0);
+      // Removed through the API (its process, mounts and attachment with it).
+      nc = await natsOf(p);
+      expect((await nc.request("berth.cmd.container.remove", JSON.stringify({ id, force: true }), { timeout: 30_000 })).json<{ ok: boolean }>().ok).toBe(true);
+      await nc.close();
+    } finally {
+      if (p) await stopProc(p);
+      await n2.stop();
+      await rm(root, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
