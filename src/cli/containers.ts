@@ -112,7 +112,9 @@ export const verbs: VerbTable = {
         if (o.node) q.set("node", o.node);
         if (o.state) q.set("state", o.state);
         for (const l of o.label ?? []) q.append("label", l);
-        const r = await (await cli.client(cmd)).get<{ containers: ContainerView[] }>(`/v1/containers${q.size ? `?${q}` : ""}`);
+        const r = await (await cli.client(cmd)).get<{ containers: ContainerView[]; offline?: boolean; since?: string }>(`/v1/containers${q.size ? `?${q}` : ""}`);
+        // A daemon that cannot reach its log answers from its local checkpoints.
+        if (r.offline) process.stderr.write(`berth: offline since ${r.since}: the log cannot be reached; these run from local checkpoints\n`);
         if (o.json) printJson(r.containers);
         else if (o.quiet) out(r.containers.map((c) => `${c.id}\n`).join(""));
         else out(containerTable(r.containers));
