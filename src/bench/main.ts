@@ -25,6 +25,7 @@ import { benchCli } from "./cli.js";
 import { benchUpgrade } from "./upgrade.js";
 import { benchCheckpoint } from "./checkpoint.js";
 import { benchMigrate, migrateLines } from "./migrate.js";
+import { benchOffline } from "./offline.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The daemon's own entry point, as deploy/ starts it.
@@ -103,12 +104,14 @@ async function main(): Promise<void> {
   // on the same volume (BENCH_UPGRADE_RUNS), and a failed upgrade's way back.
   // BENCH_SECTIONS=checkpoint: container.checkpoint / restore (small, 256 MB touched) against raw
   // runc checkpoint / restore, and the upload against a raw object-store put (BENCH_CHECKPOINT_RUNS).
+  // BENCH_SECTIONS=offline: the offline start from local checkpoints (1 and BENCH_OFFLINE_N
+  // containers) against a normal start, and the journal's flush rate (BENCH_OFFLINE_FACTS).
   // BENCH_SECTIONS=migrate: container.migrate's downtime between two daemons on a 3-server
   // nats-server cluster (deploy/nats-cluster.sh, loopback), small and 256 MB touched, against raw
   // runc checkpoint → cp -a → conmon restore; pre-copy tried once; run cycle and create throughput
   // on the cluster (replicas 3) against the embedded server (BENCH_MIGRATE_ROUNDS, _RUNS, _CREATES).
   // The runtime section's daemon inherits BERTH_NATS_SYNC.
-  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade,checkpoint,migrate").split(","));
+  const sections = new Set((process.env.BENCH_SECTIONS ?? "runtime,recovery,restart,crashloop,natssync,logs,exec,cli,network,upgrade,checkpoint,migrate,offline").split(","));
   const out: Record<string, unknown> = { at: new Date().toISOString(), node: process.version };
   if (sections.has("runtime")) {
     const d = await startDaemonProcess();
@@ -159,6 +162,7 @@ async function main(): Promise<void> {
   if (sections.has("network")) out.network = await benchNetwork();
   if (sections.has("upgrade")) out.upgrade = await benchUpgrade();
   if (sections.has("checkpoint")) out.checkpoint = await benchCheckpoint();
+  if (sections.has("offline")) out.offline = await benchOffline();
   if (sections.has("migrate")) {
     out.migrate = await benchMigrate();
     for (const line of migrateLines(out.migrate as Record<string, unknown>)) console.log(line);

@@ -13,7 +13,7 @@ import { Paths } from "../runtime/paths.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The daemon's own entry point, as deploy/ starts it.
-const daemonMain = resolve(here, "../daemon-main.js");
+export const daemonMain = resolve(here, "../daemon-main.js");
 
 export const r1 = (x: number) => Math.round(x * 10) / 10;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -21,6 +21,12 @@ import { Journal, type JournalRecord } from "../runtime/journal.js";
 import { LocalCheckpoints, type LocalCopy } from "../runtime/local-checkpoints.js";
 import type { ExitInfo } from "../shared/host-facts.js";
 import { fault } from "../fault.js";
+import { networkMode } from "../shared/spec.js";
+
+/** How many containers an offline start starts at once. */
+const START_CONCURRENCY = 4;
+/** How many containers' journaled facts a flush appends side by side. */
+const FLUSH_LANES = 8;
 
 export interface OfflineDeps {
   node: string;
@@ -62,8 +68,8 @@ export class OfflineMode {
     await journal.append({ id: randomUUID(), subject: nodeSubject(d.node), type: "NodeOffline", data: { since: m.since }, at: m.since });
     const { copies } = await (await LocalCheckpoints.open(d.copiesDir, { log: d.log })).list();
     m.stopExits = d.watchExits((id, exit) => void m.exited(id, exit));
-    for (const copy of copies) {
-      if (copy.node !== d.node) continue;
+    // A few at a time: each start is a few runc and conmon calls, mostly waiting.
+    const startOne = async (copy: LocalCopy): Promise<void> => {
       const pid = await d.livePid(copy.id).catch(() => null);
       const live = pid !== null;
       // Started by an earlier offline start of this span (its daemon killed meanwhile): it runs on.
@@ -75,15 +81,15 @@ export class OfflineMode {
       });
       if (decision.action !== "start") {
         d.log.info({ container: copy.id, name: copy.name, action: decision.action, reason: decision.reason }, "offline: local checkpoint not started");
-        continue;
+        return;
       }
       if (copy.pod) {
         d.log.warn({ container: copy.id, name: copy.name, pod: copy.pod }, "offline: pod members are not started from local checkpoints yet");
-        continue;
+        return;
       }
       const c = stateOf(copy, d.node);
       try {
-        const r = await d.host.prepareAndStart(c, c.ip || c.spec.network?.mode === "bridge" ? { kind: "bridge", ip: c.ip, exclude: new Set() } : { kind: "plain" });
+        const r = await d.host.prepareAndStart(c, networkMode(c.spec) === "bridge" ? { kind: "bridge", ip: c.ip, exclude: new Set() } : { kind: "plain" });
         m.running.set(c.id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip });
         await m.record(c.id, "ContainerStarted", { pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) });
         d.log.info({ container: c.id, name: c.name, pid: r.pid }, "offline: started from its local checkpoint");
@@ -92,7 +98,11 @@ export class OfflineMode {
         d.log.warn({ container: c.id, name: c.name, err: (err as Error).message }, "offline: could not start from its local checkpoint");
         await d.host.cleanup(c.id).catch(() => undefined);
       }
-    }
+    };
+    const queue = copies.filter((c) => c.node === d.node);
+    await Promise.all(Array.from({ length: Math.min(START_CONCURRENCY, queue.length) }, async () => {
+      for (let copy = queue.shift(); copy; copy = queue.shift()) await startOne(copy);
+    }));
     return m;
   }
 
@@ -170,13 +180,26 @@ export async function flushOfflineJournal(file: string, node: string, store: Eve
       await store.append(nodeSubject(node), { ...envelope({ type: "NodeOffline", data: { since, started } }, ctx, offId), at: since });
     }
     let facts = 0;
+    const subjects = new Map<string, SubjectHead>();
+    // In order within each subject; subjects side by side (a few at a time).
+    const bySubject = new Map<string, JournalRecord[]>();
     for (const r of records) {
       if (r.type === "NodeOffline") continue;
-      if (await flushOne(store, model, r, ctx, log)) {
-        facts += 1;
-        fault("offline-flushing");
-      }
+      const lane = bySubject.get(r.subject);
+      if (lane) lane.push(r);
+      else bySubject.set(r.subject, [r]);
     }
+    const lanes = [...bySubject.values()];
+    await Promise.all(Array.from({ length: Math.min(FLUSH_LANES, lanes.length) }, async () => {
+      for (let lane = lanes.shift(); lane; lane = lanes.shift()) {
+        for (const r of lane) {
+          if (await flushOne(store, model, r, ctx, log, subjects)) {
+            facts += 1;
+            fault("offline-flushing");
+          }
+        }
+      }
+    }));
     const onId = `${offId}:online`;
     if (!nodeHistory.has(onId)) {
       const at = new Date().toISOString();
@@ -192,24 +215,43 @@ export async function flushOfflineJournal(file: string, node: string, store: Eve
 
 const CONTAINER = "berth.ev.container.";
 
+/** A subject's event ids and last sequence, read once per flush and kept current by it. */
+interface SubjectHead {
+  ids: Set<string>;
+  seq: number;
+  /** Whether the log's last run of it is still open (running or paused), as the flush goes. */
+  open: boolean;
+}
+
 /** One journaled fact into the log, unless its id is there already (then false). */
-async function flushOne(store: EventStore, model: ReadModel, r: JournalRecord, ctx: Ctx, log: Logger): Promise<boolean> {
+async function flushOne(store: EventStore, model: ReadModel, r: JournalRecord, ctx: Ctx, log: Logger, subjects: Map<string, SubjectHead>): Promise<boolean> {
   if (!r.subject.startsWith(CONTAINER)) return false;
-  const history = await store.readSubject(r.subject);
-  if (history.some((e) => e.eventId === r.id)) return false;
   const id = r.subject.slice(CONTAINER.length);
   const c = model.byId(id);
   if (!c || c.removed) {
     log.warn({ container: id, type: r.type }, "offline journal: the log no longer has this container; the fact is not appended");
     return false;
   }
+  let head = subjects.get(r.subject);
+  if (!head) {
+    const history = await store.readSubject(r.subject);
+    head = { ids: new Set(history.map((e) => e.eventId)), seq: history.at(-1)?.seq ?? 0, open: c.state === "running" || c.state === "paused" };
+    subjects.set(r.subject, head);
+  }
+  if (head.ids.has(r.id)) {
+    head.open = r.type === "ContainerStarted";
+    return false;
+  }
   const events: BerthEvent[] = [];
-  if (r.type === "ContainerStarted" && (c.state === "running" || c.state === "paused") && !history.some((e) => e.eventId === `${r.id}:exit`)) {
+  if (r.type === "ContainerStarted" && head.open && !head.ids.has(`${r.id}:exit`)) {
     // The run the log knows ended with the reboot, before this start.
     events.push(envelope({ type: "ContainerExited", data: { exitCode: -1, oomKilled: false, exitedAt: r.at } }, ctx, `${r.id}:exit`));
   }
   events.push({ ...envelope({ type: r.type, data: r.data }, ctx, r.id), at: r.at });
-  let expected = history.at(-1)?.seq ?? 0;
-  for (const e of events) expected = await store.append(r.subject, e, { expectedSeq: expected });
+  for (const e of events) {
+    head.seq = await store.append(r.subject, e, { expectedSeq: head.seq });
+    head.ids.add(e.eventId);
+  }
+  head.open = r.type === "ContainerStarted";
   return true;
 }
