@@ -5,7 +5,7 @@
 // the other one, answers /readyz `offline` and lists it; the server comes back, the journal goes
 // into the log once (the old run's end, the offline start, between NodeOffline and NodeOnline),
 // and the daemon is ready with that process as the container's.
-import { readFile, rm, stat } from "node:fs/promises";
+import { appendFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -60,6 +60,13 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     await until(async () => !alive(agent.result!.pid) && !alive(plain.result!.pid), 10_000);
     await nats.kill();
     await sleep(200);
+    // Bad input beside it: a copy whose image is gone from this node (never started, nothing of
+    // it left), and a journal left with a torn record (dropped, the rest flushed).
+    const ghost = "d".repeat(64);
+    const copy = JSON.parse(await readFile(join(dataRoot, "local-checkpoints", `${agentId}.json`), "utf8")) as Record<string, unknown>;
+    await writeFile(join(dataRoot, "local-checkpoints", `${ghost}.json`), JSON.stringify({ ...copy, id: ghost, name: "ghost", imageDigest: `sha256:${"0".repeat(64)}` }), { mode: 0o600 });
+    await mkdir(join(dataRoot, "offline"), { recursive: true });
+    await appendFile(join(dataRoot, "offline", "journal.ndjson"), '0badc0de {"id":"torn","subject":"berth.ev.container.');
 
     const clientJson = join(dataRoot, "client.json");
     await rm(clientJson, { force: true });
@@ -75,6 +82,7 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     const listed = (await (await get("/v1/containers")).json()) as { offline: boolean; containers: View[] };
     expect(listed.offline).toBe(true);
     expect(listed.containers.map((c) => [c.name, c.state])).toEqual([["agent", "running"]]);
+    expect(existsSync(join(dataRoot, "containers", ghost))).toBe(false);
     const offlinePid = listed.containers[0].pid!;
     killed.push(offlinePid);
     expect(alive(offlinePid)).toBe(true);
