@@ -353,27 +353,37 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   return { options: o, natsUrl: servers[0], httpUrl, stop };
 }
 
-/** `berth daemon`: run in the foreground until SIGINT/SIGTERM. */
+/**
+ * `berth daemon`: run in the foreground until SIGINT/SIGTERM. The handlers are in place before the
+ * start begins: a signal that arrives while it runs (or just after "ready" is printed) stops the
+ * daemon cleanly once the start is done, instead of killing it half-way with the default action.
+ */
 export async function runDaemon(o: DaemonOptions): Promise<void> {
-  const d = await startDaemon(o);
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
-      // A stop that cannot finish (its NATS gone for good) must not keep the process: containers
-      // do not depend on it. A second signal ends it at once.
-      const force = (why: string) => {
-        logger("daemon").error({ signal: sig }, `${why}; exiting without a clean stop`);
-        process.exit(1);
-      };
-      setTimeout(() => force(`stop took more than ${STOP_TIMEOUT_MS} ms`), STOP_TIMEOUT_MS).unref();
-      process.once("SIGINT", () => force("second signal"));
-      process.once("SIGTERM", () => force("second signal"));
-      void d.stop().then(resolve);
+  let signalled: ((sig: NodeJS.Signals) => void) | null = null;
+  const got = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    // A stop that cannot finish (its NATS gone for good) must not keep the process: containers
+    // do not depend on it. A second signal ends it at once.
+    const force = (why: string) => {
+      logger("daemon").error({ signal: sig }, `${why}; exiting without a clean stop`);
+      process.exit(1);
     };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    setTimeout(() => force(`stop took more than ${STOP_TIMEOUT_MS} ms`), STOP_TIMEOUT_MS).unref();
+    process.once("SIGINT", () => force("second signal"));
+    process.once("SIGTERM", () => force("second signal"));
+    signalled!(sig);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const d = await startDaemon(o).catch((err: unknown) => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    throw err;
   });
+  await got;
+  await d.stop();
 }
 
 const STOP_TIMEOUT_MS = 20_000;

@@ -14,6 +14,7 @@ import type { EventStore } from "../events/store.js";
 import { containerSubject, nodeSubject, type BerthEvent } from "../events/types.js";
 import { envelope } from "../handlers/command-service.js";
 import { decideCheckpoint, DEFAULT_GRACE_MS } from "../handlers/checkpointer.js";
+import { BACKOFF_DEFAULTS, decideRestart } from "../handlers/restart-policy.js";
 import type { HostOps } from "../handlers/ports.js";
 import type { Logger } from "../log.js";
 import type { ReadModel } from "../projections/read-model.js";
@@ -57,6 +58,8 @@ export class OfflineMode {
   private readonly running = new Map<string, ContainerState>();
   private stopExits: (() => void) | null = null;
   private http: FastifyInstance | null = null;
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private closed = false;
 
   private constructor(private readonly d: OfflineDeps, private readonly journal: Journal) {}
 
@@ -134,13 +137,42 @@ export class OfflineMode {
     this.http = null;
   }
 
+  /** An exit while offline: journaled, then its restart policy (decideRestart, as online) may start it again after the backoff. */
   private async exited(id: string, exit: ExitInfo): Promise<void> {
     const c = this.running.get(id);
     if (!c || c.state !== "running") return;
-    this.running.set(id, { ...c, state: "exited", pid: null, exitCode: exit.exitCode, finishedAt: exit.exitedAt });
-    await this.record(id, "ContainerExited", { exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAt: exit.exitedAt }).catch((err) =>
-      this.d.log.error({ container: id, err }, "offline: could not journal an exit"),
-    );
+    // A run long enough resets the backoff, as evolve does online.
+    const ranMs = c.startedAt ? Date.parse(exit.exitedAt) - Date.parse(c.startedAt) : 0;
+    const attempt = ranMs >= (c.spec.restartPolicy?.backoff?.resetAfterMs ?? BACKOFF_DEFAULTS.resetAfterMs) ? 0 : c.restartAttempt;
+    const exited: ContainerState = { ...c, state: "exited", pid: null, exitCode: exit.exitCode, finishedAt: exit.exitedAt, restartAttempt: attempt };
+    this.running.set(id, exited);
+    try {
+      await this.record(id, "ContainerExited", { exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAt: exit.exitedAt });
+      const d = decideRestart({ policy: c.restartPolicy, exitCode: exit.exitCode, stoppedByUser: false, attempt, autoRemove: false });
+      if (!d.restart || this.closed) return;
+      await this.record(id, "ContainerRestartScheduled", { attempt: d.attempt, delayMs: d.delayMs });
+      this.running.set(id, { ...exited, state: "restarting", restartAttempt: d.attempt });
+      const timer = setTimeout(() => void this.restart(id), d.delayMs);
+      this.timers.set(id, timer);
+    } catch (err) {
+      this.d.log.error({ container: id, err }, "offline: could not journal an exit or its restart");
+    }
+  }
+
+  private async restart(id: string): Promise<void> {
+    this.timers.delete(id);
+    const c = this.running.get(id);
+    if (!c || this.closed) return;
+    try {
+      const r = await this.d.host.prepareAndStart(c, networkMode(c.spec) === "bridge" ? { kind: "bridge", ip: c.ip, exclude: new Set() } : { kind: "plain" });
+      this.running.set(id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip, restartCount: c.restartCount + 1 });
+      await this.record(id, "ContainerStarted", { pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) });
+      this.d.log.info({ container: id, name: c.name, pid: r.pid, attempt: c.restartAttempt }, "offline: restarted by its policy");
+    } catch (err) {
+      this.d.log.warn({ container: id, name: c.name, err: (err as Error).message }, "offline: could not restart it");
+      await this.record(id, "ContainerStartFailed", { error: (err as Error).message.slice(0, 4000) }).catch(() => undefined);
+      this.running.set(id, { ...c, state: "exited" });
+    }
   }
 
   private record(id: string, type: string, data: Record<string, unknown>): Promise<void> {
@@ -149,6 +181,9 @@ export class OfflineMode {
 
   /** The log is reachable: the exits are the daemon's to watch now (flushOfflineJournal follows). */
   async handBack(): Promise<void> {
+    // A restart still waiting is the executor's from here (the log says when it is due).
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t);
     this.stopExits?.();
     await this.closeHttp();
     await this.journal.close();

@@ -109,6 +109,48 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     expect((await stat(join(dataRoot, "offline", "journal.ndjson"))).size).toBe(0);
   }, 120_000);
 
+  it("given a container that keeps exiting while offline, then its restart policy restarts it there, and each exit, schedule and start reaches the log", async () => {
+    const r = await d.cmd<{ id: string; pid: number }>("container.run", { name: "flappy", image: "busybox", cmd: ["sh", "-c", "sleep 0.4; exit 3"], network: { mode: "none" }, restartPolicy: { name: "always", backoff: { initialMs: 100, maxMs: 200 } }, annotations: { "berth.io/checkpoint": "true" } });
+    expect(r.error).toBeUndefined();
+    const id = r.result!.id;
+    await until(async () => existsSync(join(d.dataRoot, "local-checkpoints", `${id}.json`)), 10_000);
+    const { dataRoot, node } = d;
+    await d.stop();
+    await nats.kill();
+    await sleep(200);
+    await rm(join(dataRoot, "client.json"), { force: true });
+    starting = startTestDaemon({ natsUrl: nats.url, dataRoot, node, offlineAfterSec: 1 });
+    starting.catch(() => undefined);
+    const clientJson = join(dataRoot, "client.json");
+    await until(async () => existsSync(clientJson) && JSON.parse(await readFile(clientJson, "utf8")).http?.url, 20_000);
+    const client = JSON.parse(await readFile(clientJson, "utf8")) as { http: { url: string; token: string } };
+    const flappy = async () => ((await (await fetch(client.http.url + "/v1/containers", { headers: { authorization: `Bearer ${client.http.token}` } })).json()) as { containers: (View & { restartCount: number })[] }).containers.find((c) => c.name === "flappy");
+    // Offline, it is started from its copy, exits, and is started again by its policy.
+    await until(async () => ((await flappy())?.restartCount ?? 0) >= 2, 20_000);
+    await nats.restart();
+    d = await starting;
+    starting = null;
+    // The span in the log: between this start's NodeOffline and NodeOnline, the copy's start and
+    // every exit, schedule and restart after it, in order.
+    const spans = await d.get<{ events: { type: string; seq: number }[] }>("/v1/events?type=NodeOffline,NodeOnline");
+    const [off, on] = spans.events.slice(-2);
+    expect([off.type, on.type]).toEqual(["NodeOffline", "NodeOnline"]);
+    const { events } = await d.get<{ events: { type: string; seq: number }[] }>(`/v1/containers/${id}/events`);
+    const span = events.filter((e) => e.seq > off.seq && e.seq < on.seq).map((e) => e.type);
+    expect(span.filter((t) => t === "ContainerRestartScheduled").length).toBeGreaterThanOrEqual(2);
+    expect(span.filter((t) => t === "ContainerStarted").length).toBeGreaterThanOrEqual(3);
+    // The span opens with the end of the run the log had (it ended with the reboot) and the copy's start.
+    expect(span.slice(0, 2), span.join(",")).toEqual(["ContainerExited", "ContainerStarted"]);
+    for (let i = 2; i + 1 < span.length; i++) {
+      if (span[i] === "ContainerRestartScheduled") expect(["ContainerStarted", "ContainerStartFailed"]).toContain(span[i + 1]);
+      if (span[i] === "ContainerExited") expect(span[i + 1]).toBe("ContainerRestartScheduled");
+    }
+    // Back online, its policy goes on restarting it.
+    const count = (await d.get<{ restartCount: number }>(`/v1/containers/${id}`)).restartCount;
+    await until(async () => (await d.get<{ restartCount: number }>(`/v1/containers/${id}`)).restartCount > count, 10_000);
+    expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
+  }, 120_000);
+
   it.skipIf(!BUILT)("given the daemon killed -9 while offline and again while flushing, then each fact is in the log once, in one span", async () => {
     const n2 = await startNats();
     const root = await mkdtemp(join(tmpdir(), "berth-off-"));
