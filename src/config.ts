@@ -60,6 +60,8 @@ export interface DaemonOptions {
    * DEFAULT_OFFLINE_AFTER_SEC).
    */
   offlineAfterSec?: number;
+  /** How long a local checkpoint whose container the log says was removed or moved away is kept after the hand-back (bootkube's grace period). */
+  checkpointGraceSec?: number;
 }
 
 export const DEFAULT_OFFLINE_AFTER_SEC = 10;
@@ -107,6 +109,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): DaemonOpti
     migrationTransfer: (env.BERTH_MIGRATION_TRANSFER || undefined) as DaemonOptions["migrationTransfer"],
     migrationListen: env.BERTH_MIGRATION_LISTEN || undefined,
     offlineAfterSec: env.BERTH_OFFLINE_AFTER ? Number(env.BERTH_OFFLINE_AFTER) : undefined,
+    checkpointGraceSec: env.BERTH_CHECKPOINT_GRACE ? Number(env.BERTH_CHECKPOINT_GRACE) : undefined,
   };
 }
 
@@ -129,9 +132,11 @@ export function checkOptions(o: DaemonOptions): void {
   if (o.migrationListen !== undefined && (isIP(o.migrationListen) === 0 || /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(o.migrationListen))) {
     throw new Error(`bad --migration-listen (BERTH_MIGRATION_LISTEN) '${o.migrationListen}': an IP address of this host that the other nodes reach (not 0.0.0.0)`);
   }
-  if (o.offlineAfterSec !== undefined && !(Number.isFinite(o.offlineAfterSec) && o.offlineAfterSec >= 0 && o.offlineAfterSec <= 86_400)) {
-    throw new Error("bad --offline-after (BERTH_OFFLINE_AFTER): seconds from 0 to 86400");
-  }
+  const daySeconds = (v: number | undefined, what: string) => {
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0 && v <= 86_400)) throw new Error(`bad ${what}: seconds from 0 to 86400`);
+  };
+  daySeconds(o.offlineAfterSec, "--offline-after (BERTH_OFFLINE_AFTER)");
+  daySeconds(o.checkpointGraceSec, "--checkpoint-grace (BERTH_CHECKPOINT_GRACE)");
   if (o.replicas !== undefined && !(Number.isInteger(o.replicas) && o.replicas >= 1 && o.replicas <= 5)) {
     throw new Error("bad --replicas (BERTH_REPLICAS): a whole number from 1 to 5");
   }

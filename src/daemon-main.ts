@@ -40,6 +40,7 @@ interface Flags {
   migrationTransfer?: "direct" | "store";
   migrationListen?: string;
   offlineAfter?: number;
+  checkpointGrace?: number;
 }
 
 /** The daemon's flags (API.md "berth daemon"); `name` is what usage and help call it. */
@@ -69,6 +70,7 @@ export function daemonCommand(name = "berth daemon"): Command {
       return v;
     })
     .option("--offline-after <sec>", "with --nats-url: how long a start waits for NATS before containers marked berth.io/checkpoint=true start from their local copies (env BERTH_OFFLINE_AFTER, default 10)", Number)
+    .option("--checkpoint-grace <sec>", "how long a local checkpoint is kept once the log, back after an offline span, says its container was removed or moved to another node (its process is stopped at once; env BERTH_CHECKPOINT_GRACE, default 60)", Number)
     .option("--migration-listen <ip>", "an IP address of this host other nodes reach: direct migration archives go from a one-off TCP port there (env BERTH_MIGRATION_LISTEN, default 127.0.0.1; a target that cannot reach it takes NATS frames)");
 }
 
@@ -108,6 +110,7 @@ export async function daemonMain(args: readonly string[], name?: string): Promis
       migrationTransfer: flags.migrationTransfer ?? d.migrationTransfer,
       migrationListen: flags.migrationListen ?? d.migrationListen,
       offlineAfterSec: flags.offlineAfter ?? d.offlineAfterSec,
+      checkpointGraceSec: flags.checkpointGrace ?? d.checkpointGraceSec,
     });
     return 0;
   } catch (err) {

@@ -12,6 +12,7 @@ import { logger } from "./log.js";
 import { Projector } from "./projections/projector.js";
 import { SnapshotStore } from "./projections/snapshot.js";
 import { SnapshotWriter } from "./projections/snapshot-writer.js";
+import { DEFAULT_GRACE_MS } from "./handlers/checkpointer.js";
 import { CommandService, envelope } from "./handlers/command-service.js";
 import { containerDecider } from "./aggregates/container/index.js";
 import { ContainerService } from "./handlers/container-service.js";
@@ -42,7 +43,7 @@ import { whenPlaceable } from "./wiring/placement.js";
 import { podDecider } from "./aggregates/pod/index.js";
 import { localCopyPort, networkPort, hostOps, recoveryHost } from "./wiring/host-adapter.js";
 import { LocalCheckpointKeeper } from "./handlers/local-checkpoints.js";
-import { flushOfflineJournal, OfflineMode } from "./wiring/offline.js";
+import { flushOfflineJournal, OfflineMode, reconcileLocalCopies } from "./wiring/offline.js";
 import { runRecovery } from "./handlers/recovery.js";
 import { randomUUID } from "node:crypto";
 
@@ -106,10 +107,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       log.warn({ servers, afterSec: o.offlineAfterSec ?? DEFAULT_OFFLINE_AFTER_SEC }, "the log cannot be reached: starting the local checkpoints");
       offline = await OfflineMode.start({
         node: o.node, host: hostOps(runtime, imageStore), copiesDir: runtime.paths.localCheckpointsDir, journalFile: runtime.paths.offlineJournal,
-        livePid: async (id) => {
-          const st = await runtime.state(id);
-          return st && (st.status === "running" || st.status === "paused") ? st.pid : null;
-        }, watchExits: (cb) => runtime.watchExits(cb), log: logger("offline", { node: o.node }),
+        livePid: (id) => livePid(runtime, id), watchExits: (cb) => runtime.watchExits(cb), log: logger("offline", { node: o.node }),
       });
       const url = await offline.serve(parseListen(o.httpListen), secrets.httpToken);
       await writeClientConfig(o.dataRoot, {
@@ -241,6 +239,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   if (await flushOfflineJournal(runtime.paths.offlineJournal, o.node, store, projector.model, logger("offline", { node: o.node }))) {
     await projector.waitForSeq(await store.lastSeq(), 30_000);
   }
+  // Copies whose container the log says is gone from this node: what runs of them stops now.
+  const graceMs = (o.checkpointGraceSec ?? DEFAULT_GRACE_MS / 1000) * 1000;
+  const handedBack = new Set(await reconcileLocalCopies({
+    node: o.node, copiesDir: runtime.paths.localCheckpointsDir, model: projector.model, livePid: (id) => livePid(runtime, id),
+    discard: (id) => executor.discard(id), graceMs, log: logger("offline", { node: o.node }),
+  }).catch((err) => (log.warn({ err }, "could not reconcile the local checkpoints"), [] as string[])));
   mark("offlineFlushed");
   log.info({ events: replay.events, ms: Math.round(replay.durationMs), fromSnapshot: replay.fromSnapshot, snapshotSeq: replay.snapshotSeq }, "log replayed");
   const snapshotWriter = snapshots && new SnapshotWriter({ snapshots, node: o.node, projector, events: store, fromSeq: replay.snapshotSeq ?? 0 });
@@ -250,7 +254,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // Facts first: exits that happened while no daemon watched are recorded before any intent or
   // policy acts on these containers.
   const restored = await runRecovery(
-    { node: o.node, host: { ...recoveryHost(runtime, imageStore), list: () => runcListed }, executor, commands, gcOrphans: o.gcOrphans ?? false, log },
+    { node: o.node, host: { ...recoveryHost(runtime, imageStore), list: async () => (await runcListed).filter((r) => !handedBack.has(r.id)) }, executor, commands, gcOrphans: o.gcOrphans ?? false, log },
     projector.model,
   );
   mark("runtimeSynced");
@@ -267,7 +271,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const health = new HealthMonitor(o.node, projector, commands, runtime);
   health.start();
   // Local copies of this node's critical containers (berth.io/checkpoint=true), made current from the log.
-  keeper = new LocalCheckpointKeeper(o.node, projector, await localCopyPort(runtime.paths.localCheckpointsDir, o.node, logger("runtime.local-checkpoints", { node: o.node })));
+  keeper = new LocalCheckpointKeeper(o.node, projector, await localCopyPort(runtime.paths.localCheckpointsDir, o.node, logger("runtime.local-checkpoints", { node: o.node })), graceMs);
   await keeper.start();
   const stopWatch = runtime.watchExits((id) => executor.exited(id));
   const stopRotation = runtime.rotateLogs();
@@ -387,6 +391,12 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
 }
 
 const STOP_TIMEOUT_MS = 20_000;
+
+/** The pid of a container's process when it runs (or is paused) on this host now. */
+async function livePid(runtime: HostRuntime, id: string): Promise<number | null> {
+  const st = await runtime.state(id);
+  return st && (st.status === "running" || st.status === "paused") ? st.pid : null;
+}
 
 /** One daemon per data root: a second one would fight over the same containers. */
 async function takeLock(dataRoot: string): Promise<void> {

@@ -26,12 +26,14 @@
 //   migrate-serving  a direct migration's source sent the archive's first frame to the target
 //   migrate-fetching a direct migration's target took the archive's first frame
 //   offline-flushing the offline journal's first fact is in the log, the rest not yet
+//   copy-retiring    the log says a container with a local checkpoint is gone, before its copy is deleted
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
   | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling"
   | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched" | "checkpoint-uploading"
   | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded"
-  | "migrate-dumped" | "migrate-restored" | "migrate-compensated" | "migrate-serving" | "migrate-fetching" | "offline-flushing";
+  | "migrate-dumped" | "migrate-restored" | "migrate-compensated" | "migrate-serving" | "migrate-fetching" | "offline-flushing"
+  | "copy-retiring";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

@@ -146,11 +146,21 @@ export interface AttachHost {
 
 export type { ConsoleSession, TtyProcess };
 
+/**
+ * A local copy whose container the log says is gone from this node (removed, or moved away): never
+ * started offline again; deleted once the grace period from `since` is over.
+ */
+export interface CopyRetiring {
+  reason: "removed" | "migrated";
+  since: string;
+  toNode?: string;
+}
+
 /** The node's local checkpoints (issue 11): sanitized copies of its critical containers, on its disk. */
 export interface LocalCopyPort {
   /** Write (or replace) the copy of `c`, a container of this node (`pod`: its pod's id, if a member); returns when it was written. */
-  write(c: ContainerState, pod: string | null): Promise<string>;
+  write(c: ContainerState, pod: string | null, retiring?: CopyRetiring | null): Promise<string>;
   remove(id: string): Promise<void>;
-  /** The copies on disk (valid ones), with when each was written and the container's version it holds. */
-  list(): Promise<{ id: string; writtenAt: string; logSeq: number }[]>;
+  /** The copies on disk (valid ones), with when each was written, the container's version it holds and whether it is retiring. */
+  list(): Promise<{ id: string; writtenAt: string; logSeq: number; retiring: CopyRetiring | null }[]>;
 }

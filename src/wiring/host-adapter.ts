@@ -110,12 +110,12 @@ export function networkPort(rt: HostRuntime): NetworkPort {
 export async function localCopyPort(dir: string, node: string, log?: Logger): Promise<LocalCopyPort> {
   const store = await LocalCheckpoints.open(dir, { log });
   return {
-    write: async (c, pod) => {
+    write: async (c, pod, retiring) => {
       const writtenAt = new Date().toISOString();
-      await store.write(localCopyOf(c, { node, pod, writtenAt }));
+      await store.write(localCopyOf(c, { node, pod, writtenAt, retiring }));
       return writtenAt;
     },
     remove: async (id) => void (await store.remove(id)),
-    list: async () => (await store.list()).copies.filter((c) => c.node === node).map((c) => ({ id: c.id, writtenAt: c.writtenAt, logSeq: c.logSeq })),
+    list: async () => (await store.list()).copies.filter((c) => c.node === node).map((c) => ({ id: c.id, writtenAt: c.writtenAt, logSeq: c.logSeq, retiring: c.retiring })),
   };
 }

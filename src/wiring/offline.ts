@@ -9,17 +9,18 @@
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ContainerState } from "../aggregates/container/state.js";
+import { nextState, type LifecycleState } from "../aggregates/container/transitions.js";
 import { toContainerView } from "../projections/views.js";
 import type { EventStore } from "../events/store.js";
-import { containerSubject, nodeSubject, type BerthEvent } from "../events/types.js";
+import { containerSubject, nodeSubject, type BerthEvent, type ContainerEvent } from "../events/types.js";
 import { envelope } from "../handlers/command-service.js";
-import { decideCheckpoint, DEFAULT_GRACE_MS } from "../handlers/checkpointer.js";
+import { decideCheckpoint, DEFAULT_GRACE_MS, type ParentState } from "../handlers/checkpointer.js";
 import { BACKOFF_DEFAULTS, decideRestart } from "../handlers/restart-policy.js";
 import type { HostOps } from "../handlers/ports.js";
 import type { Logger } from "../log.js";
 import type { ReadModel } from "../projections/read-model.js";
 import { Journal, type JournalRecord } from "../runtime/journal.js";
-import { LocalCheckpoints, type LocalCopy } from "../runtime/local-checkpoints.js";
+import { LocalCheckpoints, type LocalCopy, type Retiring } from "../runtime/local-checkpoints.js";
 import type { ExitInfo } from "../shared/host-facts.js";
 import { fault } from "../fault.js";
 import { networkMode } from "../shared/spec.js";
@@ -254,8 +255,8 @@ const CONTAINER = "berth.ev.container.";
 interface SubjectHead {
   ids: Set<string>;
   seq: number;
-  /** Whether the log's last run of it is still open (running or paused), as the flush goes. */
-  open: boolean;
+  /** Its state as the log has it, as the flush goes. */
+  state: LifecycleState;
 }
 
 /** One journaled fact into the log, unless its id is there already (then false). */
@@ -267,26 +268,87 @@ async function flushOne(store: EventStore, model: ReadModel, r: JournalRecord, c
     log.warn({ container: id, type: r.type }, "offline journal: the log no longer has this container; the fact is not appended");
     return false;
   }
+  // Only the owner writes a container's facts: one the log moved to another node meanwhile is not
+  // this node's to speak for (the hand-back stops what runs of it here).
+  if (c.node !== ctx.node) {
+    log.warn({ container: id, type: r.type, owner: c.node }, "offline journal: the log says another node owns this container now; the fact is not appended");
+    return false;
+  }
   let head = subjects.get(r.subject);
   if (!head) {
     const history = await store.readSubject(r.subject);
-    head = { ids: new Set(history.map((e) => e.eventId)), seq: history.at(-1)?.seq ?? 0, open: c.state === "running" || c.state === "paused" };
+    head = { ids: new Set(history.map((e) => e.eventId)), seq: history.at(-1)?.seq ?? 0, state: c.state };
     subjects.set(r.subject, head);
   }
-  if (head.ids.has(r.id)) {
-    head.open = r.type === "ContainerStarted";
-    return false;
-  }
+  const type = r.type as ContainerEvent["type"];
   const events: BerthEvent[] = [];
-  if (r.type === "ContainerStarted" && head.open && !head.ids.has(`${r.id}:exit`)) {
-    // The run the log knows ended with the reboot, before this start.
-    events.push(envelope({ type: "ContainerExited", data: { exitCode: -1, oomKilled: false, exitedAt: r.at } }, ctx, `${r.id}:exit`));
+  if (!head.ids.has(r.id)) {
+    if (type === "ContainerStarted" && (head.state === "running" || head.state === "paused") && !head.ids.has(`${r.id}:exit`)) {
+      // The run the log knows ended with the reboot, before this start.
+      events.push(envelope({ type: "ContainerExited", data: { exitCode: -1, oomKilled: false, exitedAt: r.at } }, ctx, `${r.id}:exit`));
+    }
+    events.push({ ...envelope({ type, data: r.data } as ContainerEvent, ctx, r.id), at: r.at });
   }
-  events.push({ ...envelope({ type: r.type, data: r.data }, ctx, r.id), at: r.at });
+  // A fact the log's state no longer allows (a removal asked for meanwhile, say) is left out: it
+  // would be quarantined, and what it says is the executor's to settle now.
+  let state = head.state;
+  for (const e of events) {
+    const next = nextState(state, e.type as ContainerEvent["type"]);
+    if (!next) {
+      log.warn({ container: id, type: e.type, state }, "offline journal: the log's state of this container no longer allows this fact; it is not appended");
+      return false;
+    }
+    state = next === "removed" ? state : next;
+  }
   for (const e of events) {
     head.seq = await store.append(r.subject, e, { expectedSeq: head.seq });
     head.ids.add(e.eventId);
   }
-  head.open = r.type === "ContainerStarted";
-  return true;
+  const after = nextState(head.state, type);
+  if (after && after !== "removed") head.state = after;
+  return events.length > 0;
+}
+
+export interface ReconcileDeps {
+  node: string;
+  copiesDir: string;
+  model: ReadModel;
+  livePid(id: string): Promise<number | null>;
+  /** Stop what runs of a container on this host and clean up after it (no event: it is not this node's to record). */
+  discard(id: string): Promise<void>;
+  graceMs: number;
+  log: Logger;
+}
+
+/**
+ * At every start, once the log is replayed and any journal flushed (issue 11, story 3): each local
+ * copy whose container the log says was removed, or moved to another node, is decided by the
+ * checkpointer's table — its process here (started from the copy in an offline span, say) is
+ * stopped at once, and the copy is marked retiring (never started offline again) and deleted by
+ * the keeper when the grace period is over. The others are the normal management's. Returns the
+ * ids whose process it stopped.
+ */
+export async function reconcileLocalCopies(d: ReconcileDeps): Promise<string[]> {
+  const store = await LocalCheckpoints.open(d.copiesDir, { log: d.log });
+  const stopped: string[] = [];
+  for (const copy of (await store.list()).copies) {
+    if (copy.node !== d.node) continue;
+    const c = d.model.byId(copy.id);
+    const parent: ParentState = !c || c.removed ? "removed" : c.node !== d.node ? "migrated" : "owned";
+    if (parent === "owned") continue;
+    const pid = await d.livePid(copy.id).catch(() => null);
+    const goneForMs = copy.retiring ? Date.now() - Date.parse(copy.retiring.since) : null;
+    const decision = decideCheckpoint({ parent, logReachable: true, runningLocally: pid !== null, copy: "active", goneForMs, graceMs: d.graceMs });
+    d.log.info({ container: copy.id, name: copy.name, parent, action: decision.action, reason: decision.reason }, "hand-back: a local checkpoint whose container is no longer this node's");
+    if (pid !== null && decision.action !== "keep") {
+      await d.discard(copy.id);
+      stopped.push(copy.id);
+    }
+    if (decision.action === "remove") await store.remove(copy.id);
+    else if (!copy.retiring) {
+      const retiring: Retiring = { reason: parent, since: new Date().toISOString(), ...(parent === "migrated" ? { toNode: c!.node } : {}) };
+      await store.write({ ...copy, retiring });
+    }
+  }
+  return stopped;
 }

@@ -10,7 +10,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT, type ProcSession } from "../support/daemon-proc.js";
-import { startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
+import { leftAfterCleanup, NOTHING_LEFT, startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
 
@@ -137,10 +137,6 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     return Number((r.result as { stdout: string }).stdout.trim() || "0");
   };
   /** Nothing of container `id` on `s`'s host: no bundle dir, no mount, no runc state. */
-  const leftOn = (s: ProcSession, id: string) => {
-    const mounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(s.dataRoot) && l.includes(id));
-    return { dir: existsSync(join(s.dataRoot, "containers", id)), mounts, runc: existsSync(join(s.dataRoot, "runc", id)) };
-  };
 
   it("migrate: a counter on n1 goes on counting on n2 with its id and name; n1 keeps nothing of it (its local checkpoint moves too)", async () => {
     const run = await cmd("run", { name: `counter-${suffix}`, image: "busybox", cmd: COUNTER, node: names[0], annotations: { "berth.io/checkpoint": "true" } });
@@ -164,8 +160,7 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
     await until(async () => (await counter(id)) > n, 10_000);
     expect(alive(before.pid!)).toBe(false);
     expect(alive(after.pid!)).toBe(true);
-    await until(async () => !leftOn(sessions[0], id).dir, 10_000).catch(() => undefined);
-    expect(leftOn(sessions[0], id)).toEqual({ dir: false, mounts: [], runc: false });
+    expect(await leftAfterCleanup(sessions[0], id)).toEqual(NOTHING_LEFT);
     await until(async () => copyOn(1) && !copyOn(0), 10_000);
     expect(JSON.parse(readFileSync(join(sessions[1].dataRoot, "local-checkpoints", `${id}.json`), "utf8"))).toMatchObject({ id, node: names[1], ip: after.ip });
     const { events } = await http<{ events: { type: string; node: string; data: Record<string, unknown> }[] }>(sessions[0], `/v1/containers/${id}/events`);
@@ -251,7 +246,7 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
       expect(c.pid).not.toBe(pid);
       const n = await counter(id);
       expect(n).toBeGreaterThanOrEqual(5);
-      expect(leftOn(sessions[1], id)).toEqual({ dir: false, mounts: [], runc: false });
+      expect(await leftAfterCleanup(sessions[1], id)).toEqual(NOTHING_LEFT);
       const { events } = await http<{ events: { type: string; data: Record<string, unknown> }[] }>(sessions[0], `/v1/containers/${id}/events`);
       const failed = events.find((e) => e.type === "MigrationFailed");
       expect(failed).toMatchObject({ data: { node: names[0], compensated: true } });

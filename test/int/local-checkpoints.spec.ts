@@ -112,7 +112,7 @@ describe.skipIf(skip)("local checkpoints: the copies a node keeps of its critica
     await until(async () => !(await hasCopy(m.result!.id)));
   });
 
-  it("given a copy on disk whose container this node does not have, when the daemon starts, then it is retired; a copy that is not valid is left alone with a log line", async () => {
+  it("given a copy on disk whose container this node does not have, when the daemon starts, then it is retired after the grace period; a copy that is not valid is left alone with a log line", async () => {
     const r = await d.cmd<{ id: string }>("container.create", { name: "keeper", image: "busybox", cmd: ["true"], annotations: { [ANNOTATION]: "true" } });
     const id = r.result!.id;
     const real = await until(async () => (await hasCopy(id)) && (await copyOf(id)));
@@ -122,7 +122,9 @@ describe.skipIf(skip)("local checkpoints: the copies a node keeps of its critica
     await d.stop();
     await writeFile(join(dir(), `${stranger}.json`), JSON.stringify({ ...real, id: stranger, name: "stranger" }), { mode: 0o600 });
     await writeFile(join(dir(), `${"e".repeat(64)}.json`), "{not json", { mode: 0o600 });
-    d = await startTestDaemon({ dataRoot, node, natsPort });
+    d = await startTestDaemon({ dataRoot, node, natsPort, checkpointGraceSec: 2 });
+    // Its container gone from the log: marked retiring (never started offline), deleted after the grace.
+    expect(await copyOf(stranger)).toMatchObject({ retiring: { reason: "removed" } });
     await until(async () => !(await hasCopy(stranger)));
     expect(await hasCopy(id)).toBe(true);
     expect((await readdir(dir())).sort()).toEqual([`${"e".repeat(64)}.json`, `${id}.json`].sort());

@@ -6,7 +6,7 @@
 // into the log once (the old run's end, the offline start, between NodeOffline and NodeOnline),
 // and the daemon is ready with that process as the container's.
 import { appendFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -150,6 +150,61 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     await until(async () => (await d.get<{ restartCount: number }>(`/v1/containers/${id}`)).restartCount > count, 10_000);
     expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
   }, 120_000);
+
+  it.skipIf(!BUILT)("given a daemon killed -9 after a removal and before its copy went, then offline it starts the copy, and the hand-back stops it, appends nothing and deletes the copy after the grace", async () => {
+    const n2 = await startNats();
+    const root = await mkdtemp(join(tmpdir(), "berth-off-"));
+    const node = `o${randomBytes(3).toString("hex")}`;
+    const args = ["--nats-url", n2.url, "--offline-after", "1", "--checkpoint-grace", "3"];
+    const port = await freePort();
+    let p: DaemonProc | null = null;
+    const http = async (path: string) => {
+      const c = p!.client();
+      return fetch(c.http.url + path, { headers: { authorization: `Bearer ${c.http.token}` } });
+    };
+    const copyFile = (id: string) => join(root, "local-checkpoints", `${id}.json`);
+    try {
+      p = await startDaemonProc(root, node, port, { BERTH_FAULT: "copy-retiring:1" }, args);
+      let nc = await natsOf(p);
+      const r = (await nc.request("berth.cmd.container.run", JSON.stringify({ name: "agent", image: "busybox", cmd: ["sleep", "1000"], annotations: { "berth.io/checkpoint": "true" } }), { timeout: 30_000 })).json<{ ok: boolean; result: { id: string; pid: number } }>();
+      expect(r.ok).toBe(true);
+      const id = r.result.id;
+      await until(async () => existsSync(copyFile(id)), 10_000);
+      // Removed; the daemon dies between the removal in the log and the copy's deletion.
+      await nc.request("berth.cmd.container.remove", JSON.stringify({ id, force: true }), { timeout: 3_000 }).catch(() => null);
+      await p.exited;
+      await nc.close().catch(() => undefined);
+      expect(alive(r.result.pid)).toBe(false);
+      expect(JSON.parse(await readFile(copyFile(id), "utf8"))).toMatchObject({ id, retiring: null });
+      await n2.kill();
+
+      // Offline: the copy is the last thing this node knew, so it starts it.
+      p = await startDaemonProc(root, node, port, {}, args);
+      const listed = (await (await http("/v1/containers")).json()) as { containers: View[] };
+      expect(listed.containers.map((c) => [c.name, c.state])).toEqual([["agent", "running"]]);
+      const pid = listed.containers[0].pid!;
+      killed.push(pid);
+
+      // The log is back: it says the container is gone, so that process stops and nothing of it is appended.
+      await n2.restart();
+      await until(async () => (await http("/readyz").catch(() => null))?.status === 200, 30_000);
+      expect(alive(pid)).toBe(false);
+      expect(existsSync(join(root, "containers", id))).toBe(false);
+      expect(readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(root) && l.includes(id))).toEqual([]);
+      const { events } = (await (await http(`/v1/events?container=${id}`)).json()) as { events: { type: string }[] };
+      expect(events.at(-1)?.type).toBe("ContainerRemoved");
+      const spans = (await (await http("/v1/events?type=NodeOnline")).json()) as { events: { node: string; data: { facts: number } }[] };
+      expect(spans.events.filter((e) => e.node === node).map((e) => e.data.facts)).toEqual([0]);
+      expect((await (await http("/v1/containers")).json()) as { containers: View[] }).toMatchObject({ containers: [] });
+      // Its copy is retiring (never started offline again) for the grace period, then deleted.
+      expect(JSON.parse(await readFile(copyFile(id), "utf8"))).toMatchObject({ id, retiring: { reason: "removed" } });
+      await until(async () => !existsSync(copyFile(id)), 10_000);
+    } finally {
+      if (p) await stopProc(p);
+      await n2.stop();
+      await rm(root, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it.skipIf(!BUILT)("given the daemon killed -9 while offline and again while flushing, then each fact is in the log once, in one span", async () => {
     const n2 = await startNats();

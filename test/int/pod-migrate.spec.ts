@@ -8,7 +8,7 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT, type ProcSession } from "../support/daemon-proc.js";
-import { startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
+import { leftAfterCleanup, NOTHING_LEFT, startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
 import { IN_CI, missing } from "../support/prereq.js";
 import { alive, until } from "../support/proc.js";
 
@@ -34,10 +34,6 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
     return Number((r.result as { stdout: string }).stdout.trim() || "0");
   };
   /** Nothing of container `id` on `s`'s host: no bundle dir, no mount, no runc state. */
-  const leftOn = (s: ProcSession, id: string) => {
-    const mounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(s.dataRoot) && l.includes(id));
-    return { dir: existsSync(join(s.dataRoot, "containers", id)), mounts, runc: existsSync(join(s.dataRoot, "runc", id)) };
-  };
   const sandboxes = (s: ProcSession) => (existsSync(join(s.dataRoot, "sandboxes")) ? readdirSync(join(s.dataRoot, "sandboxes")) : []);
   const podEvents = async (s: ProcSession, id: string) => (await http<{ events: Ev[] }>(s, "/v1/events?type=PodMigrationRequested,PodMigrationDumped,PodMigrationRestoreFailed,PodMigrated,PodMigrationFailed")).events.filter((e) => e.subject === `berth.ev.pod.${id}`);
 
@@ -96,8 +92,7 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
     for (const pid of pids) expect(alive(pid)).toBe(false);
     // n1 keeps nothing: no member's bundle, mount or runc state, no pod sandbox.
     for (const m of members) {
-      await until(async () => !leftOn(sessions[0], m).dir, 10_000).catch(() => undefined);
-      expect(leftOn(sessions[0], m)).toEqual({ dir: false, mounts: [], runc: false });
+      expect(await leftAfterCleanup(sessions[0], m)).toEqual(NOTHING_LEFT);
     }
     await until(async () => !sandboxes(sessions[0]).includes(id), 10_000).catch(() => undefined);
     expect(sandboxes(sessions[0])).not.toContain(id);
@@ -155,7 +150,7 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
       for (const m of members) {
         expect(await http<C>(sessions[0], `/v1/containers/${m}`)).toMatchObject({ node: names[0], state: "running", pending: null });
         expect(await counter(m)).toBeGreaterThanOrEqual(5);
-        expect(leftOn(sessions[1], m)).toEqual({ dir: false, mounts: [], runc: false });
+        expect(await leftAfterCleanup(sessions[1], m)).toEqual(NOTHING_LEFT);
       }
       expect(sandboxes(sessions[1])).not.toContain(id);
       const evs = await podEvents(sessions[0], id);
@@ -184,8 +179,7 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
       await sessions[1].down();
       await sessions[1].up();
       for (const m of members) {
-        await until(async () => !leftOn(sessions[1], m).dir && !leftOn(sessions[1], m).runc, 15_000);
-        expect(leftOn(sessions[1], m)).toEqual({ dir: false, mounts: [], runc: false });
+        expect(await leftAfterCleanup(sessions[1], m)).toEqual(NOTHING_LEFT);
       }
       await until(async () => !sandboxes(sessions[1]).includes(id), 15_000);
       expect((await cmd("pod.remove", { id, force: true })).error).toBeUndefined();
@@ -229,8 +223,7 @@ describe.skipIf(skip)("pod migration on a JetStream cluster", () => {
         expect(v).toMatchObject({ node: names[c.owner], state: "running", pending: null });
         expect(alive(v.pid!)).toBe(true);
         expect(await counter(m)).toBeGreaterThanOrEqual(5);
-        await until(async () => !leftOn(sessions[1 - c.owner], m).dir, 15_000);
-        expect(leftOn(sessions[1 - c.owner], m)).toEqual({ dir: false, mounts: [], runc: false });
+        expect(await leftAfterCleanup(sessions[1 - c.owner], m)).toEqual(NOTHING_LEFT);
       }
       expect((await cmd("pod.remove", { id, force: true })).error).toBeUndefined();
     }, 240_000);

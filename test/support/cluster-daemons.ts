@@ -3,6 +3,7 @@
 // A client connection to the cluster sends commands through the daemons' queue group, or to one
 // daemon itself on the subject daemons hand commands over on (`berth.fwd.<node>.<verb>`).
 import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { clusterAuthorizationText } from "../../src/runtime/nats-roles.js";
 import { tmpdir } from "node:os";
@@ -77,4 +78,25 @@ export async function startClusterDaemons(names: string[], opts: { credentials?:
     throw err;
   }
   return { cluster, nc, sessions, cmd, stop, creds };
+}
+
+/** What a node's host still has of container `id`: its dir, mounts under its data root, its runc state. */
+export function leftOn(s: ProcSession, id: string): { dir: boolean; mounts: string[]; runc: boolean } {
+  const mounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(s.dataRoot) && l.includes(id));
+  return { dir: existsSync(join(s.dataRoot, "containers", id)), mounts, runc: existsSync(join(s.dataRoot, "runc", id)) };
+}
+
+export const NOTHING_LEFT = { dir: false, mounts: [], runc: false };
+
+/**
+ * What is left of `id` on that node once its clean-up has had `ms` to end (it ends with the
+ * sandbox, after the container's dir): the caller expects NOTHING_LEFT.
+ */
+export async function leftAfterCleanup(s: ProcSession, id: string, ms = 15_000): Promise<ReturnType<typeof leftOn>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const l = leftOn(s, id);
+    if ((!l.dir && !l.mounts.length && !l.runc) || Date.now() > end) return l;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

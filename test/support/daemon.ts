@@ -33,7 +33,7 @@ export interface TestDaemon {
 }
 
 export async function startTestDaemon(
-  opts: { dataRoot?: string; node?: string; natsPort?: number; natsUrl?: string; subnet?: string; offlineAfterSec?: number } = {},
+  opts: { dataRoot?: string; node?: string; natsPort?: number; natsUrl?: string; subnet?: string; offlineAfterSec?: number; checkpointGraceSec?: number } = {},
 ): Promise<TestDaemon> {
   const dataRoot = opts.dataRoot ?? (await mkdtemp(join(tmpdir(), "berth-d-")));
   const node = opts.node ?? `t${randomBytes(4).toString("hex")}`;
@@ -46,6 +46,7 @@ export async function startTestDaemon(
     seedImage: process.env.BERTH_SEED_IMAGE ?? DEFAULT_SEED_IMAGE,
     subnet: opts.subnet,
     offlineAfterSec: opts.offlineAfterSec,
+    checkpointGraceSec: opts.checkpointGraceSec,
   });
   const client = JSON.parse(await readFile(join(dataRoot, "client.json"), "utf8")) as ClientConfig;
   const nc = await connect({ servers: client.nats.servers, user: client.nats.user, pass: client.nats.pass, maxReconnectAttempts: -1 });

@@ -30,6 +30,12 @@ export interface TestNatsCluster {
   kill(name: string, signal?: NodeJS.Signals): Promise<void>;
   /** Start it again with the same config and store; resolves once the meta leader hears from it and has it current. */
   restart(name: string): Promise<void>;
+  /**
+   * Every server killed at once (kill -9 by pid, stores kept): the whole log unreachable. Then
+   * `coldRestart` starts them all again and resolves once they agree and can place streams.
+   */
+  killAll(): Promise<void>;
+  coldRestart(): Promise<void>;
   /** Stop every server it started, then remove the temp dir. */
   stop(): Promise<void>;
   /** What the harness had to do beyond plain starts (see mute), for a test to report. */
@@ -344,6 +350,20 @@ export async function startNatsCluster(opts: { size?: number; auth?: { text: str
       await launch(n);
       halted.delete(name);
       await waitAgreed(`${name} back in the meta group`);
+    },
+    async killAll() {
+      for (const n of nodes) halted.add(n.name);
+      await Promise.all(nodes.map((n) => halt(n, "SIGKILL")));
+    },
+    async coldRestart() {
+      const end = Date.now() + READY_MS;
+      for (const n of nodes) {
+        await stopOne(n);
+        await launch(n);
+        halted.delete(n.name);
+      }
+      await waitAgreed(`a meta leader agreed by all ${size} nodes after a cold restart`, { coldStart: true, end });
+      await placeable(end);
     },
     stop,
   };
