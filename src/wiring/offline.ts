@@ -325,8 +325,8 @@ export interface ReconcileDeps {
  * copy whose container the log says was removed, or moved to another node, is decided by the
  * checkpointer's table — its process here (started from the copy in an offline span, say) is
  * stopped at once, and the copy is marked retiring (never started offline again) and deleted by
- * the keeper when the grace period is over. The others are the normal management's. Returns the
- * ids whose process it stopped.
+ * the keeper when the grace period is over; what else of it is on this host is cleaned up. The
+ * others are the normal management's. Returns the ids whose process it stopped.
  */
 export async function reconcileLocalCopies(d: ReconcileDeps): Promise<string[]> {
   const store = await LocalCheckpoints.open(d.copiesDir, { log: d.log });
@@ -335,15 +335,16 @@ export async function reconcileLocalCopies(d: ReconcileDeps): Promise<string[]> 
     if (copy.node !== d.node) continue;
     const c = d.model.byId(copy.id);
     const parent: ParentState = !c || c.removed ? "removed" : c.node !== d.node ? "migrated" : "owned";
-    if (parent === "owned") continue;
+    // Coming back here by a migration under way: its process here is the saga's, not a leftover.
+    if (parent === "owned" || c?.migration?.toNode === d.node) continue;
     const pid = await d.livePid(copy.id).catch(() => null);
     const goneForMs = copy.retiring ? Date.now() - Date.parse(copy.retiring.since) : null;
     const decision = decideCheckpoint({ parent, logReachable: true, runningLocally: pid !== null, copy: "active", goneForMs, graceMs: d.graceMs });
     d.log.info({ container: copy.id, name: copy.name, parent, action: decision.action, reason: decision.reason }, "hand-back: a local checkpoint whose container is no longer this node's");
-    if (pid !== null && decision.action !== "keep") {
-      await d.discard(copy.id);
-      stopped.push(copy.id);
-    }
+    // Whatever of it is on this host goes: a process started from the copy, or what a daemon killed
+    // before its clean-up left (a migration's source killed right after the move: mounts, dir).
+    await d.discard(copy.id);
+    if (pid !== null) stopped.push(copy.id);
     if (decision.action === "remove") await store.remove(copy.id);
     else if (!copy.retiring) {
       const retiring: Retiring = { reason: parent, since: new Date().toISOString(), ...(parent === "migrated" ? { toNode: c!.node } : {}) };
