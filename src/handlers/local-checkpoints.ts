@@ -36,8 +36,8 @@ export function migratingAway(c: ContainerState, node: string): CopyRetiring | n
 }
 
 /** What a copy holds of the state, but its time: the same key, no need to write it again. */
-function copyKey(c: ContainerState, pod: string | null, retiring: CopyRetiring | null): string {
-  return JSON.stringify([c.name, c.image, c.imageDigest, c.revision, c.ip, pod, c.spec, retiring]);
+function copyKey(c: ContainerState, pod: PodState | null, retiring: CopyRetiring | null): string {
+  return JSON.stringify([c.name, c.image, c.imageDigest, c.revision, c.ip, c.spec, retiring, pod && [pod.id, pod.name, pod.spec, pod.ip]]);
 }
 
 interface Held {
@@ -129,13 +129,13 @@ export class LocalCheckpointKeeper {
       this.log.info({ container: id, ...(have.retiring ? { retiring: have.retiring } : {}) }, "local checkpoint retired");
       return;
     }
-    const podId = c!.spec.pod ?? null;
+    const member = pod && !pod.removed ? pod : null;
     const retiring = migratingAway(c!, this.node);
-    const key = copyKey(c!, podId, retiring);
+    const key = copyKey(c!, member, retiring);
     // A copy from before this start holds the container as of its version: current if nothing came since.
     if (have && have.key === null && have.logSeq === c!.version && JSON.stringify(have.retiring) === JSON.stringify(retiring)) have.key = key;
     if (have?.key === key) return;
-    const writtenAt = await this.port.write(c!, podId, retiring);
+    const writtenAt = await this.port.write(c!, member, retiring);
     this.copies.set(id, { writtenAt, key, retiring });
     if (!have) this.log.info({ container: id, name: c!.name }, "local checkpoint written");
     else if (retiring && !have.retiring) this.log.info({ container: id, toNode: retiring.toNode }, "local checkpoint marked: migrating away, not to be started offline");

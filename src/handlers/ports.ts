@@ -3,6 +3,7 @@
 // (src/wiring/host-adapter.ts) implements them with the runtime adapters, and unit tests of
 // handlers may use small in-memory fakes. The runtime itself imports no handler code.
 import type { ContainerState } from "../aggregates/container/state.js";
+import type { PodState } from "../aggregates/pod/index.js";
 import type { CheckpointOptions, Revision } from "../events/types.js";
 import type { Readable } from "node:stream";
 import type { DumpStats } from "../shared/host-facts.js";
@@ -158,8 +159,8 @@ export interface CopyRetiring {
 
 /** The node's local checkpoints (issue 11): sanitized copies of its critical containers, on its disk. */
 export interface LocalCopyPort {
-  /** Write (or replace) the copy of `c`, a container of this node (`pod`: its pod's id, if a member); returns when it was written. */
-  write(c: ContainerState, pod: string | null, retiring?: CopyRetiring | null): Promise<string>;
+  /** Write (or replace) the copy of `c`, a container of this node (`pod`: its pod, if a member); returns when it was written. */
+  write(c: ContainerState, pod: PodState | null, retiring?: CopyRetiring | null): Promise<string>;
   remove(id: string): Promise<void>;
   /** The copies on disk (valid ones), with when each was written, the container's version it holds and whether it is retiring. */
   list(): Promise<{ id: string; writtenAt: string; logSeq: number; retiring: CopyRetiring | null }[]>;

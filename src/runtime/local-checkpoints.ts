@@ -11,7 +11,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import { Ajv, type ValidateFunction } from "ajv";
 import writeFileAtomic from "write-file-atomic";
 import { invalid } from "../shared/errors.js";
-import { ContainerSpec, NAME_PATTERN } from "../shared/spec.js";
+import { ContainerSpec, NAME_PATTERN, PodSpec } from "../shared/spec.js";
 import { validateSpecRules } from "../shared/spec-rules.js";
 import { logger, type Logger } from "../log.js";
 import { CONTAINER_ID_RE, checkId } from "./paths.js";
@@ -43,6 +43,24 @@ export const Retiring = Type.Object(
 );
 export type Retiring = Static<typeof Retiring>;
 
+const Ip = Type.String({ pattern: "^\\d{1,3}(\\.\\d{1,3}){3}$" });
+
+/**
+ * A member's pod as the copy keeps it: what its sandbox is made of (the first member started
+ * offline makes it, as online): the pod's name (the members' hostname), its spec without `node`,
+ * and the IP its sandbox had.
+ */
+export const PodCopy = Type.Object(
+  {
+    id: Id,
+    name: Type.String({ pattern: NAME_PATTERN }),
+    spec: PodSpec,
+    ip: Type.Union([Ip, Type.Null()]),
+  },
+  Strict,
+);
+export type PodCopy = Static<typeof PodCopy>;
+
 export const LocalCopy = Type.Object(
   {
     schema: Type.Literal(LOCAL_COPY_SCHEMA),
@@ -57,9 +75,14 @@ export const LocalCopy = Type.Object(
     /** The active revision: its rw layer is the one to mount (Paths.layer). */
     revision: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
     /** Its bridge IP when the copy was written (the one to ask for again), null without one. */
-    ip: Type.Union([Type.String({ pattern: "^\\d{1,3}(\\.\\d{1,3}){3}$" }), Type.Null()]),
-    /** Its pod's id, when it is a pod member. */
-    pod: Type.Union([Id, Type.Null()]),
+    ip: Type.Union([Ip, Type.Null()]),
+    /**
+     * Its pod, when it is a pod member (a bare id: a copy written before copies kept the pod's
+     * sandbox; such a member is not started offline).
+     */
+    pod: Type.Union([PodCopy, Id, Type.Null()]),
+    /** When the container was created (members start offline in this order, as `pod start` does them). */
+    createdAt: Type.Optional(Time),
     retiring: Type.Union([Retiring, Type.Null()]),
     writtenAt: Time,
     /** The container's version (stream sequence of its last event) the copy was taken at. */
@@ -103,10 +126,25 @@ export interface CopySource {
   revision: number;
   /** Its version: the stream sequence of its last event. */
   version: number;
+  createdAt: string;
 }
 
-/** The copy of a container's state, sanitized. Pure: the owner, pod id and time come from the caller. */
-export function localCopyOf(c: CopySource, at: { node: string; pod: string | null; writtenAt: string; retiring?: Retiring | null }): LocalCopy {
+/** A member's pod as the read model holds it (PodState has all of these). */
+export interface PodSource {
+  id: string;
+  name: string;
+  spec: PodSpec;
+  ip: string | null;
+}
+
+/** What a copy keeps of a member's pod: its spec without `node` (the log's to decide). Pure. */
+export function podCopyOf(p: PodSource): PodCopy {
+  const { node: _node, ...spec } = structuredClone(p.spec);
+  return { id: p.id, name: p.name, spec, ip: p.ip };
+}
+
+/** The copy of a container's state, sanitized. Pure: the owner, pod and time come from the caller. */
+export function localCopyOf(c: CopySource, at: { node: string; pod: PodSource | null; writtenAt: string; retiring?: Retiring | null }): LocalCopy {
   return {
     schema: LOCAL_COPY_SCHEMA,
     id: c.id,
@@ -117,7 +155,8 @@ export function localCopyOf(c: CopySource, at: { node: string; pod: string | nul
     imageDigest: c.imageDigest,
     revision: c.revision,
     ip: c.ip,
-    pod: at.pod,
+    pod: at.pod ? podCopyOf(at.pod) : null,
+    createdAt: c.createdAt,
     retiring: at.retiring ?? null,
     writtenAt: at.writtenAt,
     logSeq: c.version,
@@ -141,8 +180,12 @@ export function checkCopy(v: unknown): string | null {
     return `${where} ${e?.message ?? "is invalid"}${extra}`;
   }
   const c = v as LocalCopy;
-  for (const t of [c.writtenAt, c.retiring?.since]) if (t !== undefined && Number.isNaN(Date.parse(t))) return `'${t}' is not a valid time`;
+  for (const t of [c.writtenAt, c.createdAt, c.retiring?.since]) if (t !== undefined && Number.isNaN(Date.parse(t))) return `'${t}' is not a valid time`;
   for (const f of LOG_ONLY_SPEC_FIELDS) if (Object.hasOwn(c.spec, f)) return `spec holds '${f}', which only the log may decide`;
+  if (c.pod && typeof c.pod === "object") {
+    if (Object.hasOwn(c.pod.spec, "node")) return "pod.spec holds 'node', which only the log may decide";
+    if (c.spec.pod !== c.pod.id) return "pod.id is not the pod its spec names";
+  }
   try {
     validateSpecRules(c.spec);
   } catch (err) {

@@ -16,7 +16,9 @@ import { containerSubject, nodeSubject, type BerthEvent, type ContainerEvent } f
 import { envelope } from "../handlers/command-service.js";
 import { decideCheckpoint, DEFAULT_GRACE_MS, type ParentState } from "../handlers/checkpointer.js";
 import { BACKOFF_DEFAULTS, decideRestart } from "../handlers/restart-policy.js";
-import type { HostOps } from "../handlers/ports.js";
+import type { HostOps, NetPlan } from "../handlers/ports.js";
+import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
+import type { PodNamespace } from "../shared/spec.js";
 import type { Logger } from "../log.js";
 import type { ReadModel } from "../projections/read-model.js";
 import { Journal, type JournalRecord } from "../runtime/journal.js";
@@ -46,12 +48,21 @@ export interface OfflineDeps {
 function stateOf(copy: LocalCopy, node: string): ContainerState {
   return {
     id: copy.id, name: copy.name, image: copy.image, imageDigest: copy.imageDigest, state: "created", node,
-    pid: null, exitCode: null, oomKilled: false, restartCount: 0, health: "none", createdAt: copy.writtenAt,
+    pid: null, exitCode: null, oomKilled: false, restartCount: 0, health: "none", createdAt: copy.createdAt ?? copy.writtenAt,
     startedAt: null, finishedAt: null, labels: copy.spec.labels ?? {}, annotations: copy.spec.annotations ?? {},
     restartPolicy: copy.spec.restartPolicy ?? { name: "no" }, version: copy.logSeq, spec: { ...copy.spec, node },
     pending: null, stoppedByUser: false, lastError: null, restartAttempt: 0, restartDueAt: null, removed: false,
     ip: copy.ip, revision: copy.revision, lastRevision: copy.revision, previous: null, upgrade: null, checkpointed: null,
   };
+}
+
+/** The network a copy's start asks for: its own bridge sandbox, or its pod's (made by the first member started). */
+export function netPlanOf(copy: LocalCopy): NetPlan {
+  const pod = copy.pod && typeof copy.pod === "object" ? copy.pod : null;
+  if (!pod) return networkMode(copy.spec) === "bridge" ? { kind: "bridge", ip: copy.spec.network?.ip ?? copy.ip, exclude: new Set() } : { kind: "plain" };
+  const share = (pod.spec.share ?? DEFAULT_SHARE).filter((k): k is PodNamespace => (DEFAULT_SHARE as readonly string[]).includes(k));
+  const bridge = networkMode(pod.spec) === "bridge" ? { ip: pod.spec.network?.ip ?? pod.ip ?? copy.ip, exclude: new Set<string>(), ports: pod.spec.network?.ports ?? [] } : null;
+  return { kind: "pod", pod: pod.id, hostname: pod.name, share, bridge, resources: pod.spec.resources };
 }
 
 export class OfflineMode {
@@ -60,6 +71,8 @@ export class OfflineMode {
   private stopExits: (() => void) | null = null;
   private http: FastifyInstance | null = null;
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Each started container's network, as its copy says (a pod member's: its pod's sandbox). */
+  private readonly plans = new Map<string, NetPlan>();
   private closed = false;
 
   private constructor(private readonly d: OfflineDeps, private readonly journal: Journal) {}
@@ -76,6 +89,7 @@ export class OfflineMode {
     const startOne = async (copy: LocalCopy): Promise<void> => {
       const pid = await d.livePid(copy.id).catch(() => null);
       const live = pid !== null;
+      if (typeof copy.pod !== "string") m.plans.set(copy.id, netPlanOf(copy));
       // Started by an earlier offline start of this span (its daemon killed meanwhile): it runs on.
       if (live) m.running.set(copy.id, { ...stateOf(copy, d.node), state: "running", pid });
       const goneForMs = copy.retiring ? Date.now() - Date.parse(copy.retiring.since) : null;
@@ -87,27 +101,44 @@ export class OfflineMode {
         d.log.info({ container: copy.id, name: copy.name, action: decision.action, reason: decision.reason }, "offline: local checkpoint not started");
         return;
       }
-      if (copy.pod) {
-        d.log.warn({ container: copy.id, name: copy.name, pod: copy.pod }, "offline: pod members are not started from local checkpoints yet");
+      if (typeof copy.pod === "string") {
+        d.log.warn({ container: copy.id, name: copy.name, pod: copy.pod }, "offline: a pod member's copy from before copies kept the pod; not started (it is rewritten once the log is back)");
         return;
       }
-      const c = stateOf(copy, d.node);
-      try {
-        const r = await d.host.prepareAndStart(c, networkMode(c.spec) === "bridge" ? { kind: "bridge", ip: c.ip, exclude: new Set() } : { kind: "plain" });
-        m.running.set(c.id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip });
-        await m.record(c.id, "ContainerStarted", { pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) });
-        d.log.info({ container: c.id, name: c.name, pid: r.pid }, "offline: started from its local checkpoint");
-      } catch (err) {
-        // Never half-configured: what the attempt made goes.
-        d.log.warn({ container: c.id, name: c.name, err: (err as Error).message }, "offline: could not start from its local checkpoint");
-        await d.host.cleanup(c.id).catch(() => undefined);
-      }
+      await m.startFromCopy(stateOf(copy, d.node), "offline: started from its local checkpoint");
     };
-    const queue = copies.filter((c) => c.node === d.node);
+    // A pod's members one after another in the order they were created (the first makes the
+    // sandbox the others join, as `pod start` does); other containers and pods side by side.
+    const mine = copies.filter((c) => c.node === d.node);
+    const lanes = new Map<string, LocalCopy[]>();
+    for (const copy of mine.sort((a, b) => (a.createdAt ?? "").localeCompare(b.createdAt ?? "") || a.id.localeCompare(b.id))) {
+      const key = copy.pod && typeof copy.pod === "object" ? `pod:${copy.pod.id}` : copy.id;
+      lanes.set(key, [...(lanes.get(key) ?? []), copy]);
+    }
+    const queue = [...lanes.values()];
     await Promise.all(Array.from({ length: Math.min(START_CONCURRENCY, queue.length) }, async () => {
-      for (let copy = queue.shift(); copy; copy = queue.shift()) await startOne(copy);
+      for (let lane = queue.shift(); lane; lane = queue.shift()) for (const copy of lane) await startOne(copy);
     }));
     return m;
+  }
+
+  /**
+   * Start `c` (from its copy, or again by its policy) and journal it; a start that fails leaves
+   * nothing of it behind. Null when it runs, else why not.
+   */
+  private async startFromCopy(c: ContainerState, what: string): Promise<string | null> {
+    try {
+      const r = await this.d.host.prepareAndStart(c, this.plans.get(c.id) ?? { kind: "plain" });
+      this.running.set(c.id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip });
+      await this.record(c.id, "ContainerStarted", { pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) });
+      this.d.log.info({ container: c.id, name: c.name, pid: r.pid, ...(c.restartAttempt ? { attempt: c.restartAttempt } : {}) }, what);
+      return null;
+    } catch (err) {
+      // Never half-configured: what the attempt made goes (a pod's sandbox stays for its other members).
+      this.d.log.warn({ container: c.id, name: c.name, err: (err as Error).message }, "offline: could not start it");
+      await this.d.host.cleanup(c.id).catch(() => undefined);
+      return (err as Error).message;
+    }
   }
 
   /** The containers started from copies, as views (the offline /v1/containers). */
@@ -164,14 +195,9 @@ export class OfflineMode {
     this.timers.delete(id);
     const c = this.running.get(id);
     if (!c || this.closed) return;
-    try {
-      const r = await this.d.host.prepareAndStart(c, networkMode(c.spec) === "bridge" ? { kind: "bridge", ip: c.ip, exclude: new Set() } : { kind: "plain" });
-      this.running.set(id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip, restartCount: c.restartCount + 1 });
-      await this.record(id, "ContainerStarted", { pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) });
-      this.d.log.info({ container: id, name: c.name, pid: r.pid, attempt: c.restartAttempt }, "offline: restarted by its policy");
-    } catch (err) {
-      this.d.log.warn({ container: id, name: c.name, err: (err as Error).message }, "offline: could not restart it");
-      await this.record(id, "ContainerStartFailed", { error: (err as Error).message.slice(0, 4000) }).catch(() => undefined);
+    const failed = await this.startFromCopy({ ...c, restartCount: c.restartCount + 1 }, "offline: restarted by its policy");
+    if (failed !== null) {
+      await this.record(id, "ContainerStartFailed", { error: failed.slice(0, 4000) }).catch(() => undefined);
       this.running.set(id, { ...c, state: "exited" });
     }
   }

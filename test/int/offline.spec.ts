@@ -6,7 +6,7 @@
 // into the log once (the old run's end, the offline start, between NodeOffline and NodeOnline),
 // and the daemon is ready with that process as the container's.
 import { appendFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -149,6 +149,59 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     const count = (await d.get<{ restartCount: number }>(`/v1/containers/${id}`)).restartCount;
     await until(async () => (await d.get<{ restartCount: number }>(`/v1/containers/${id}`)).restartCount > count, 10_000);
     expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
+  }, 120_000);
+
+  it("given a pod marked berth.io/checkpoint=true, then offline its members start from their copies in one sandbox with the pod's IP, and the pod runs as the log says once it is back", async () => {
+    const pod = await d.cmd<{ id: string }>("pod.create", { name: "critpod", annotations: { "berth.io/checkpoint": "true" } });
+    expect(pod.error).toBeUndefined();
+    const members: { id: string; pid: number }[] = [];
+    for (const name of ["critdb", "critweb"]) {
+      const r = await d.cmd<{ id: string; pid: number }>("container.run", { name, image: "busybox", cmd: ["sleep", "1000"], pod: "critpod" });
+      expect(r.error).toBeUndefined();
+      members.push(r.result!);
+    }
+    const before = await d.get<{ ip: string | null }>("/v1/pods/critpod");
+    expect(before.ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    for (const m of members) await until(async () => existsSync(join(d.dataRoot, "local-checkpoints", `${m.id}.json`)), 10_000);
+    const copy = JSON.parse(await readFile(join(d.dataRoot, "local-checkpoints", `${members[0].id}.json`), "utf8")) as { pod: { id: string; name: string; ip: string | null } };
+    // The pod's own IP is recorded by `pod start`; members run one by one take theirs from the sandbox.
+    expect(copy.pod).toMatchObject({ id: pod.result!.id, name: "critpod" });
+
+    // The members' processes die with the "reboot"; the log is down.
+    const { dataRoot, node } = d;
+    await d.stop();
+    for (const m of members) process.kill(m.pid, "SIGKILL");
+    await until(async () => members.every((m) => !alive(m.pid)), 10_000);
+    await nats.kill();
+    await sleep(200);
+    const clientJson = join(dataRoot, "client.json");
+    await rm(clientJson, { force: true });
+    starting = startTestDaemon({ natsUrl: nats.url, dataRoot, node, offlineAfterSec: 1 });
+    starting.catch(() => undefined);
+    await until(async () => existsSync(clientJson) && JSON.parse(await readFile(clientJson, "utf8")).http?.url, 20_000);
+    const client = JSON.parse(await readFile(clientJson, "utf8")) as { http: { url: string; token: string } };
+    const listed = async () => ((await (await fetch(client.http.url + "/v1/containers", { headers: { authorization: `Bearer ${client.http.token}` } })).json()) as { containers: (View & { ip: string | null })[] }).containers;
+    await until(async () => (await listed()).filter((c) => c.name.startsWith("crit") && c.state === "running").length === 2, 20_000);
+    const offline = (await listed()).filter((c) => c.name.startsWith("crit")).sort((a, b) => a.name.localeCompare(b.name));
+    for (const c of offline) killed.push(c.pid!);
+    // One sandbox: both members in the same network namespace, with the pod's IP.
+    const netns = offline.map((c) => readlinkSync(`/proc/${c.pid}/ns/net`));
+    expect(netns[0]).toBe(netns[1]);
+    expect(netns[0]).not.toBe(readlinkSync("/proc/self/ns/net"));
+    expect(offline.map((c) => c.ip)).toEqual([before.ip, before.ip]);
+
+    await nats.restart();
+    d = await starting;
+    starting = null;
+    const after = await d.get<{ state: string; ip: string | null; containers: View[] }>("/v1/pods/critpod");
+    expect(after).toMatchObject({ state: "running", ip: before.ip });
+    expect(after.containers.map((c) => [c.name, c.state]).sort()).toEqual(offline.map((c) => [c.name, "running"]));
+    for (const c of offline) expect(await d.get<View>(`/v1/containers/${c.id}`)).toMatchObject({ state: "running", pid: c.pid });
+    for (const m of members) {
+      const { events } = await d.get<{ events: { type: string }[] }>(`/v1/containers/${m.id}/events`);
+      expect(events.map((e) => e.type).slice(-2)).toEqual(["ContainerExited", "ContainerStarted"]);
+    }
+    expect((await d.cmd("pod.remove", { id: "critpod", force: true })).error).toBeUndefined();
   }, 120_000);
 
   it.skipIf(!BUILT)("given a daemon killed -9 after a removal and before its copy went, then offline it starts the copy, and the hand-back stops it, appends nothing and deletes the copy after the grace", async () => {

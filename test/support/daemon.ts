@@ -85,6 +85,9 @@ export async function startTestDaemon(
     },
     async destroy() {
       if (!stopped) {
+        // Pods first: their sandboxes (pinned namespaces, bridge attachment) go with them.
+        const { pods } = await td.get<{ pods: { id: string }[] }>("/v1/pods").catch(() => ({ pods: [] as { id: string }[] }));
+        for (const p of pods) await td.cmd("pod.remove", { id: p.id, force: true }, 30_000).catch(() => null);
         const { containers } = await td.get<{ containers: { id: string }[] }>("/v1/containers?all=true");
         for (const c of containers) {
           // A client that just reconnected (outage tests) may lose its first request: retry.

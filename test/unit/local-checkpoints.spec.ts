@@ -40,7 +40,7 @@ const spec: ContainerSpec = {
 
 const copyOf = (id = ID, o: Partial<LocalCopy> = {}): LocalCopy => ({
   ...localCopyOf(
-    { id, name: "agent", image: spec.image, imageDigest: DIGEST, spec, ip: "10.88.0.7", revision: 0, version: 42 },
+    { id, name: "agent", image: spec.image, imageDigest: DIGEST, spec, ip: "10.88.0.7", revision: 0, version: 42, createdAt: "2025-01-01T00:00:00.000Z" },
     { node: "node-1", pod: null, writtenAt: "2025-01-02T03:04:05.678Z" },
   ),
   ...o,
@@ -100,11 +100,28 @@ describe("sanitize", () => {
       revision: 0,
       ip: "10.88.0.7",
       pod: null,
+      createdAt: "2025-01-01T00:00:00.000Z",
       retiring: null,
       writtenAt: "2025-01-02T03:04:05.678Z",
       logSeq: 42,
     });
     expect(checkCopy(copyOf())).toBeNull();
+  });
+
+  it("given a pod member, when copied, then the copy keeps what its pod's sandbox is made of, without the pod's node", () => {
+    const POD = "p".repeat(64);
+    const pod = { id: POD, name: "app", spec: { share: ["net", "ipc"], network: { mode: "bridge" as const, ports: [{ hostPort: 8081, containerPort: 80 }] }, node: "node-1" }, ip: "10.88.0.9" };
+    const copy = localCopyOf(
+      { id: ID, name: "web", image: spec.image, imageDigest: DIGEST, spec: { image: spec.image, cmd: ["sleep", "infinity"], pod: POD }, ip: null, revision: 0, version: 3, createdAt: "2025-01-01T00:00:00.000Z" },
+      { node: "node-1", pod, writtenAt: "2025-01-02T03:04:05.678Z" },
+    );
+    expect(copy.pod).toEqual({ id: POD, name: "app", spec: { share: ["net", "ipc"], network: pod.spec.network }, ip: "10.88.0.9" });
+    expect(pod.spec.node).toBe("node-1");
+    expect(checkCopy(copy)).toBeNull();
+    expect(checkCopy({ ...copy, pod: { ...copy.pod as object, spec: { node: "node-2" } } })).toMatch(/pod.spec holds 'node'/);
+    expect(checkCopy({ ...copy, pod: { ...copy.pod as object, id: "q".repeat(64) } })).toMatch(/pod.id is not the pod its spec names/);
+    // A copy written before copies kept the pod: a bare id is read (and not started offline).
+    expect(checkCopy({ ...copy, pod: POD })).toBeNull();
   });
 });
 
