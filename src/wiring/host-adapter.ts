@@ -116,6 +116,8 @@ export async function localCopyPort(dir: string, node: string, log?: Logger): Pr
       return writtenAt;
     },
     remove: async (id) => void (await store.remove(id)),
-    list: async () => (await store.list()).copies.filter((c) => c.node === node).map((c) => ({ id: c.id, writtenAt: c.writtenAt, logSeq: c.logSeq, retiring: c.retiring })),
+    // A copy of an older form (a member's pod as a bare id, no createdAt) is given as of no
+    // version, so the keeper writes it again in the current one.
+    list: async () => (await store.list()).copies.filter((c) => c.node === node).map((c) => ({ id: c.id, writtenAt: c.writtenAt, logSeq: typeof c.pod === "string" || c.createdAt === undefined ? -1 : c.logSeq, retiring: c.retiring })),
   };
 }
