@@ -106,7 +106,7 @@ describe.skipIf(skip)("local checkpoints: the copies a node keeps of its critica
     const m = await d.cmd<{ id: string }>("container.create", { name: "member", pod: "critpod", image: "busybox", cmd: ["true"] });
     expect(m.error).toBeUndefined();
     const copy = await until(async () => (await hasCopy(m.result!.id)) && (await copyOf(m.result!.id)));
-    expect(copy).toMatchObject({ name: "member", pod: pod.result!.id });
+    expect(copy).toMatchObject({ name: "member", pod: { id: pod.result!.id, name: "critpod", ip: null } });
     expect((await inspect("member")).localCheckpoint).toEqual({ node: d.node, writtenAt: copy.writtenAt });
     expect((await d.cmd("pod.remove", { id: "critpod", force: true })).error).toBeUndefined();
     await until(async () => !(await hasCopy(m.result!.id)));
