@@ -107,7 +107,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       log.warn({ servers, afterSec: o.offlineAfterSec ?? DEFAULT_OFFLINE_AFTER_SEC }, "the log cannot be reached: starting the local checkpoints");
       offline = await OfflineMode.start({
         node: o.node, host: hostOps(runtime, imageStore), copiesDir: runtime.paths.localCheckpointsDir, journalFile: runtime.paths.offlineJournal,
-        livePid: (id) => livePid(runtime, id), watchExits: (cb) => runtime.watchExits(cb), log: logger("offline", { node: o.node }),
+        livePid: (id) => livePid(runtime, id), watchExits: (cb) => runtime.watchExits(cb), health: runtime, log: logger("offline", { node: o.node }),
       });
       const url = await offline.serve(parseListen(o.httpListen), secrets.httpToken);
       await writeClientConfig(o.dataRoot, {

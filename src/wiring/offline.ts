@@ -16,7 +16,8 @@ import { containerSubject, nodeSubject, type BerthEvent, type ContainerEvent } f
 import { envelope } from "../handlers/command-service.js";
 import { decideCheckpoint, DEFAULT_GRACE_MS, type ParentState } from "../handlers/checkpointer.js";
 import { BACKOFF_DEFAULTS, decideRestart } from "../handlers/restart-policy.js";
-import type { HostOps, NetPlan } from "../handlers/ports.js";
+import type { HealthHost, HostOps, NetPlan } from "../handlers/ports.js";
+import { healthConfig, inStartPeriod, nextHealth, unhealthyAction, type HealthStatus } from "../handlers/health.js";
 import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
 import type { PodNamespace } from "../shared/spec.js";
 import type { Logger } from "../log.js";
@@ -32,6 +33,17 @@ const START_CONCURRENCY = 4;
 /** How many containers' journaled facts a flush appends side by side. */
 const FLUSH_LANES = 8;
 
+interface HealthWatch {
+  /** The run it watches (its startedAt). */
+  run: string;
+  streak: number;
+  status: HealthStatus;
+  /** onFailure applied in this run. */
+  acted: boolean;
+  timer: NodeJS.Timeout | null;
+  abort: AbortController;
+}
+
 export interface OfflineDeps {
   node: string;
   host: HostOps;
@@ -41,6 +53,8 @@ export interface OfflineDeps {
   /** The pid of a container's process when it runs on this host now, else null. */
   livePid(id: string): Promise<number | null>;
   watchExits(cb: (id: string, exit: ExitInfo) => void): () => void;
+  /** The health probes' exec, and runc's state. */
+  health: HealthHost;
   log: Logger;
 }
 
@@ -71,6 +85,10 @@ export class OfflineMode {
   private stopExits: (() => void) | null = null;
   private http: FastifyInstance | null = null;
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** The health checks of what runs (Docker's rhythm: the next probe intervalMs after the last one ended). */
+  private readonly health = new Map<string, HealthWatch>();
+  /** Containers whose health check's onFailure asked for a restart: their exit starts them again. */
+  private readonly restartAsked = new Set<string>();
   /** Each started container's network, as its copy says (a pod member's: its pod's sandbox). */
   private readonly plans = new Map<string, NetPlan>();
   private closed = false;
@@ -91,7 +109,10 @@ export class OfflineMode {
       const live = pid !== null;
       if (typeof copy.pod !== "string") m.plans.set(copy.id, netPlanOf(copy));
       // Started by an earlier offline start of this span (its daemon killed meanwhile): it runs on.
-      if (live) m.running.set(copy.id, { ...stateOf(copy, d.node), state: "running", pid });
+      if (live) {
+        m.running.set(copy.id, { ...stateOf(copy, d.node), state: "running", pid, startedAt: new Date().toISOString() });
+        m.watchHealth(copy.id);
+      }
       const goneForMs = copy.retiring ? Date.now() - Date.parse(copy.retiring.since) : null;
       const decision = decideCheckpoint({
         parent: copy.retiring ? copy.retiring.reason : "owned", logReachable: false, runningLocally: live,
@@ -129,8 +150,9 @@ export class OfflineMode {
   private async startFromCopy(c: ContainerState, what: string): Promise<string | null> {
     try {
       const r = await this.d.host.prepareAndStart(c, this.plans.get(c.id) ?? { kind: "plain" });
-      this.running.set(c.id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip });
+      this.running.set(c.id, { ...c, state: "running", pid: r.pid, startedAt: r.startedAt, ip: r.ip ?? c.ip, health: c.spec.healthcheck ? "starting" : "none" });
       await this.record(c.id, "ContainerStarted", { pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) });
+      this.watchHealth(c.id);
       this.d.log.info({ container: c.id, name: c.name, pid: r.pid, ...(c.restartAttempt ? { attempt: c.restartAttempt } : {}) }, what);
       return null;
     } catch (err) {
@@ -176,10 +198,18 @@ export class OfflineMode {
     // A run long enough resets the backoff, as evolve does online.
     const ranMs = c.startedAt ? Date.parse(exit.exitedAt) - Date.parse(c.startedAt) : 0;
     const attempt = ranMs >= (c.spec.restartPolicy?.backoff?.resetAfterMs ?? BACKOFF_DEFAULTS.resetAfterMs) ? 0 : c.restartAttempt;
-    const exited: ContainerState = { ...c, state: "exited", pid: null, exitCode: exit.exitCode, finishedAt: exit.exitedAt, restartAttempt: attempt };
+    const exited: ContainerState = { ...c, state: "exited", pid: null, exitCode: exit.exitCode, finishedAt: exit.exitedAt, restartAttempt: attempt, health: "none" };
     this.running.set(id, exited);
+    this.unwatchHealth(id);
     try {
       await this.record(id, "ContainerExited", { exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAt: exit.exitedAt });
+      // Its health check's onFailure asked for a restart: it starts again now (the intent's outcome), not by its policy.
+      if (this.restartAsked.delete(id)) {
+        if (this.closed) return;
+        const failed = await this.startFromCopy(exited, "offline: restarted after its health check failed");
+        if (failed !== null) await this.record(id, "ContainerStartFailed", { error: failed.slice(0, 4000) });
+        return;
+      }
       const d = decideRestart({ policy: c.restartPolicy, exitCode: exit.exitCode, stoppedByUser: false, attempt, autoRemove: false });
       if (!d.restart || this.closed) return;
       await this.record(id, "ContainerRestartScheduled", { attempt: d.attempt, delayMs: d.delayMs });
@@ -202,6 +232,78 @@ export class OfflineMode {
     }
   }
 
+  /**
+   * Its health check, while offline as online (health.ts decides): each status change is
+   * journaled (ContainerHealthChanged), and becoming unhealthy applies `onFailure` once per run,
+   * journaled as the intent the online monitor would ask for (kill, stop, restart), then done
+   * here; the exit that follows is journaled as any exit, and its restart policy applies.
+   */
+  private watchHealth(id: string): void {
+    const c = this.running.get(id);
+    if (!c?.spec.healthcheck || this.closed) return;
+    this.unwatchHealth(id);
+    const w: HealthWatch = { run: c.startedAt!, streak: 0, status: "starting", acted: false, timer: null, abort: new AbortController() };
+    this.health.set(id, w);
+    this.scheduleProbe(id, w);
+  }
+
+  private unwatchHealth(id: string): void {
+    const w = this.health.get(id);
+    if (!w) return;
+    if (w.timer) clearTimeout(w.timer);
+    w.abort.abort();
+    this.health.delete(id);
+  }
+
+  private scheduleProbe(id: string, w: HealthWatch): void {
+    const hc = this.running.get(id)?.spec.healthcheck;
+    if (!hc || this.health.get(id) !== w) return;
+    w.timer = setTimeout(() => {
+      w.timer = null;
+      void this.probe(id, w)
+        .catch((err) => this.d.log.warn({ container: id, err }, "offline: health probe failed"))
+        .finally(() => this.scheduleProbe(id, w));
+    }, healthConfig(hc).intervalMs);
+    w.timer.unref();
+  }
+
+  private async probe(id: string, w: HealthWatch): Promise<void> {
+    const c = this.running.get(id);
+    if (!c || c.state !== "running" || !c.spec.healthcheck) return;
+    const hc = healthConfig(c.spec.healthcheck);
+    const t0 = Date.now();
+    const r = await this.d.health.exec(id, hc.argv, { timeoutMs: hc.timeoutMs, signal: w.abort.signal })
+      .catch((err: Error) => ({ exitCode: -1, stdout: "", stderr: err.message, truncated: false, timedOut: false }));
+    if (this.health.get(id) !== w) return;
+    const ok = r.exitCode === 0;
+    // A probe that failed because the container is going away says nothing about its health.
+    if (!ok && (await this.d.health.state(id).catch(() => null))?.status !== "running") return;
+    const next = nextHealth({ status: w.status, failingStreak: w.streak }, { ok }, { retries: hc.retries, inStartPeriod: inStartPeriod(t0, w.run, hc.startPeriodMs) });
+    w.streak = next.failingStreak;
+    if (next.changed) {
+      w.status = next.status;
+      const output = (r.stdout + r.stderr).slice(0, 4096);
+      await this.record(id, "ContainerHealthChanged", { status: next.status, failingStreak: next.failingStreak, ...(output ? { output } : {}) });
+      this.running.set(id, { ...this.running.get(id)!, health: next.status });
+      this.d.log.info({ container: id, name: c.name, status: next.status }, `offline: container is ${next.status}`);
+    }
+    if (next.status !== "unhealthy" || w.acted || this.closed) return;
+    const cmd = unhealthyAction(hc.onFailure, c.spec);
+    if (!cmd) return;
+    w.acted = true;
+    if (cmd.type === "Kill") {
+      await this.record(id, "ContainerKillRequested", { signal: cmd.signal });
+      await this.d.host.signal(id, cmd.signal);
+      await this.record(id, "ContainerSignaled", { signal: cmd.signal });
+    } else if (cmd.type === "Stop" || cmd.type === "Restart") {
+      if (cmd.type === "Restart") this.restartAsked.add(id);
+      await this.record(id, cmd.type === "Stop" ? "ContainerStopRequested" : "ContainerRestartRequested", cmd.type === "Stop" ? { signal: cmd.signal, timeoutSec: cmd.timeoutSec } : { timeoutSec: cmd.timeoutSec });
+      await this.d.host.signal(id, cmd.type === "Stop" ? cmd.signal : (c.spec.stopSignal ?? "SIGTERM"));
+      if (!(await this.d.host.waitExit(id, cmd.timeoutSec * 1000))) await this.d.host.signal(id, "SIGKILL");
+    }
+    this.d.log.info({ container: id, name: c.name, action: hc.onFailure }, "offline: unhealthy: onFailure applied");
+  }
+
   private record(id: string, type: string, data: Record<string, unknown>): Promise<void> {
     return this.journal.append({ id: randomUUID(), subject: containerSubject(id), type, data, at: new Date().toISOString() });
   }
@@ -211,6 +313,7 @@ export class OfflineMode {
     // A restart still waiting is the executor's from here (the log says when it is due).
     this.closed = true;
     for (const t of this.timers.values()) clearTimeout(t);
+    for (const id of [...this.health.keys()]) this.unwatchHealth(id);
     this.stopExits?.();
     await this.closeHttp();
     await this.journal.close();

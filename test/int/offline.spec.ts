@@ -151,6 +151,47 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
     expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
   }, 120_000);
 
+  it("given a health check that starts failing while offline, then its status changes and its onFailure kill are journaled and in the log once it is back", async () => {
+    // Healthy until /tmp/bad exists in it (the test makes it, offline).
+    const r = await d.cmd<{ id: string; pid: number }>("container.run", {
+      name: "probed", image: "busybox", cmd: ["sleep", "1000"], network: { mode: "none" },
+      healthcheck: { test: ["sh", "-c", "test ! -e /tmp/bad"], intervalMs: 200, timeoutMs: 2000, retries: 2, onFailure: "kill" },
+      annotations: { "berth.io/checkpoint": "true" },
+    });
+    expect(r.error).toBeUndefined();
+    const id = r.result!.id;
+    await until(async () => existsSync(join(d.dataRoot, "local-checkpoints", `${id}.json`)), 10_000);
+    const { dataRoot, node } = d;
+    await d.stop();
+    process.kill(r.result!.pid, "SIGKILL");
+    await until(async () => !alive(r.result!.pid), 10_000);
+    await nats.kill();
+    await sleep(200);
+    await rm(join(dataRoot, "client.json"), { force: true });
+    starting = startTestDaemon({ natsUrl: nats.url, dataRoot, node, offlineAfterSec: 1 });
+    starting.catch(() => undefined);
+    const clientJson = join(dataRoot, "client.json");
+    await until(async () => existsSync(clientJson) && JSON.parse(await readFile(clientJson, "utf8")).http?.url, 20_000);
+    const client = JSON.parse(await readFile(clientJson, "utf8")) as { http: { url: string; token: string } };
+    const probed = async () => ((await (await fetch(client.http.url + "/v1/containers", { headers: { authorization: `Bearer ${client.http.token}` } })).json()) as { containers: (View & { health: string })[] }).containers.find((c) => c.name === "probed");
+    await until(async () => (await probed())?.health === "healthy", 10_000);
+    const offlinePid = (await probed())!.pid!;
+    killed.push(offlinePid);
+    await writeFile(`/proc/${offlinePid}/root/tmp/bad`, "");
+    // Unhealthy, then killed by its onFailure; its policy (no) leaves it exited.
+    await until(async () => (await probed())?.state === "exited", 20_000);
+    await nats.restart();
+    d = await starting;
+    starting = null;
+    const { events } = await d.get<{ events: { type: string; data: Record<string, unknown> }[] }>(`/v1/containers/${id}/events`);
+    const span = events.slice(events.map((e) => e.type).lastIndexOf("ContainerStarted"));
+    expect(span.map((e) => e.type === "ContainerHealthChanged" ? `health:${String(e.data.status)}` : e.type)).toEqual([
+      "ContainerStarted", "health:healthy", "health:unhealthy", "ContainerKillRequested", "ContainerSignaled", "ContainerExited",
+    ]);
+    expect(await d.get<View>(`/v1/containers/${id}`)).toMatchObject({ state: "exited" });
+    expect((await d.cmd("container.remove", { id, force: true })).error).toBeUndefined();
+  }, 120_000);
+
   it("given a pod marked berth.io/checkpoint=true, then offline its members start from their copies in one sandbox with the pod's IP, and the pod runs as the log says once it is back", async () => {
     const pod = await d.cmd<{ id: string }>("pod.create", { name: "critpod", annotations: { "berth.io/checkpoint": "true" } });
     expect(pod.error).toBeUndefined();
