@@ -11,7 +11,7 @@ import { nextState } from "../aggregates/container/transitions.js";
 import type { Ctx } from "./command-service.js";
 import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
-import { healthConfig, inStartPeriod, nextHealth, unhealthyAction, type HealthConfig, type HealthView } from "./health.js";
+import { healthConfig, inStartPeriod, nextHealth, probeOutput, unhealthyAction, type HealthConfig, type HealthView } from "./health.js";
 import type { HealthHost, ProbeResult } from "./ports.js";
 
 
@@ -28,7 +28,6 @@ interface Watch {
 }
 
 const SUBJECT = "berth.ev.container.";
-const OUTPUT_MAX = 4096;
 
 export class HealthMonitor {
   private readonly watches = new Map<string, Watch>();
@@ -198,9 +197,3 @@ export class HealthMonitor {
 }
 
 const inFlux = (c: ContainerState) => c.pending !== null && c.upgrade === null;
-
-function probeOutput(r: ProbeResult, hc: HealthConfig): string {
-  const output = r.stdout + r.stderr;
-  const text = r.timedOut ? `health check exceeded its timeout (${hc.timeoutMs} ms)${output ? `\n${output}` : ""}` : output;
-  return text.length > OUTPUT_MAX ? text.slice(0, OUTPUT_MAX) : text;
-}

@@ -102,3 +102,11 @@ export function unhealthyAction(onFailure: OnFailure, spec: Pick<ContainerSpec, 
 export function inStartPeriod(probeStartMs: number, startedAt: string, startPeriodMs: number): boolean {
   return probeStartMs - Date.parse(startedAt) < startPeriodMs;
 }
+
+/** A probe's output as ContainerHealthChanged records it: what it printed (or that it timed out), at most OUTPUT_MAX characters. */
+const OUTPUT_MAX = 4096;
+export function probeOutput(r: { stdout: string; stderr: string; timedOut: boolean }, hc: Pick<HealthConfig, "timeoutMs">): string {
+  const output = r.stdout + r.stderr;
+  const text = r.timedOut ? `health check exceeded its timeout (${hc.timeoutMs} ms)${output ? `\n${output}` : ""}` : output;
+  return text.length > OUTPUT_MAX ? text.slice(0, OUTPUT_MAX) : text;
+}

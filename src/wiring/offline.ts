@@ -17,7 +17,7 @@ import { envelope } from "../handlers/command-service.js";
 import { decideCheckpoint, DEFAULT_GRACE_MS, type ParentState } from "../handlers/checkpointer.js";
 import { BACKOFF_DEFAULTS, decideRestart } from "../handlers/restart-policy.js";
 import type { HealthHost, HostOps, NetPlan } from "../handlers/ports.js";
-import { healthConfig, inStartPeriod, nextHealth, unhealthyAction, type HealthStatus } from "../handlers/health.js";
+import { healthConfig, inStartPeriod, nextHealth, probeOutput, unhealthyAction, type HealthStatus } from "../handlers/health.js";
 import { DEFAULT_SHARE } from "../aggregates/pod/index.js";
 import type { PodNamespace } from "../shared/spec.js";
 import type { Logger } from "../log.js";
@@ -205,9 +205,7 @@ export class OfflineMode {
       await this.record(id, "ContainerExited", { exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAt: exit.exitedAt });
       // Its health check's onFailure asked for a restart: it starts again now (the intent's outcome), not by its policy.
       if (this.restartAsked.delete(id)) {
-        if (this.closed) return;
-        const failed = await this.startFromCopy(exited, "offline: restarted after its health check failed");
-        if (failed !== null) await this.record(id, "ContainerStartFailed", { error: failed.slice(0, 4000) });
+        if (!this.closed) await this.startAgain(exited, "offline: restarted after its health check failed");
         return;
       }
       const d = decideRestart({ policy: c.restartPolicy, exitCode: exit.exitCode, stoppedByUser: false, attempt, autoRemove: false });
@@ -225,11 +223,15 @@ export class OfflineMode {
     this.timers.delete(id);
     const c = this.running.get(id);
     if (!c || this.closed) return;
-    const failed = await this.startFromCopy({ ...c, restartCount: c.restartCount + 1 }, "offline: restarted by its policy");
-    if (failed !== null) {
-      await this.record(id, "ContainerStartFailed", { error: failed.slice(0, 4000) }).catch(() => undefined);
-      this.running.set(id, { ...c, state: "exited" });
-    }
+    await this.startAgain({ ...c, restartCount: c.restartCount + 1 }, "offline: restarted by its policy");
+  }
+
+  /** A start after an exit (its policy's, or its health check's restart); one that fails is journaled, and it stays exited. */
+  private async startAgain(c: ContainerState, what: string): Promise<void> {
+    const failed = await this.startFromCopy(c, what);
+    if (failed === null) return;
+    await this.record(c.id, "ContainerStartFailed", { error: failed.slice(0, 4000) }).catch(() => undefined);
+    this.running.set(c.id, { ...c, state: "exited" });
   }
 
   /**
@@ -282,7 +284,7 @@ export class OfflineMode {
     w.streak = next.failingStreak;
     if (next.changed) {
       w.status = next.status;
-      const output = (r.stdout + r.stderr).slice(0, 4096);
+      const output = probeOutput(r, hc);
       await this.record(id, "ContainerHealthChanged", { status: next.status, failingStreak: next.failingStreak, ...(output ? { output } : {}) });
       this.running.set(id, { ...this.running.get(id)!, health: next.status });
       this.d.log.info({ container: id, name: c.name, status: next.status }, `offline: container is ${next.status}`);
