@@ -41,8 +41,11 @@ describe.skipIf(skip)("offline start from local checkpoints", () => {
       d = await starting;
     }
     for (const pid of killed) if (alive(pid)) process.kill(pid, "SIGKILL");
-    await d?.destroy();
-    await nats?.stop();
+    try {
+      await d?.destroy();
+    } finally {
+      await nats?.stop();
+    }
   });
 
   type OfflineView = View & { restartCount: number; health: string; ip: string | null };

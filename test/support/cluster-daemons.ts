@@ -4,13 +4,13 @@
 // daemon itself on the subject daemons hand commands over on (`berth.fwd.<node>.<verb>`).
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { clusterAuthorizationText } from "../../src/runtime/nats-roles.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { Paths } from "../../src/runtime/paths.js";
 import { ProcSession } from "./daemon-proc.js";
+import { sweepDataRoot } from "./sweep.js";
 import { startNatsCluster, type TestNatsCluster } from "./nats-cluster.js";
 import { freePort } from "./nats.js";
 
@@ -57,8 +57,7 @@ export async function startClusterDaemons(names: string[], opts: { credentials?:
     await step(nc?.close() ?? Promise.resolve());
     for (const s of sessions) {
       await step(s.down());
-      await step(rm(s.dataRoot, { recursive: true, force: true }));
-      await step(rm(new Paths(s.dataRoot).socketDir, { recursive: true, force: true }));
+      await step(sweepDataRoot(s.dataRoot, s.node));
     }
     await step(cluster.stop());
   };

@@ -5,8 +5,8 @@ import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { Paths } from "../../src/runtime/paths.js";
 import type { ClientConfig } from "../../src/config.js";
+import { sweepDataRoot } from "./sweep.js";
 
 export const BIN = resolve(__dirname, "../../bin/berth");
 // bin/berth runs the CLI bundle, and `berth daemon` loads dist/daemon-main.js: both come from npm run build.
@@ -116,8 +116,7 @@ export class ProcSession {
     const { body: pods } = await this.http<{ pods: { id: string }[] }>("/v1/pods");
     for (const p of pods?.pods ?? []) await this.cmd("pod.remove", { id: p.id, force: true }, 120_000);
     await this.down();
-    await rm(this.dataRoot, { recursive: true, force: true });
-    await rm(new Paths(this.dataRoot).socketDir, { recursive: true, force: true });
+    await sweepDataRoot(this.dataRoot, this.node);
   }
 
   /** Send a command the daemon is meant to die during (BERTH_FAULT): "died", or what it replied. */

@@ -1,13 +1,13 @@
 // A real daemon in the test process: its own data root, node name, NATS and HTTP ports. Talks to
 // it the way any client does: client.json, NATS request/reply, HTTP with the bearer token.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { sweepDataRoot } from "./sweep.js";
 import { startDaemon, type Daemon } from "../../src/daemon.js";
 import { DEFAULT_SEED_IMAGE, type ClientConfig } from "../../src/config.js";
-import { Paths } from "../../src/runtime/paths.js";
 import { freePort } from "./nats.js";
 
 export interface Reply<T = Record<string, unknown>> {
@@ -98,9 +98,8 @@ export async function startTestDaemon(
         }
         await td.stop();
       }
-      await rm(dataRoot, { recursive: true, force: true });
-      // conmon's attach sockets live under /run (short paths), one dir per data root.
-      await rm(new Paths(dataRoot).socketDir, { recursive: true, force: true });
+      // What the daemon left (a case that failed half-way), then the data root and conmon's socket dir under /run.
+      await sweepDataRoot(dataRoot, node);
     },
   };
   return td;
