@@ -8,6 +8,7 @@ import { BerthError, ErrorCode, invalid, toBerthError, unavailable } from "../sh
 import { logger } from "../log.js";
 import { CMD_PREFIX, FORWARD, type Reply } from "../contract/client.js";
 import type { RequestJournal } from "../handlers/command-service.js";
+import { countingAppends } from "../events/store.js";
 
 export { CMD_PREFIX };
 import type { ContainerService } from "../handlers/container-service.js";
@@ -76,7 +77,17 @@ export interface NatsServiceDeps {
    * another daemon: archive-transfer.ts): handed the request as it came.
    */
   streams?: Record<string, (msg: Msg) => void>;
+  /**
+   * Bring the read model up to the log's last event; true when it moved. A command is judged on
+   * this daemon's model, which may lag the log by a moment (a client just got its reply from
+   * another daemon): a refusal (NotFound, Conflict) given before anything was appended is judged
+   * once more after catching up, and a target unknown here is looked up again before forwarding.
+   */
+  catchUp?: () => Promise<boolean>;
 }
+
+/** Refusals that a model lagging the log could give wrongly. */
+const STALE_REFUSALS = new Set<string>([ErrorCode.NotFound, ErrorCode.Conflict]);
 
 export class NatsCommandService {
   private sub: Subscription | null = null;
@@ -219,7 +230,7 @@ export class NatsCommandService {
     const t0 = performance.now();
     const verb = forwarded ?? msg.subject.slice(CMD_PREFIX.length + 1);
     const seen: LogFields = {};
-    const owner = forwarded === undefined ? this.ownerElsewhere(verb, msg.data) : null;
+    const owner = forwarded === undefined ? await this.ownerElsewhere(verb, msg.data) : null;
     if (owner) return this.forward(msg, verb, owner, t0);
     const reply = await this.dispatch(verb, msg.data, seen);
     const code = reply.ok ? "ok" : reply.error.code;
@@ -229,17 +240,33 @@ export class NatsCommandService {
     if (msg.reply) msg.respond(JSON.stringify(reply));
   }
 
-  /** The other node that must act on this command itself, or null (this one, or any). */
-  private ownerElsewhere(verb: string, data: Uint8Array): string | null {
-    if (!this.d.ownerOf || !this.d.node || !FORWARDED.has(verb) || data.length > MAX_BODY_BYTES || !this.d.ready()) return null;
+  /**
+   * The other node that must act on this command itself, or null (this one, or any). A target
+   * this daemon does not know yet is looked up again once its model has caught up with the log.
+   */
+  private async ownerElsewhere(verb: string, data: Uint8Array): Promise<string | null> {
+    const ownerOf = this.d.ownerOf;
+    if (!ownerOf || !this.d.node || !FORWARDED.has(verb) || data.length > MAX_BODY_BYTES || !this.d.ready()) return null;
+    let body: Record<string, unknown>;
     try {
-      const body = JSON.parse(new TextDecoder().decode(data)) as unknown;
-      if (!body || typeof body !== "object" || Array.isArray(body)) return null;
-      const owner = this.d.ownerOf(verb, body as Record<string, unknown>);
-      return owner && owner !== this.d.node ? owner : null;
+      const parsed = JSON.parse(new TextDecoder().decode(data)) as unknown;
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) return null;
+      body = parsed as Record<string, unknown>;
     } catch {
       // The local path answers what is malformed.
       return null;
+    }
+    let owner = ownerOf(verb, body);
+    if (owner === null && (await this.caughtUp())) owner = ownerOf(verb, body);
+    return owner && owner !== this.d.node ? owner : null;
+  }
+
+  /** Catch the model up with the log; false when it was current (or the log is away). */
+  private async caughtUp(): Promise<boolean> {
+    try {
+      return (await this.d.catchUp?.()) ?? false;
+    } catch {
+      return false;
     }
   }
 
@@ -290,6 +317,11 @@ export class NatsCommandService {
   }
 
   private async run(handler: Handler, body: unknown, request?: RequestJournal): Promise<Reply> {
+    const first = await countingAppends(() => handler(body, request));
+    if ("value" in first) return { ok: true, result: first.value };
+    // Refused before it changed anything, perhaps on a model behind the log: judge it again.
+    const code = first.error instanceof BerthError ? first.error.code : null;
+    if (first.appends > 0 || !code || !STALE_REFUSALS.has(code) || !(await this.caughtUp())) return fail(first.error);
     try {
       return { ok: true, result: await handler(body, request) };
     } catch (err) {

@@ -1,6 +1,7 @@
 // The event store on JetStream: append with optimistic concurrency and idempotency, read one
 // subject, read everything after a sequence, tail live. Full replays read the stream unfiltered
 // and filter only by literal subjects (DESIGN.md: wildcard filters are 10× slower here).
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   DeliverPolicy,
@@ -19,6 +20,22 @@ import { SUBJECT_ROOT, STREAM, type BerthEvent, type StoredEvent } from "./types
 import { encodeEvent } from "./codec.js";
 import { hashOf } from "./chain.js";
 import { admit, isRejected, type RejectedEvent } from "./validate.js";
+
+const appendsSeen = new AsyncLocalStorage<{ n: number }>();
+
+/**
+ * Run `f` and count the appends it tried (on any store, through any await chain it started):
+ * a command that tried none changed nothing and may be judged again.
+ */
+export async function countingAppends<T>(f: () => Promise<T>): Promise<{ value: T; appends: number } | { error: unknown; appends: number }> {
+  const seen = { n: 0 };
+  try {
+    const value = await appendsSeen.run(seen, f);
+    return { value, appends: seen.n };
+  } catch (error) {
+    return { error, appends: seen.n };
+  }
+}
 
 /** JetStream API error codes we act on. */
 export const JsErr = {
@@ -89,6 +106,8 @@ export class EventStore {
    * it hashed, so that two writers cannot both link to it; it retries when another came first.
    */
   async append(subject: string, event: BerthEvent, opts: AppendOptions = {}): Promise<number> {
+    const seen = appendsSeen.getStore();
+    if (seen) seen.n++;
     if (opts.expectedSeq !== undefined) return this.appendAt(subject, event, opts.expectedSeq, await this.hashAt(subject, opts.expectedSeq));
     // One at a time per subject, in call order (a pipelined writer's order is the log's order),
     // each against the head the previous one left in the cache.

@@ -110,6 +110,15 @@ export class Projector {
     }
   }
 
+  /** Fold up to the log's last event as of now; true when the model was behind it. */
+  async catchUp(timeoutMs = 5_000): Promise<boolean> {
+    const before = this.model.seq;
+    const last = await this.store.lastSeq();
+    if (last <= before) return false;
+    await this.waitForSeq(last, timeoutMs);
+    return true;
+  }
+
   /** Resolves once the event at `seq` (ours, just appended) is applied. */
   waitForSeq(seq: number, timeoutMs = 10_000): Promise<void> {
     if (this.model.seq >= seq) return Promise.resolve();

@@ -133,10 +133,6 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
 
   const counter = async (id: string) => {
     const r = await cmd("exec", { id, cmd: ["sh", "-c", "while :; do v=$(cat /tmp/n); [ -n \"$v\" ] && exec echo $v; done"], timeoutSec: 10 }, 30_000);
-    // The daemon that takes the exec may not have folded the start yet (a run just answered by
-    // the other one): not counting yet. (Known gap: a command on another node's container is
-    // judged on the taker's model, which can lag the owner's by a moment.)
-    if (r.error?.code === "Conflict" && /it is created/.test(r.error.message)) return 0;
     if (r.error) throw new Error(`exec: ${r.error.code}: ${r.error.message}`);
     return Number((r.result as { stdout: string }).stdout.trim() || "0");
   };
