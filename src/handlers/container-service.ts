@@ -104,7 +104,10 @@ export class ContainerService {
     }
     await this.d.validateMounts(spec);
     const name = spec.name ?? `berth-${id.slice(0, 12)}`;
-    if (this.model.idOfName(name) || this.reserving.has(name)) throw alreadyExists(`the name '${name}' is already in use`);
+    const holder = this.model.idOfName(name);
+    // Made meanwhile by a twin attempt of this request (below).
+    if (holder === id) return { id, name };
+    if (holder || this.reserving.has(name)) throw alreadyExists(`the name '${name}' is already in use`);
     // Another node's subnet and ports are that node's to check (it refuses the start).
     const held = spec.node === this.d.node ? await checkNetworkRequest(spec, holders(this.model), this.d.network, this.reserving) : [];
     for (const k of [name, ...held]) this.reserving.add(k);
@@ -119,6 +122,9 @@ export class ContainerService {
       try {
         await this.d.commands.handle(id, create, ctx);
       } catch (err) {
+        // A twin attempt of this request (its retry, sent to another daemon while this one was
+        // slow) made the container first: the same id, so the same request. Its name stays.
+        if (requestId && (await this.madeByTwin(id))) return { id, name };
         await releaseName(this.d.names, "container", name, id, ctx).catch(() => undefined);
         throw err;
       }
@@ -126,6 +132,13 @@ export class ContainerService {
       for (const k of [name, ...held]) this.reserving.delete(k);
     }
     return { id, name };
+  }
+
+  /** Whether container `id` exists, once the model has caught up with the log (when it can). */
+  private async madeByTwin(id: string): Promise<boolean> {
+    if (this.model.byId(id)) return true;
+    await this.d.projector.catchUp().catch(() => false);
+    return !!this.model.byId(id);
   }
 
   async run(spec: ContainerSpec, o: Opts = {}) {
@@ -326,20 +339,27 @@ export class ContainerService {
     // Registered before anything is appended or read, so that a fast outcome is not missed.
     const waiter = this.d.projector.waitFor((e) => e.causationId === intentId && answers.includes(e.type), timeoutMs);
     try {
-      const earlier = request?.retry ? await this.earlierAttempt(id, intentId, answers) : null;
+      let earlier = request?.retry ? await this.earlierAttempt(id, intentId, answers) : null;
+      if (!earlier) {
+        try {
+          this.podFree(id, ctx);
+          const intent = await this.d.commands.handle(id, cmd, ctx);
+          // Nothing to wait for when the decision was a plain fact (a stop that cancels a restart).
+          if (intent.length === 0 || !OUTCOMES[intent[0].type]) {
+            waiter.cancel();
+            return this.model.byId(id)!;
+          }
+        } catch (err) {
+          // Refused because a twin attempt of this request (its retry, sent to another daemon
+          // while this one was slow) appended the same intent first: answer as that one does.
+          earlier = request && err instanceof BerthError && err.code === ErrorCode.Conflict ? await this.earlierAttempt(id, intentId, answers) : null;
+          if (!earlier) throw err;
+        }
+      }
       if (earlier?.answer) {
         waiter.cancel();
         await this.d.projector.waitForSeq(earlier.answer.seq);
         return this.answer(id, earlier.answer);
-      }
-      if (!earlier) {
-        this.podFree(id, ctx);
-        const intent = await this.d.commands.handle(id, cmd, ctx);
-        // Nothing to wait for when the decision was a plain fact (a stop that cancels a restart).
-        if (intent.length === 0 || !OUTCOMES[intent[0].type]) {
-          waiter.cancel();
-          return this.model.byId(id)!;
-        }
       }
     } catch (err) {
       waiter.cancel();
