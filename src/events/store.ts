@@ -145,10 +145,17 @@ export class EventStore {
         timeout: 5_000,
         expect: { lastSubjectSequence: expectedSeq },
       });
+      // A duplicate's stored bytes are the first attempt's, not these. On a cluster, a duplicate
+      // of a message still being replicated is acknowledged with sequence 0: its sequence is then
+      // looked up (an append must answer with where its event is, for the read-back).
+      if (ack.duplicate) {
+        this.heads.delete(subject);
+        const seq = ack.seq > 0 ? ack.seq : await this.committedSeq(subject, expectedSeq);
+        this.appendedSeq = Math.max(this.appendedSeq, seq);
+        return seq;
+      }
       this.appendedSeq = Math.max(this.appendedSeq, ack.seq);
-      // A duplicate's stored bytes are the first attempt's, not these.
-      if (ack.duplicate) this.heads.delete(subject);
-      else this.remember(subject, ack.seq, hashOf(bytes));
+      this.remember(subject, ack.seq, hashOf(bytes));
       return ack.seq;
     } catch (err) {
       this.heads.delete(subject);
@@ -159,6 +166,17 @@ export class EventStore {
         throw new VersionConflict(subject, expectedSeq, { cause: err });
       }
       throw storeError(err);
+    }
+  }
+
+  /** The subject's last sequence once it is past `after` (a twin's message being committed), within 5 s. */
+  private async committedSeq(subject: string, after: number): Promise<number> {
+    const until = Date.now() + 5_000;
+    for (;;) {
+      const seq = await this.lastSeqOf(subject);
+      if (seq > after) return seq;
+      if (Date.now() > until) throw unavailable(`a duplicate of an event on ${subject} was acknowledged, but it is not in the stream after 5 s`);
+      await new Promise((r) => setTimeout(r, 20));
     }
   }
 
