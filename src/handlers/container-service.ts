@@ -1,7 +1,7 @@
 // The container use cases behind `berth.cmd.container.*`: resolve the ref, decide and append the
 // intent, then wait for the owning node's outcome to be applied before answering.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { ANON_VOLUME_PREFIX, anonVolumeName, isAnonVolumeOf, networkMode, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
+import { ANON_VOLUME_PREFIX, anonVolumeName, isAnonVolumeOf, networkMode, volumesOf, type ContainerSpec, type Healthcheck, type Resources, type RestartPolicy } from "../shared/spec.js";
 import { OUTCOMES, type EventType, type Meta, type StoredEvent } from "../events/types.js";
 import { BerthError, ErrorCode, alreadyExists, conflict, invalid, notFound, unavailable } from "../shared/errors.js";
 import type { Projector } from "../projections/projector.js";
@@ -315,6 +315,10 @@ export class ContainerService {
     if (req.targetNode !== c.node && !this.model.image(req.targetNode, c.imageDigest)) {
       throw notFound(`its image ${c.image} (${c.imageDigest}) is not on node ${req.targetNode}: import it there first`);
     }
+    // Its volumes move with it: one that another container of its node mounts cannot.
+    const mine = new Set(volumesOf(c.spec));
+    const sharer = [...this.model.containers.values()].find((x) => x.id !== id && x.node === c.node && volumesOf(x.spec).some((v) => mine.has(v)));
+    if (sharer) throw conflict(`its volume '${volumesOf(sharer.spec).find((v) => mine.has(v))}' is mounted by container ${sharer.name} too: a volume moves with one container only`);
     const ctx = this.ctx(o.meta);
     const checkpointId = idFromRequest("migration", ctx.requestId!);
     const s = await this.act(id, { type: "Migrate", checkpointId, toNode: req.targetNode, preCopy: req.preCopy ?? false }, ctx, Math.max(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, 600_000), o.request);

@@ -15,7 +15,7 @@ import type { ContainerCommands } from "../aggregates/container/index.js";
 import type { NewEvent } from "../aggregates/container/decider.js";
 import { RestartScheduler } from "./restart-scheduler.js";
 import type { HostOps, NetPlan } from "./ports.js";
-import { networkMode } from "../shared/spec.js";
+import { networkMode, volumesOf } from "../shared/spec.js";
 import { DEFAULT_SHARE, type PodState } from "../aggregates/pod/index.js";
 import { finish, keptAfter, keptDuring, upgradeNext } from "../aggregates/container/upgrade.js";
 import { retire, type CheckpointCommands } from "../aggregates/checkpoint/index.js";
@@ -26,6 +26,9 @@ import pRetry from "p-retry";
 import type { NameCommands } from "../aggregates/name/index.js";
 import { releaseName } from "./names.js";
 import { watchTargets } from "./migration-watch.js";
+
+/** A dump's options and id; a migration's names the volumes that move with it. */
+type DumpRequest = CheckpointOptions & { checkpointId: string; volumes?: readonly string[] };
 
 type NetPlanShare = Extract<NetPlan, { kind: "pod" }>["share"];
 
@@ -388,7 +391,7 @@ export class Executor {
    * CRIU's dump (with the rw layer) into the checkpoint's local dir, and the exit it caused
    * recorded. Idempotent: a finished dump on disk is taken as it is.
    */
-  private async dumpHere(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<{ stats: DumpStats | null; dumpMs: number; exitMs: number }> {
+  private async dumpHere(c: ContainerState, d: DumpRequest, ctx: Ctx): Promise<{ stats: DumpStats | null; dumpMs: number; exitMs: number }> {
     const t0 = performance.now();
     const meta = { container: c.id, name: c.name, image: c.image, imageDigest: c.imageDigest, spec: c.spec, ip: c.ip, node: this.node };
     const dumped = await this.host.checkpoint(c.id, d.checkpointId, { ...d, runStartedAt: c.startedAt }, meta).catch(async (err) => {
@@ -406,7 +409,7 @@ export class Executor {
     return { stats: dumped.stats, dumpMs: t1 - t0, exitMs: performance.now() - t1 };
   }
 
-  private async dumpAndStore(c: ContainerState, d: CheckpointOptions & { checkpointId: string }, ctx: Ctx): Promise<{ stats: DumpStats | null }> {
+  private async dumpAndStore(c: ContainerState, d: DumpRequest, ctx: Ctx): Promise<{ stats: DumpStats | null }> {
     const { checkpoints, archive } = this.cp!;
     const t0 = performance.now();
     let stats: DumpStats | null = null;
@@ -481,7 +484,8 @@ export class Executor {
     if (m.dumpedAt) return false;
     if (m.preCopy) await this.host.preDump(c.id, c.startedAt ?? "", { leaveRunning: true, tcpEstablished: false, fileLocks: false });
     const dumpedAt = new Date().toISOString();
-    const d = { checkpointId: m.checkpointId, leaveRunning: false, tcpEstablished: false, fileLocks: false };
+    // Its volumes go with it: tarred after the dump (the process is gone), placed on the target.
+    const d = { checkpointId: m.checkpointId, leaveRunning: false, tcpEstablished: false, fileLocks: false, volumes: volumesOf(c.spec) };
     // Direct: the dump stays in the local dir, which the target reads through this daemon
     // (archiveFor) and the compensation restores from; it goes when the saga is over.
     const transfer = this.migrationTransfer();
@@ -506,7 +510,7 @@ export class Executor {
       // Its old IP is the source's subnet's: here it takes one of this node's.
       const here: ContainerState = { ...c, node: this.node, ip: null, spec: { ...c.spec, node: this.node, ...(c.spec.network ? { network: { ...c.spec.network, ip: undefined } } : {}) } };
       failAt("migrate-restore");
-      const r = m.transfer === "direct" ? await this.fetchDirectAndRestore(here, m.fromNode, m.checkpointId, this.netPlan(here)) : await this.fetchAndRestore(here, m.checkpointId, this.netPlan(here));
+      const r = m.transfer === "direct" ? await this.fetchDirectAndRestore(here, m.fromNode, m.checkpointId, this.netPlan(here)) : await this.fetchAndRestore(here, m.checkpointId, this.netPlan(here), false, true);
       fault("migrate-restored");
       const downtimeMs = Math.max(0, Date.parse(r.startedAt) - Date.parse(m.dumpedAt));
       const data = { checkpointId: m.checkpointId, fromNode: m.fromNode, toNode: this.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
@@ -516,14 +520,17 @@ export class Executor {
         // The saga ended otherwise meanwhile (the source took it back): it must not run here too.
         this.log.warn({ container: id }, "restored here, but the migration ended otherwise: removing it from this host");
         await this.discard(id);
+        await this.host.settleVolumes(m.checkpointId, false);
         return;
       }
+      await this.host.settleVolumes(m.checkpointId, true);
       this.log.info({ container: id, from: m.fromNode, downtimeMs }, "migrated here");
     } catch (err) {
       const reason = toBerthError(err).message;
       this.log.warn({ container: id, from: m.fromNode, reason }, "could not restore the migrating container here; its source restores it");
       await this.host.detachNetwork(id).catch(() => undefined);
       await this.host.cleanup(id).catch(() => undefined);
+      await this.host.settleVolumes(m.checkpointId, false).catch(() => undefined);
       await this.commands.appendFact(id, (s) => (s?.migration?.checkpointId === m.checkpointId && !s.migration.restoreFailed ? [{ type: "ContainerMigrationRestoreFailed", data: { checkpointId: m.checkpointId, node: this.node, reason } }] : []),
         { ...ctx, requestId: factKey(id, "ContainerMigrationRestoreFailed", m.checkpointId) }, "ContainerMigrationRestoreFailed", () => this.stopped);
     }
@@ -586,14 +593,18 @@ export class Executor {
     await this.host.removeCheckpointDir(checkpointId).catch((err) => this.log.warn({ err, container: id }, "could not remove the migrated container's checkpoint dir"));
     await this.host.detachNetwork(id).catch((err) => this.log.warn({ err, container: id }, "could not release the migrated container's attachment"));
     await this.host.cleanup(id).catch((err) => this.log.warn({ err, container: id }, "could not clean up after the migrated container"));
+    // Its named volumes moved with it (the anonymous ones went with the clean-up); one another
+    // container here mounts stays (the migration is refused then, but one may be made meanwhile).
+    const mountedHere = new Set([...this.projector.model.containers.values()].filter((x) => x.id !== id && x.node === this.node).flatMap((x) => volumesOf(x.spec)));
+    await this.host.removeVolumes(volumesOf(c.spec).filter((v) => !mountedHere.has(v))).catch((err) => this.log.warn({ err, container: id }, "could not remove the migrated container's volumes"));
   }
 
   /**
    * A checkpoint's archive from the object store onto this host (its digest checked), then CRIU
    * restores it under conmon. The unpacked archive is not kept, whatever happens: a retry fetches it again.
    */
-  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished = false): Promise<{ pid: number; startedAt: string; ip: string | null }> {
-    return this.fetchThenRestore(c, checkpointId, plan, tcpEstablished, async () => {
+  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished = false, placeVolumes = false): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+    return this.fetchThenRestore(c, checkpointId, plan, { tcpEstablished, placeVolumes }, async () => {
       const { data, verified } = await this.cp!.archive.get(checkpointId);
       await this.host.unpackCheckpoint(checkpointId, data);
       await verified;
@@ -610,7 +621,7 @@ export class Executor {
     if (!direct) throw new BerthError(ErrorCode.Unavailable, "this daemon cannot take archives from other daemons");
     const until = Date.now() + DIRECT_FETCH_MS;
     let tcp = true;
-    return this.fetchThenRestore(c, checkpointId, plan, false, () =>
+    return this.fetchThenRestore(c, checkpointId, plan, { tcpEstablished: false, placeVolumes: true }, () =>
       pRetry(
         async () => {
           // Every other try without the source's port: a port this node reaches, but not the
@@ -634,13 +645,13 @@ export class Executor {
   }
 
   /** `fetch` fills the checkpoint's local dir; then the restore; the dir goes either way. */
-  private async fetchThenRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished: boolean, fetch: () => Promise<void>): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  private async fetchThenRestore(c: ContainerState, checkpointId: string, plan: NetPlan, o: { tcpEstablished: boolean; placeVolumes: boolean }, fetch: () => Promise<void>): Promise<{ pid: number; startedAt: string; ip: string | null }> {
     const t0 = performance.now();
     try {
       await fetch();
       fault("restore-fetched");
       const t1 = performance.now();
-      const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished });
+      const r = await this.host.prepareAndRestore(c, plan, checkpointId, o);
       this.log.info({ container: c.id, fetchMs: Math.round(t1 - t0), restoreMs: Math.round(performance.now() - t1) }, "fetched and restored");
       return r;
     } finally {
@@ -697,6 +708,16 @@ export class Executor {
       if (inUse.has(checkpointId) || !container || (c && c.node === this.node)) continue;
       this.log.info({ checkpointId, container }, "removing a checkpoint dir its container no longer needs here");
       await this.host.removeCheckpointDir(checkpointId).catch((err) => this.log.warn({ err, checkpointId }, "could not remove a stale checkpoint dir"));
+    }
+    // Volumes a migration put here and a killed daemon did not settle: kept when a container of
+    // this node mounts them (it moved here), else removed (the migration ended otherwise).
+    const containers = [...this.projector.model.containers.values()];
+    const coming = new Set(containers.flatMap((c) => (c.migration?.toNode === this.node && !c.migration.restoreFailed ? [c.migration.checkpointId] : [])));
+    const mounted = new Set(containers.filter((c) => c.node === this.node).flatMap((c) => volumesOf(c.spec)));
+    for (const { name, checkpointId } of await this.host.volumeMoves()) {
+      if (coming.has(checkpointId)) continue;
+      this.log.info({ checkpointId, volume: name, kept: mounted.has(name) }, "settling a volume a migration left unsettled here");
+      await this.host.settleVolumes(checkpointId, mounted.has(name)).catch((err) => this.log.warn({ err, checkpointId }, "could not settle a migrated volume"));
     }
   }
 

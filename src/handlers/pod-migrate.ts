@@ -139,7 +139,7 @@ export class PodMigrations {
     for (const m of members) {
       if (m.pending) throw conflict(`member ${m.name} is busy (${m.pending.type.replace(/^Container|Requested$/g, "").toLowerCase()} under way)`);
       if (m.state !== "running") throw conflict(`member ${m.name} is ${m.state}: a pod migrates when every member runs (start the pod first)`);
-      if (m.spec.mounts?.some((x) => x.type === "volume")) throw conflict(`member ${m.name} has volumes, which stay on their node: moving volumes is not built yet`);
+      if (m.spec.mounts?.some((x) => x.type === "volume")) throw conflict(`member ${m.name} has volumes, which stay on their node: a pod's volumes do not move yet (a container's do)`);
       if (!this.model.image(to, m.imageDigest)) throw notFound(`the image ${m.image} of member ${m.name} is not on node ${to}: import it there first`);
     }
   }

@@ -32,7 +32,7 @@ export interface HostOps {
   /** Removes the rw layers of the container's other revisions. */
   pruneRevisions(id: string, keep: readonly number[]): Promise<void>;
   /** CRIU-dump a running container into checkpoint `checkpointId`'s local dir (with its rw layer and `meta`). Idempotent. */
-  checkpoint(id: string, checkpointId: string, o: CheckpointOptions & { runStartedAt: string | null }, meta: unknown): Promise<{ stats: DumpStats | null }>;
+  checkpoint(id: string, checkpointId: string, o: CheckpointOptions & { runStartedAt: string | null; volumes?: readonly string[] }, meta: unknown): Promise<{ stats: DumpStats | null }>;
   /** A pre-dump of a running container (memory only; it runs on), the parent of its next checkpoint in this run. */
   preDump(id: string, runStartedAt: string, o: CheckpointOptions): Promise<{ stats: DumpStats | null }>;
   /** The local checkpoint as one stream (for the archive store). */
@@ -42,8 +42,14 @@ export interface HostOps {
   /** The local checkpoint's archive for another daemon (a direct migration's source). */
   checkpointSource(checkpointId: string): ArchiveSource;
   /** Restore the checkpoint's process into this (stopped) container: its rw layer, then CRIU under conmon. A live one is answered as it is. */
-  prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null }>;
+  prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean; placeVolumes?: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null }>;
   removeCheckpointDir(checkpointId: string): Promise<void>;
+  /** The volumes migration `checkpointId` put on this node: kept (it runs here) or removed (it does not). */
+  settleVolumes(checkpointId: string, keep: boolean): Promise<void>;
+  /** Volumes a migration put here and did not settle (a daemon killed in between). */
+  volumeMoves(): Promise<{ name: string; checkpointId: string }[]>;
+  /** Named volumes that moved away with their container. */
+  removeVolumes(names: readonly string[]): Promise<void>;
   /** The local checkpoint dirs, each with the container its meta names (null: none yet). */
   checkpointDirs(): Promise<{ checkpointId: string; container: string | null }[]>;
 }

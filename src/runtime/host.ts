@@ -34,6 +34,18 @@ import { cpuinfoCheck, cpuinfoDump, criuError, dumpFinished, memoryTracking, rea
 import { dirSink, dirSource } from "./dir-archive.js";
 import type { RestoreFrom } from "./conmon.js";
 
+/** tar of a layer or a volume as it is: xattrs, numeric owners. */
+const TAR_KEEP = ["--xattrs", "--xattrs-include=*", "--numeric-owner"];
+
+export interface DumpOptions {
+  leaveRunning?: boolean;
+  tcpEstablished?: boolean;
+  fileLocks?: boolean;
+  runStartedAt?: string | null;
+  /** The volumes (by name) that go with the dump: a migration's, which moves them. */
+  volumes?: readonly string[];
+}
+
 export interface HostRuntimeOptions {
   dataRoot: string;
   node: string;
@@ -287,7 +299,7 @@ export class HostRuntime {
    * Dump a running container with CRIU into the checkpoint's dir, with its rw layer as a tar
    * beside the images. Without `leaveRunning` the container's process is gone afterwards.
    */
-  async checkpoint(id: string, checkpointId: string, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; runStartedAt?: string | null }, meta: unknown): Promise<{ stats: DumpStats | null }> {
+  async checkpoint(id: string, checkpointId: string, o: DumpOptions, meta: unknown): Promise<{ stats: DumpStats | null }> {
     const k = this.paths.checkpoint(checkpointId);
     if (!(await exists(k.dumped))) {
       // A container left running is frozen from before the dump until its rw layer is in the tar:
@@ -313,10 +325,10 @@ export class HostRuntime {
     return { stats: (await readDumpStats(k.work)) ?? (await readDumpStats(k.images)) };
   }
 
-  private async dump(id: string, k: CheckpointPaths, o: { leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; runStartedAt?: string | null }, meta: unknown): Promise<void> {
+  private async dump(id: string, k: CheckpointPaths, o: DumpOptions, meta: unknown): Promise<void> {
     // A dump the daemon died during may have finished on its own (runc and CRIU outlive us).
     if (!(await dumpFinished(k.work))) {
-      for (const d of [k.images, k.work, k.rootfsDiff, k.meta]) await rm(d, { recursive: true, force: true });
+      for (const d of [k.images, k.work, k.rootfsDiff, k.meta, k.volumes]) await rm(d, { recursive: true, force: true });
       await mkdir(k.images, { recursive: true, mode: 0o700 });
       await mkdir(k.work, { recursive: true, mode: 0o700 });
       // This run's pre-dump becomes the checkpoint's parent (kept inside its dir, so the archive holds both).
@@ -331,9 +343,18 @@ export class HostRuntime {
     if (!overlay) throw notFound(`container ${id} has no rootfs`);
     // The rw layer, and beside it the CPU it was made on (for the check before a restore): after
     // the dump, so a migration's downtime (and a leave-running one's frozen time), hence together.
+    // A migration's volumes too: the process is gone (a dump that leaves it running moves none).
+    const volumes = o.leaveRunning ? [] : (o.volumes ?? []);
+    await rm(k.volumes, { recursive: true, force: true });
+    if (volumes.length) await mkdir(k.volumes, { recursive: true, mode: 0o700 });
     await Promise.all([
-      run(toolPaths.tar, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" }),
+      run(toolPaths.tar, [...TAR_KEEP, "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" }),
       cpuinfoDump(k.images, this.log),
+      ...volumes.map(async (name) => {
+        const dir = this.paths.volume(name);
+        await mkdir(dir, { recursive: true, mode: 0o755 });
+        await run(toolPaths.tar, [...TAR_KEEP, "-C", dir, "-cf", join(k.volumes, `${name}.tar`), "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+      }),
     ]);
     await writeAtomic(k.meta, JSON.stringify(meta));
     await writeAtomic(k.dumped, "");
@@ -366,7 +387,7 @@ export class HostRuntime {
   /** The members of a checkpoint's dir that its archive holds: images, its pre-dump parent if any, rootfs diff, meta.json. */
   private archiveParts(checkpointId: string): string[] {
     const k = this.paths.checkpoint(checkpointId);
-    return ["checkpoint", ...(existsSync(k.parent) ? ["parent"] : []), "rootfs-diff.tar", "meta.json"];
+    return ["checkpoint", ...(existsSync(k.parent) ? ["parent"] : []), "rootfs-diff.tar", "meta.json", ...(existsSync(k.volumes) ? ["volumes"] : [])];
   }
 
   /** The checkpoint's dir as one tar stream (archiveParts), for the object store. */
@@ -492,6 +513,60 @@ export class HostRuntime {
   /** Refuses (RuntimeError, CRIU's words) a checkpoint made on a CPU with features this one lacks. */
   checkCpu(checkpointId: string): Promise<void> {
     return cpuinfoCheck(this.paths.checkpoint(checkpointId).images, this.log);
+  }
+
+  /**
+   * A migration's volumes into this node's volumes dir, before the restore binds them. A volume
+   * of that name with data in it here is refused (a migration never overwrites another's data),
+   * unless this migration put it there (a retry after a crash: a marker in volume-moves says so).
+   * Each volume is unpacked beside and renamed into place, so a volume is whole or absent.
+   */
+  async placeVolumes(checkpointId: string): Promise<string[]> {
+    const k = this.paths.checkpoint(checkpointId);
+    const names = (await readdir(k.volumes).catch(() => [] as string[])).filter((f) => f.endsWith(".tar")).map((f) => f.slice(0, -4));
+    if (!names.length) return [];
+    await mkdir(this.paths.volumeMovesDir, { recursive: true, mode: 0o700 });
+    for (const name of names) {
+      const dest = this.paths.volume(name);
+      const marker = join(this.paths.volumeMovesDir, name);
+      const ours = (await readFile(marker, "utf8").catch(() => ""))?.trim() === checkpointId;
+      if (!ours && (await readdir(dest).catch(() => [])).length > 0) {
+        throw new RuntimeFailure("berth", ["migrate"], `volume '${name}' already exists on this node with data in it: a migration does not overwrite it (remove it here first)`, 1);
+      }
+      await writeAtomic(marker, checkpointId);
+      const incoming = join(k.dir, "volume-incoming", name);
+      await rm(incoming, { recursive: true, force: true });
+      await mkdir(incoming, { recursive: true, mode: 0o755 });
+      await run(toolPaths.tar, [...TAR_KEEP, "--same-permissions", "-C", incoming, "-xf", join(k.volumes, `${name}.tar`)], { timeoutMs: 600_000, log: this.log, toolName: "tar" });
+      await rm(dest, { recursive: true, force: true });
+      await rename(incoming, dest);
+    }
+    return names;
+  }
+
+  /** The volumes migration `checkpointId` put here: `keep` them (it ran here) or remove them (it did not). */
+  async settleVolumes(checkpointId: string, keep: boolean): Promise<void> {
+    for (const { name, checkpointId: by } of await this.volumeMoves()) {
+      if (by !== checkpointId) continue;
+      if (!keep) await rm(this.paths.volume(name), { recursive: true, force: true });
+      await rm(join(this.paths.volumeMovesDir, name), { force: true });
+    }
+  }
+
+  /** Volumes a migration put here and has not settled yet (a daemon killed in between). */
+  async volumeMoves(): Promise<{ name: string; checkpointId: string }[]> {
+    const names = await readdir(this.paths.volumeMovesDir).catch(() => [] as string[]);
+    const out: { name: string; checkpointId: string }[] = [];
+    for (const name of names) {
+      const by = (await readFile(join(this.paths.volumeMovesDir, name), "utf8").catch(() => "")).trim();
+      if (by) out.push({ name, checkpointId: by });
+    }
+    return out;
+  }
+
+  /** Named volumes that moved to another node with their container: nothing of them stays here. */
+  async removeVolumes(names: readonly string[]): Promise<void> {
+    for (const name of names) await rm(this.paths.volume(name), { recursive: true, force: true });
   }
 
   /** What a restore from this checkpoint hands conmon. */

@@ -37,6 +37,8 @@ export class Paths {
   get exitDir(): string { return join(this.dataRoot, "exits"); }
   get containersDir(): string { return join(this.dataRoot, "containers"); }
   get volumesDir(): string { return join(this.dataRoot, "volumes"); }
+  /** `<name>` → the checkpoint whose migration put volume `<name>` here, until the migration is settled. */
+  get volumeMovesDir(): string { return join(this.dataRoot, "volume-moves"); }
   get imagesDir(): string { return join(this.dataRoot, "images"); }
   /** Pinned namespaces of lone bridge containers and pods, one dir per sandbox key. */
   get sandboxesDir(): string { return join(this.dataRoot, "sandboxes"); }
@@ -70,6 +72,7 @@ export class Paths {
       dumped: join(dir, "dumped"),
       parent: join(dir, "parent"),
       frozen: join(dir, "frozen"),
+      volumes: join(dir, "volumes"),
     };
   }
 
@@ -140,6 +143,8 @@ export interface CheckpointPaths {
   frozen: string;
   /** The pre-dump this checkpoint was made on (CRIU's images link `checkpoint/parent` → `../parent`). */
   parent: string;
+  /** A migration's volumes, `<name>.tar` each (the container's named and anonymous volumes move with it). */
+  volumes: string;
 }
 
 export interface ContainerPaths {

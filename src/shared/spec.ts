@@ -156,6 +156,8 @@ export type ContainerSpec = Static<typeof ContainerSpec>;
 export const ANON_VOLUME_PREFIX = "anon-";
 export const anonVolumeName = (containerId: string, index: number) => `${ANON_VOLUME_PREFIX}${containerId.slice(0, 16)}-${index}`;
 export const isAnonVolumeOf = (name: string, containerId: string) => name.startsWith(`${ANON_VOLUME_PREFIX}${containerId.slice(0, 16)}-`);
+/** The volumes (by name, named and anonymous) a spec mounts, each once. */
+export const volumesOf = (spec: ContainerSpec): string[] => [...new Set((spec.mounts ?? []).flatMap((m) => (m.type === "volume" && m.source ? [m.source] : [])))];
 
 /** The namespaces a pod's members share; the net one always (a pod is one IP). */
 export const PodNamespace = Type.Union([Type.Literal("net"), Type.Literal("ipc"), Type.Literal("uts")]);

@@ -50,6 +50,8 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
         return { pid: st!.pid, startedAt: st!.created, ip: c.ip };
       }
       await rt.checkCpu(checkpointId);
+      // A migration's volumes before the bundle, which would make an empty one of a missing volume.
+      if (o.placeVolumes) await rt.placeVolumes(checkpointId);
       // The bundle first (a new container has none yet), then its rw layer from the checkpoint.
       // Unmounted (a rootfs not mounted yet stays so): start() mounts it over the restored layer.
       const net = await prepareFor(c, plan, false);
@@ -63,6 +65,9 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     unpackCheckpoint: (checkpointId, data) => rt.unpackCheckpoint(checkpointId, data),
     checkpointSource: (checkpointId) => rt.checkpointSource(checkpointId),
     removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),
+    settleVolumes: (checkpointId, keep) => rt.settleVolumes(checkpointId, keep),
+    volumeMoves: () => rt.volumeMoves(),
+    removeVolumes: (names) => rt.removeVolumes(names),
     checkpointDirs: () => rt.checkpointDirs(),
     detachNetwork: (id) => rt.detachNetwork(id),
     signal: (id, signal, all) => rt.signal(id, signal, all),

@@ -6,7 +6,7 @@
 // The killed daemon comes back; the container then runs on exactly one node — the one the log
 // names as its owner — with one process, and counts on from where it was.
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT, type ProcSession } from "../support/daemon-proc.js";
@@ -57,7 +57,9 @@ describe.skipIf(skip)("migration crash matrix", () => {
       const dying = sessions[c.dies];
       await dying.down();
       await dying.up({ BERTH_FAULT: c.fault, ...c.env });
-      const run = await send(names[0], "run", { image: "busybox", cmd: COUNTER, node: names[0] });
+      // With a named volume whose data must move once, whatever dies.
+      const vol = `crash-${suffix}-${CASES.indexOf(c)}`;
+      const run = await send(names[0], "run", { image: "busybox", cmd: ["sh", "-c", `[ -f /data/f ] || echo kept > /data/f; ${COUNTER[2]}`], node: names[0], mounts: [{ type: "volume", source: vol, target: "/data" }] });
       expect(run.error).toBeUndefined();
       const id = run.result!.id as string;
       await until(async () => (await counter(names[0], id)) >= 5, 15_000);
@@ -89,6 +91,10 @@ describe.skipIf(skip)("migration crash matrix", () => {
       await until(async () => !existsSync(join(notOwner.dataRoot, "runc", id)) && !existsSync(join(notOwner.dataRoot, "containers", id)), 15_000);
       expect(existsSync(join(sessions[owner].dataRoot, "runc", id))).toBe(true);
       expect(await counter(names[owner], id)).toBeGreaterThanOrEqual(5);
+      // Its volume is on the owner with its data, gone from the other node, and settled on both.
+      expect(readFileSync(join(sessions[owner].dataRoot, "volumes", vol, "f"), "utf8")).toBe("kept\n");
+      await until(async () => !existsSync(join(notOwner.dataRoot, "volumes", vol)), 15_000);
+      for (const s of sessions) expect(existsSync(join(s.dataRoot, "volume-moves")) ? readdirSync(join(s.dataRoot, "volume-moves")) : []).toEqual([]);
       expect((await send(names[owner], "remove", { id, force: true })).error).toBeUndefined();
       // The next case starts from the default settings.
       if (c.env) {

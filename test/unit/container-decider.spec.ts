@@ -223,3 +223,20 @@ describe("evolve", () => {
     expect(given(created(), removeReq, { type: "ContainerRemoved", data: {} }).state?.removed).toBe(true);
   });
 });
+
+describe("decide: Migrate", () => {
+  const migrate: ContainerCommand = { type: "Migrate", checkpointId: "f".repeat(64), toNode: "n2", preCopy: false };
+  const requested: NewEvent = { type: "ContainerMigrationRequested", data: { checkpointId: "f".repeat(64), fromNode: "n1", toNode: "n2", preCopy: false } };
+
+  it("given a running container with named and anonymous volumes, when it migrates, then the migration is requested (its volumes move with it)", () => {
+    given(created({ mounts: [{ type: "volume", source: "data", target: "/data" }, { type: "volume", source: `anon-${ID.slice(0, 16)}-0`, target: "/scratch" }] }), startReq, started).when(migrate).then([requested]);
+  });
+
+  it("given a container that is not running, when it migrates, then Conflict", () => {
+    given(created(), startReq, started, exited()).when(migrate).thenThrows("Conflict", /only a running container migrates/);
+  });
+
+  it("given a running container on n1, when it migrates to n1, then Conflict", () => {
+    given(created(), startReq, started).when({ ...migrate, toNode: "n1" }).thenThrows("Conflict", /on node n1 already/);
+  });
+});

@@ -153,7 +153,6 @@ export function decide(cmd: ContainerCommand, s: ContainerState | null): NewEven
       if (cmd.toNode === s.node) refuse(`it is on node ${s.node} already`);
       if (s.spec.pod) refuse("it is a member of a pod: a pod moves with pod migrate, all its members together");
       if (s.state !== "running") refuse(`it is ${s.state}: only a running container migrates (its process, memory and rw layer; start it first)`);
-      if (s.spec.mounts?.some((m) => m.type === "volume")) refuse("it has volumes, which stay on their node: moving volumes is not built yet");
       return guard({ type: "ContainerMigrationRequested", data: { checkpointId: cmd.checkpointId, fromNode: s.node, toNode: cmd.toNode, preCopy: cmd.preCopy } });
     case "Restore":
       busy();
