@@ -23,6 +23,7 @@
 //   migrate-dumped   a migration's source stored the dump, before it says so (the target's turn)
 //   migrate-restored the migration's target restored it, before it says so (ownership moves)
 //   migrate-compensated the source restored it after the target failed, before it says so
+//   migrated-away    a migration's source read that it runs on the target, before its own clean-up
 //   migrate-serving  a direct migration's source sent the archive's first frame to the target
 //   migrate-fetching a direct migration's target took the archive's first frame
 //   offline-flushing the offline journal's first fact is in the log, the rest not yet
@@ -32,7 +33,7 @@ export type FaultPoint =
   | "upgrade-stopped" | "upgrade-layer" | "upgrade-started" | "upgrade-gate" | "upgrade-rollback" | "upgrade-settling"
   | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched" | "checkpoint-uploading"
   | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded"
-  | "migrate-dumped" | "migrate-restored" | "migrate-compensated" | "migrate-serving" | "migrate-fetching" | "offline-flushing"
+  | "migrate-dumped" | "migrate-restored" | "migrate-compensated" | "migrate-serving" | "migrate-fetching" | "offline-flushing" | "migrated-away"
   | "copy-retiring";
 
 const spec = process.env.BERTH_FAULT ?? "";

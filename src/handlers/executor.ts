@@ -479,6 +479,7 @@ export class Executor {
       const data = { checkpointId: m.checkpointId, node: this.node, reason: m.restoreFailed, compensated: true, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
       fault("migrate-compensated");
       await this.outcome(c.id, { type: "MigrationFailed", data }, ctx, `${intentKey(ctx)}@compensated`);
+      await this.settleLeavingVolumes();
       return true;
     }
     if (m.dumpedAt) return false;
@@ -590,13 +591,30 @@ export class Executor {
   private async migratedAway(id: string, checkpointId: string): Promise<void> {
     const c = this.current(id);
     if (!c || c.node === this.node) return;
+    fault("migrated-away");
     await this.host.removeCheckpointDir(checkpointId).catch((err) => this.log.warn({ err, container: id }, "could not remove the migrated container's checkpoint dir"));
     await this.host.detachNetwork(id).catch((err) => this.log.warn({ err, container: id }, "could not release the migrated container's attachment"));
     await this.host.cleanup(id).catch((err) => this.log.warn({ err, container: id }, "could not clean up after the migrated container"));
-    // Its named volumes moved with it (the anonymous ones went with the clean-up); one another
-    // container here mounts stays (the migration is refused then, but one may be made meanwhile).
-    const mountedHere = new Set([...this.projector.model.containers.values()].filter((x) => x.id !== id && x.node === this.node).flatMap((x) => volumesOf(x.spec)));
-    await this.host.removeVolumes(volumesOf(c.spec).filter((v) => !mountedHere.has(v))).catch((err) => this.log.warn({ err, container: id }, "could not remove the migrated container's volumes"));
+    await this.settleLeavingVolumes();
+  }
+
+  /**
+   * The volumes migrations from here took (noted at the dump): removed once their container
+   * runs on another node (or is gone), kept when the migration ended here; one that another
+   * container of this node mounts stays. Kept noted while the migration is under way.
+   */
+  async settleLeavingVolumes(): Promise<void> {
+    const model = this.projector.model;
+    const leaving = await this.host.leavingVolumes().catch(() => []);
+    if (!leaving.length) return;
+    const mountedHere = new Set([...model.containers.values()].filter((x) => x.node === this.node && !leaving.some((l) => l.container === x.id)).flatMap((x) => volumesOf(x.spec)));
+    for (const l of leaving) {
+      const c = model.byId(l.container);
+      if (c && c.node === this.node && c.migration?.checkpointId === l.checkpointId) continue;
+      const moved = !c || c.node !== this.node;
+      this.log.info({ volume: l.name, container: l.container, moved }, moved ? "removing a volume that moved with its container" : "keeping a volume whose migration ended here");
+      await this.host.settleLeavingVolume(l.name, moved && !mountedHere.has(l.name)).catch((err) => this.log.warn({ err, volume: l.name }, "could not settle a volume that left"));
+    }
   }
 
   /**
@@ -709,6 +727,7 @@ export class Executor {
       this.log.info({ checkpointId, container }, "removing a checkpoint dir its container no longer needs here");
       await this.host.removeCheckpointDir(checkpointId).catch((err) => this.log.warn({ err, checkpointId }, "could not remove a stale checkpoint dir"));
     }
+    await this.settleLeavingVolumes();
     // Volumes a migration put here and a killed daemon did not settle: kept when a container of
     // this node mounts them (it moved here), else removed (the migration ended otherwise).
     const containers = [...this.projector.model.containers.values()];

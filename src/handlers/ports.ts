@@ -48,8 +48,10 @@ export interface HostOps {
   settleVolumes(checkpointId: string, keep: boolean): Promise<void>;
   /** Volumes a migration put here and did not settle (a daemon killed in between). */
   volumeMoves(): Promise<{ name: string; checkpointId: string }[]>;
-  /** Named volumes that moved away with their container. */
-  removeVolumes(names: readonly string[]): Promise<void>;
+  /** Volumes a migration from here takes away, not settled yet. */
+  leavingVolumes(): Promise<{ name: string; checkpointId: string; container: string }[]>;
+  /** A leaving volume removed from here (it moved) or kept; its note goes either way. */
+  settleLeavingVolume(name: string, remove: boolean): Promise<void>;
   /** The local checkpoint dirs, each with the container its meta names (null: none yet). */
   checkpointDirs(): Promise<{ checkpointId: string; container: string | null }[]>;
 }
@@ -105,6 +107,8 @@ export interface PodHost {
 /** The host as recovery (the start-up pass) needs it. */
 export interface RecoveryHost {
   list(): Promise<RuncState[]>;
+  /** Ids of the containers with a bundle dir on this node. */
+  bundles(): Promise<string[]>;
   readExit(id: string): Promise<ExitInfo | null>;
   conmonAlive(id: string): Promise<boolean>;
   imagePresent(digest: string): Promise<boolean>;

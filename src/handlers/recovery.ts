@@ -25,6 +25,8 @@ export interface HostFacts {
   sandboxes: Set<string>;
   /** Sandboxes whose netns is pinned and attached in this boot. */
   attached: Set<string>;
+  /** Containers with a bundle dir (rootfs, config) on this node, by id. */
+  bundles?: Set<string>;
 }
 
 export type RecoveryAction =
@@ -61,7 +63,10 @@ export function planRecovery(all: Iterable<ContainerState>, node: string, facts:
     if (c.node === node) mine.push(c);
     known.add(c.id);
     if (c.node !== node) {
-      if (facts.runc.has(c.id) && c.migration?.toNode !== node && !incoming(c)) out.push({ kind: "foreign", id: c.id });
+      // In runc's root, or only its bundle and rootfs mount left (a migration's source killed
+      // after the container's process was dumped and before its clean-up).
+      const here = facts.runc.has(c.id) || facts.bundles?.has(c.id);
+      if (here && c.migration?.toNode !== node && !incoming(c)) out.push({ kind: "foreign", id: c.id });
       continue;
     }
     const r = facts.runc.get(c.id);
@@ -128,6 +133,7 @@ export async function gatherFacts(host: RecoveryHost, own: ContainerState[]): Pr
     }),
   );
   const runc = new Map((await listed).map((s) => [s.id, s] as const));
+  const bundles = new Set(await host.bundles());
   const sandboxes = new Set(await host.sandboxKeys());
   const attached = new Set<string>();
   await Promise.all(
@@ -135,7 +141,7 @@ export async function gatherFacts(host: RecoveryHost, own: ContainerState[]): Pr
       if (await host.sandboxAttached(c.id)) attached.add(c.id);
     }),
   );
-  return { runc, exits, conmonAlive, imageMissing, sandboxes, attached };
+  return { runc, exits, conmonAlive, imageMissing, sandboxes, attached, bundles };
 }
 
 /** How long a vanished container may still produce an exit file (conmon writes it last). */

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { access, mkdir, readFile, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { RuntimeFailure, invalid, notFound } from "../shared/errors.js";
 import { NAME_RE, hostnameFor, isAnonVolumeOf, networkMode } from "../shared/spec.js";
+import { checkVolumeName } from "../shared/spec-rules.js";
 import { BridgeNetwork } from "./bridge-network.js";
 import { Sandboxes, type SandboxInfo, type SandboxRequest } from "./sandbox.js";
 import { writeEtcFiles } from "./etc-files.js";
@@ -38,6 +39,8 @@ import type { RestoreFrom } from "./conmon.js";
 const TAR_KEEP = ["--xattrs", "--xattrs-include=*", "--numeric-owner"];
 
 export interface DumpOptions {
+  /** The migration's checkpoint, noted beside the volumes that leave with it. */
+  checkpointId?: string;
   leaveRunning?: boolean;
   tcpEstablished?: boolean;
   fileLocks?: boolean;
@@ -344,9 +347,14 @@ export class HostRuntime {
     // The rw layer, and beside it the CPU it was made on (for the check before a restore): after
     // the dump, so a migration's downtime (and a leave-running one's frozen time), hence together.
     // A migration's volumes too: the process is gone (a dump that leaves it running moves none).
+    // Each is noted as leaving, so that whatever dies, the source's copy goes once it runs there.
     const volumes = o.leaveRunning ? [] : (o.volumes ?? []);
     await rm(k.volumes, { recursive: true, force: true });
-    if (volumes.length) await mkdir(k.volumes, { recursive: true, mode: 0o700 });
+    if (volumes.length) {
+      await mkdir(k.volumes, { recursive: true, mode: 0o700 });
+      await mkdir(this.paths.volumeMovesOutDir, { recursive: true, mode: 0o700 });
+      for (const name of volumes) await writeAtomic(join(this.paths.volumeMovesOutDir, checkVolumeName(name)), `${o.checkpointId ?? ""} ${id}`);
+    }
     await Promise.all([
       run(toolPaths.tar, [...TAR_KEEP, "-C", overlay.upper, "-cf", k.rootfsDiff, "."], { timeoutMs: 600_000, log: this.log, toolName: "tar" }),
       cpuinfoDump(k.images, this.log),
@@ -564,9 +572,21 @@ export class HostRuntime {
     return out;
   }
 
-  /** Named volumes that moved to another node with their container: nothing of them stays here. */
-  async removeVolumes(names: readonly string[]): Promise<void> {
-    for (const name of names) await rm(this.paths.volume(name), { recursive: true, force: true });
+  /** Volumes a migration from here takes away, not settled yet: by name, with the migration's checkpoint and container. */
+  async leavingVolumes(): Promise<{ name: string; checkpointId: string; container: string }[]> {
+    const names = await readdir(this.paths.volumeMovesOutDir).catch(() => [] as string[]);
+    const out: { name: string; checkpointId: string; container: string }[] = [];
+    for (const name of names) {
+      const [checkpointId, container] = (await readFile(join(this.paths.volumeMovesOutDir, name), "utf8").catch(() => "")).trim().split(" ");
+      if (checkpointId && container) out.push({ name, checkpointId, container });
+    }
+    return out;
+  }
+
+  /** A leaving volume settled: removed from here (`remove`: it moved) or kept; its note goes either way. */
+  async settleLeavingVolume(name: string, remove: boolean): Promise<void> {
+    if (remove) await rm(this.paths.volume(name), { recursive: true, force: true });
+    await rm(join(this.paths.volumeMovesOutDir, name), { force: true });
   }
 
   /** What a restore from this checkpoint hands conmon. */
@@ -638,6 +658,11 @@ export class HostRuntime {
   resume(id: string): Promise<void> { return this.runc.resume(checkId(id)); }
   state(id: string): Promise<RuncState | null> { return this.runc.state(checkId(id)); }
   list(): Promise<RuncState[]> { return this.runc.list(); }
+
+  /** Ids of the containers with a dir (bundle, layers) in this data root. */
+  async bundles(): Promise<string[]> {
+    return (await readdir(this.paths.containersDir).catch(() => [] as string[])).filter((n) => CONTAINER_ID_RE.test(n));
+  }
   hasBundle(id: string): Promise<boolean> { return exists(this.paths.container(id).config); }
   /** Run a command in a running container (runc exec, no tty): exit code and output, bounded in time. */
   exec(id: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> { return this.runc.exec(checkId(id), argv, opts); }

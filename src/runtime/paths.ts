@@ -39,6 +39,8 @@ export class Paths {
   get volumesDir(): string { return join(this.dataRoot, "volumes"); }
   /** `<name>` → the checkpoint whose migration put volume `<name>` here, until the migration is settled. */
   get volumeMovesDir(): string { return join(this.dataRoot, "volume-moves"); }
+  /** `<name>` → `<checkpointId> <containerId>`: a volume a migration from here takes away, until settled. */
+  get volumeMovesOutDir(): string { return join(this.dataRoot, "volume-moves-out"); }
   get imagesDir(): string { return join(this.dataRoot, "images"); }
   /** Pinned namespaces of lone bridge containers and pods, one dir per sandbox key. */
   get sandboxesDir(): string { return join(this.dataRoot, "sandboxes"); }

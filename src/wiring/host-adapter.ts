@@ -67,7 +67,8 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
     removeCheckpointDir: (checkpointId) => rt.removeCheckpointDir(checkpointId),
     settleVolumes: (checkpointId, keep) => rt.settleVolumes(checkpointId, keep),
     volumeMoves: () => rt.volumeMoves(),
-    removeVolumes: (names) => rt.removeVolumes(names),
+    leavingVolumes: () => rt.leavingVolumes(),
+    settleLeavingVolume: (name, remove) => rt.settleLeavingVolume(name, remove),
     checkpointDirs: () => rt.checkpointDirs(),
     detachNetwork: (id) => rt.detachNetwork(id),
     signal: (id, signal, all) => rt.signal(id, signal, all),
@@ -90,6 +91,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
 export function recoveryHost(rt: HostRuntime, images: ImageStore): RecoveryHost {
   return {
     list: () => rt.list(),
+    bundles: () => rt.bundles(),
     readExit: (id) => rt.readExit(id),
     conmonAlive: (id) => rt.conmonAlive(id),
     async imagePresent(digest) {

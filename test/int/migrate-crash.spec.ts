@@ -27,6 +27,8 @@ const CASES: { dies: 0 | 1; fault: string; env?: Record<string, string> }[] = [
   { dies: 0, fault: "migrate-dumped:1" },
   { dies: 0, fault: "migrate-serving:1" },
   { dies: 0, fault: "checkpoint-uploaded:1", env: { BERTH_MIGRATION_TRANSFER: "store" } },
+  // The source dies once it runs on the target, before its own clean-up (bundle, mount, volume).
+  { dies: 0, fault: "migrated-away:1" },
   { dies: 1, fault: "migrate-fetching:1" },
   { dies: 1, fault: "migrate-restored:1" },
 ];

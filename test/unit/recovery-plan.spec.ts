@@ -44,6 +44,10 @@ describe("planRecovery", () => {
     expect(planRecovery([c("a", "running", "n2")], "n1", facts({ runc: new Map([runc("a", "running")]) }))).toEqual([{ kind: "foreign", id: "a" }]);
   });
 
+  it("given another node's container whose bundle only is left here (its migration's source killed before its clean-up), then remove it here", () => {
+    expect(planRecovery([c("a", "running", "n2")], "n1", facts({ bundles: new Set(["a"]) }))).toEqual([{ kind: "foreign", id: "a" }]);
+  });
+
   it("given another node's container that is migrating here, or that its pod brings here, then keep it", () => {
     const migrating = { ...c("a", "exited", "n2"), migration: { checkpointId: "x", fromNode: "n2", toNode: "n1", preCopy: false, dumpedAt: "t", frozenMs: 0, restoreFailed: null } } as ContainerState;
     const member = { ...c("b", "exited", "n2"), spec: { image: "busybox:latest", pod: "p1" } } as ContainerState;
