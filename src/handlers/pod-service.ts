@@ -121,7 +121,10 @@ export class PodService {
     const node = spec.node ?? this.d.node;
     if (node !== this.d.node && !this.model.nodes.has(node)) throw invalid(`unknown node '${node}': no daemon of that name ever joined (berth node ls)`);
     const accepted: PodSpec = { ...spec, name, node, share: spec.share ?? [...DEFAULT_SHARE], network: { ...spec.network, mode: spec.network?.mode ?? "bridge" } };
-    if ([...this.model.pods.values()].some((p) => p.name === name) || this.reserving.has(name)) throw alreadyExists(`the pod name '${name}' is already in use`);
+    const holder = [...this.model.pods.values()].find((p) => p.name === name);
+    // Made meanwhile by a twin attempt of this request (below).
+    if (holder?.id === id) return { id, name };
+    if (holder || this.reserving.has(name)) throw alreadyExists(`the pod name '${name}' is already in use`);
     const held = node === this.d.node ? await checkNetworkRequest(accepted, holders(this.model), this.d.network, this.reserving) : [];
     for (const k of [name, ...held]) this.reserving.add(k);
     try {
@@ -131,6 +134,9 @@ export class PodService {
       try {
         await this.d.pods.handle(id, create, ctx);
       } catch (err) {
+        // A twin attempt of this request (its retry, sent to another daemon while this one was
+        // slow) made the pod first: the same id, so the same request. Its name stays.
+        if (o.meta?.requestId && (this.model.pods.has(id) || ((await this.d.projector.catchUp().catch(() => false)) && this.model.pods.has(id)))) return { id, name };
         await releaseName(this.d.names, "pod", name, id, ctx).catch(() => undefined);
         throw err;
       }

@@ -151,6 +151,17 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
       expect(events.filter((e) => e.type === "ContainerStartRequested")).toHaveLength(1);
       expect((await cmd("remove", { id, force: true })).error).toBeUndefined();
     }
+    // The same for a pod.
+    for (let round = 0; round < 2; round++) {
+      const name = `twinpod-${suffix}-${round}`;
+      const body = { name, node: names[round % 2], network: { mode: "none" }, meta: { requestId: `twinpod-${suffix}-${round}` } };
+      const rs = await Promise.all([cmd("pod.create", body, 30_000, names[0]), cmd("pod.create", body, 30_000, names[1])]);
+      for (const r of rs) expect(r.ok, JSON.stringify(rs)).toBe(true);
+      expect(rs[1].result).toEqual(rs[0].result);
+      const again = await cmd("pod.create", { ...body, meta: { requestId: `twinpod-${suffix}-${round}-other` } });
+      expect(again.error?.code, JSON.stringify(again)).toBe("AlreadyExists");
+      expect((await cmd("pod.remove", { id: (rs[0].result as { id: string }).id, force: true })).error).toBeUndefined();
+    }
   });
 
   const counter = async (id: string) => {
