@@ -341,16 +341,29 @@ export class EventStore {
       return msgs;
     };
     current = await open();
-    // The watchdog: an event this store appended (acknowledged) that the tail has not delivered
-    // within STALL_MS ends the round, and a new consumer starts after the last one delivered. Seen
-    // when a server of a cluster is killed: the ordered consumer's own reset can stall for good
-    // while the JetStream API is between leaders (no heartbeats then, so no missed ones either).
+    // The watchdog: an event the tail has not delivered within STALL_MS ends the round, and a new
+    // consumer starts after the last one delivered. Seen when a server of a cluster is killed: the
+    // ordered consumer's own reset can stall for good while the JetStream API is between leaders
+    // (no heartbeats then, so no missed ones either). Known at once for what this store appended;
+    // for another daemon's events (a migration's target recording it), the stream's last
+    // sequence is asked after every STALL_MS of silence.
     let seen = { next, at: Date.now() };
+    let probing = false;
+    const restart = () => {
+      seen = { next, at: Date.now() };
+      current?.stop();
+    };
     const watchdog = setInterval(() => {
       if (next !== seen.next) seen = { next, at: Date.now() };
-      else if (this.appendedSeq >= next && Date.now() - seen.at > STALL_MS) {
-        seen = { next, at: Date.now() };
-        current?.stop();
+      else if (Date.now() - seen.at > STALL_MS) {
+        if (this.appendedSeq >= next) return restart();
+        if (probing || stopped) return;
+        probing = true;
+        const at = next;
+        this.lastSeq()
+          .then((last) => (last >= at && next === at ? restart() : (seen = { next, at: Date.now() })))
+          .catch(() => (seen = { next, at: Date.now() }))
+          .finally(() => (probing = false));
       }
     }, 500);
     watchdog.unref();
