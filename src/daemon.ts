@@ -31,6 +31,7 @@ import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
 import { createMetrics } from "./api/metrics.js";
 import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-server.js";
+import { processStart } from "./runtime/conmon.js";
 import { daemonInboxPrefix } from "./runtime/nats-roles.js";
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";
@@ -398,17 +399,23 @@ async function livePid(runtime: HostRuntime, id: string): Promise<number | null>
   return st && (st.status === "running" || st.status === "paused") ? st.pid : null;
 }
 
-/** One daemon per data root: a second one would fight over the same containers. */
+/**
+ * One daemon per data root: a second one would fight over the same containers. The lock file
+ * holds the daemon's pid and its process start time, so that a pid reused by another process
+ * after a kill -9 (pid_max is 32768 here: it wraps within a test run) is not taken for it.
+ */
 async function takeLock(dataRoot: string): Promise<void> {
   const p = join(dataRoot, "berth.pid");
   if (existsSync(p)) {
-    const pid = Number((await readFile(p, "utf8")).trim());
+    const [pidText, start] = (await readFile(p, "utf8")).trim().split(" ");
+    const pid = Number(pidText);
     if (pid !== process.pid && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
-      const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-      if (/node|berth/.test(cmd)) throw new Error(`another berth daemon (pid ${pid}) uses ${dataRoot}`);
+      // A lock without a start time (an older daemon's): the process's command line decides.
+      const same = start ? (await processStart(pid)) === start : /node|berth/.test(await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => ""));
+      if (same) throw new Error(`another berth daemon (pid ${pid}) uses ${dataRoot}`);
     }
   }
-  await writeFile(p, `${process.pid}\n`, { mode: 0o600 });
+  await writeFile(p, `${process.pid} ${(await processStart(process.pid)) ?? ""}\n`.replace(" \n", "\n"), { mode: 0o600 });
 }
 
 async function ensureSeedImage(

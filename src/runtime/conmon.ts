@@ -210,6 +210,15 @@ export async function processAlive(pid: number): Promise<boolean> {
   return state !== "Z" && state !== "X";
 }
 
+/** The process's start (field 22 of its stat, clock ticks since boot): with the pid, who it is. Null when it is gone or a zombie. */
+export async function processStart(pid: number): Promise<string | null> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
+  if (!stat) return null;
+  // comm may hold spaces and parentheses: the fields start after the last ')'.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return f[0] === "Z" || f[0] === "X" ? null : (f[19] ?? null);
+}
+
 /** Guard against pid reuse: the process must be a conmon for this container id. */
 export async function isConmonFor(pid: number, id: string): Promise<boolean> {
   const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");

@@ -3,7 +3,7 @@
 // exists once, every command took effect once (or not at all), no transition the table forbids
 // is in the log, and nothing is leaked.
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -142,6 +142,24 @@ describe.skipIf(skip)("crash matrix", () => {
     const leases = readdirSync(join(dataRoot, "network", "leases")).flatMap((n) => readdirSync(join(dataRoot, "network", "leases", n)));
     expect(leases.filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))).toEqual([]);
   }
+
+  it("one daemon per data root: a second is refused while the first runs; after a kill -9, a lock whose pid another process now has is no one's", async () => {
+    try {
+      await up();
+      await expect(startDaemonProc(dataRoot, node, natsPort)).rejects.toThrow(/another berth daemon \(pid \d+\) uses/);
+      await down("SIGKILL");
+      // The dead daemon's pid taken by another live node process (pids wrap at 32768 here): this
+      // test's own, with the lock's start time the dead one's.
+      const lock = join(dataRoot, "berth.pid");
+      const [, start] = readFileSync(lock, "utf8").trim().split(" ");
+      expect(start).toMatch(/^\d+$/);
+      writeFileSync(lock, `${process.pid} ${start}\n`);
+      await up();
+      expect((await http<{ status: string }>("/healthz")).body).toEqual({ status: "ok" });
+    } finally {
+      await down();
+    }
+  });
 
   it("dies during recovery, then converges", async () => {
     try {

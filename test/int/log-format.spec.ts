@@ -46,7 +46,7 @@ describe.skipIf(skip)("daemon log lines", () => {
     const end = Date.now() + 30_000;
     while (!shown.includes("berth daemon ready") && Date.now() < end && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
     // The daemon's own pid (script's child), from its lock file: stop exactly that process.
-    const pid = Number(readFileSync(join(dataRoot, "berth.pid"), "utf8"));
+    const pid = Number(readFileSync(join(dataRoot, "berth.pid"), "utf8").trim().split(" ")[0]);
     process.kill(pid, "SIGTERM");
     expect(await exited).toBe(0);
     const lines = shown.replace(/\x1b\[[0-9;]*m/g, "").split(/\r?\n/).filter(Boolean);
