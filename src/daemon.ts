@@ -31,7 +31,7 @@ import { NatsCommandService } from "./api/nats-service.js";
 import { buildHttpServer } from "./api/http.js";
 import { createMetrics } from "./api/metrics.js";
 import { startEmbeddedNats, pidAlive, type EmbeddedNats } from "./runtime/nats-server.js";
-import { processStart } from "./runtime/conmon.js";
+import { processStart } from "./runtime/session.js";
 import { daemonInboxPrefix } from "./runtime/nats-roles.js";
 import { HostRuntime } from "./runtime/host.js";
 import { ImageStore } from "./runtime/images.js";

@@ -124,7 +124,7 @@ export class ContainerService {
       } catch (err) {
         // A twin attempt of this request (its retry, sent to another daemon while this one was
         // slow) made the container first: the same id, so the same request. Its name stays.
-        if (requestId && (await this.madeByTwin(id))) return { id, name };
+        if (requestId && (await this.d.projector.holdsAfterCatchUp(() => !!this.model.byId(id)))) return { id, name };
         await releaseName(this.d.names, "container", name, id, ctx).catch(() => undefined);
         throw err;
       }
@@ -132,13 +132,6 @@ export class ContainerService {
       for (const k of [name, ...held]) this.reserving.delete(k);
     }
     return { id, name };
-  }
-
-  /** Whether container `id` exists, once the model has caught up with the log (when it can). */
-  private async madeByTwin(id: string): Promise<boolean> {
-    if (this.model.byId(id)) return true;
-    await this.d.projector.catchUp().catch(() => false);
-    return !!this.model.byId(id);
   }
 
   async run(spec: ContainerSpec, o: Opts = {}) {

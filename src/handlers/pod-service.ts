@@ -136,7 +136,7 @@ export class PodService {
       } catch (err) {
         // A twin attempt of this request (its retry, sent to another daemon while this one was
         // slow) made the pod first: the same id, so the same request. Its name stays.
-        if (o.meta?.requestId && (this.model.pods.has(id) || ((await this.d.projector.catchUp().catch(() => false)) && this.model.pods.has(id)))) return { id, name };
+        if (o.meta?.requestId && (await this.d.projector.holdsAfterCatchUp(() => this.model.pods.has(id)))) return { id, name };
         await releaseName(this.d.names, "pod", name, id, ctx).catch(() => undefined);
         throw err;
       }

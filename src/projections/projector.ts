@@ -119,6 +119,12 @@ export class Projector {
     return true;
   }
 
+  /** Whether `check` holds on the model now, or once it has caught up with the log (when it can). */
+  async holdsAfterCatchUp(check: () => boolean): Promise<boolean> {
+    if (check()) return true;
+    return (await this.catchUp().catch(() => false)) && check();
+  }
+
   /** Resolves once the event at `seq` (ours, just appended) is applied. */
   waitForSeq(seq: number, timeoutMs = 10_000): Promise<void> {
     if (this.model.seq >= seq) return Promise.resolve();

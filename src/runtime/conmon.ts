@@ -16,6 +16,7 @@ import { RuntimeFailure } from "../shared/errors.js";
 import type { Logger } from "../log.js";
 import { toolEnv, toolPaths } from "./exec.js";
 import { CRIU_ENV, CRIU_PATH } from "./criu.js";
+import { processStart } from "./session.js";
 
 export interface ConmonOptions {
   conmonPath?: string;
@@ -204,19 +205,7 @@ async function waitPidFile(file: string, timeoutMs: number): Promise<number | nu
 
 /** pid alive and not a zombie (our PID 1 may be slow, or never, to reap orphans). */
 export async function processAlive(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
-  if (!stat) return false;
-  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  return state !== "Z" && state !== "X";
-}
-
-/** The process's start (field 22 of its stat, clock ticks since boot): with the pid, who it is. Null when it is gone or a zombie. */
-export async function processStart(pid: number): Promise<string | null> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
-  if (!stat) return null;
-  // comm may hold spaces and parentheses: the fields start after the last ')'.
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return f[0] === "Z" || f[0] === "X" ? null : (f[19] ?? null);
+  return (await processStart(pid)) !== null;
 }
 
 /** Guard against pid reuse: the process must be a conmon for this container id. */

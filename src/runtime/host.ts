@@ -563,24 +563,15 @@ export class HostRuntime {
 
   /** Volumes a migration put here and has not settled yet (a daemon killed in between). */
   async volumeMoves(): Promise<{ name: string; checkpointId: string }[]> {
-    const names = await readdir(this.paths.volumeMovesDir).catch(() => [] as string[]);
-    const out: { name: string; checkpointId: string }[] = [];
-    for (const name of names) {
-      const by = (await readFile(join(this.paths.volumeMovesDir, name), "utf8").catch(() => "")).trim();
-      if (by) out.push({ name, checkpointId: by });
-    }
-    return out;
+    return (await volumeMarkers(this.paths.volumeMovesDir)).flatMap(({ name, text }) => (text ? [{ name, checkpointId: text }] : []));
   }
 
   /** Volumes a migration from here takes away, not settled yet: by name, with the migration's checkpoint and container. */
   async leavingVolumes(): Promise<{ name: string; checkpointId: string; container: string }[]> {
-    const names = await readdir(this.paths.volumeMovesOutDir).catch(() => [] as string[]);
-    const out: { name: string; checkpointId: string; container: string }[] = [];
-    for (const name of names) {
-      const [checkpointId, container] = (await readFile(join(this.paths.volumeMovesOutDir, name), "utf8").catch(() => "")).trim().split(" ");
-      if (checkpointId && container) out.push({ name, checkpointId, container });
-    }
-    return out;
+    return (await volumeMarkers(this.paths.volumeMovesOutDir)).flatMap(({ name, text }) => {
+      const [checkpointId, container] = text.split(" ");
+      return checkpointId && container ? [{ name, checkpointId, container }] : [];
+    });
   }
 
   /** A leaving volume settled: removed from here (`remove`: it moved) or kept; its note goes either way. */
@@ -811,6 +802,12 @@ export class HostRuntime {
 const stdinMarker = (dir: string) => join(dir, "stdin");
 
 /** Every cgroup hierarchy root: /sys/fs/cgroup itself (v2) and each v1 controller below it. */
+/** The marker files of a volume-moves dir: each volume's name and what its file says. */
+async function volumeMarkers(dir: string): Promise<{ name: string; text: string }[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return Promise.all(names.map(async (name) => ({ name, text: (await readFile(join(dir, name), "utf8").catch(() => "")).trim() })));
+}
+
 async function cgroupRoots(): Promise<string[]> {
   const base = "/sys/fs/cgroup";
   return [base, ...(await readdir(base).catch(() => [] as string[])).map((d) => join(base, d))];

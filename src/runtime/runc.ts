@@ -9,7 +9,7 @@ import { invalid, RuntimeFailure } from "../shared/errors.js";
 import { checkId } from "./paths.js";
 import type { Logger } from "../log.js";
 import { isNotExist, run, toolEnv, toolPaths } from "./exec.js";
-import { killSession, pidNs } from "./session.js";
+import { killSession, pidNs, processStart } from "./session.js";
 import type { RuncState } from "../shared/host-facts.js";
 import type { ExecResult, ExecUser } from "../shared/host-facts.js";
 
@@ -121,12 +121,7 @@ export class Runc {
     }
     const pid = st.init_process_pid;
     if (!pid) return "stopped";
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
-    if (!stat) return "stopped";
-    // Field 22 (starttime) follows the parenthesised command name, which may hold spaces.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const zombie = fields[0] === "Z" || fields[0] === "X";
-    return !zombie && fields[19] === String(st.init_process_start) ? "live" : "stopped";
+    return (await processStart(pid)) === String(st.init_process_start) ? "live" : "stopped";
   }
 
   async state(id: string): Promise<RuncState | null> {

@@ -3,13 +3,22 @@
 // took pains to leave it. Killing runc alone would not do: runc only copies the output and reaps.
 import { readdir, readFile, readlink } from "node:fs/promises";
 
-async function sessionOf(pid: number): Promise<number | null> {
+/** A process's stat fields from its state on (comm may hold spaces and parentheses: they start after the last ')'); null when it is gone. */
+async function statFields(pid: number): Promise<string[] | null> {
   const text = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
-  if (!text) return null;
-  // comm may hold spaces and parentheses: the fields start after the last ')'.
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return text ? text.slice(text.lastIndexOf(")") + 2).split(" ") : null;
+}
+
+async function sessionOf(pid: number): Promise<number | null> {
+  const f = await statFields(pid);
   // state ppid pgrp session …; a zombie is dead already.
-  return f[0] === "Z" ? null : Number(f[3]);
+  return !f || f[0] === "Z" ? null : Number(f[3]);
+}
+
+/** The process's start (field 22 of its stat, clock ticks since boot): with the pid, who it is. Null when it is gone or a zombie. */
+export async function processStart(pid: number): Promise<string | null> {
+  const f = await statFields(pid);
+  return !f || f[0] === "Z" || f[0] === "X" ? null : (f[19] ?? null);
 }
 
 /** The pid namespace a process lives in (`pid:[inode]`), null when it is gone. */
