@@ -27,6 +27,7 @@
 //   migrate-serving  a direct migration's source sent the archive's first frame to the target
 //   migrate-fetching a direct migration's target took the archive's first frame
 //   offline-flushing the offline journal's first fact is in the log, the rest not yet
+//   lazy-restoring   a restored process runs, while CRIU's lazy-pages daemon may still copy its memory in
 //   copy-retiring    the log says a container with a local checkpoint is gone, before its copy is deleted
 export type FaultPoint =
   | "after-intent" | "after-action" | "snapshot-write" | "recovery" | "after-attach" | "after-detach"
@@ -34,7 +35,7 @@ export type FaultPoint =
   | "checkpoint-dumped" | "checkpoint-uploaded" | "restore-fetched" | "checkpoint-uploading"
   | "pod-checkpoint-frozen" | "pod-checkpoint-dumped" | "pod-checkpoint-recorded"
   | "migrate-dumped" | "migrate-restored" | "migrate-compensated" | "migrate-serving" | "migrate-fetching" | "offline-flushing" | "migrated-away"
-  | "copy-retiring";
+  | "copy-retiring" | "lazy-restoring";
 
 const spec = process.env.BERTH_FAULT ?? "";
 const [point, nth] = spec.split(":");

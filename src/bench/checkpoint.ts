@@ -10,7 +10,7 @@ import { Readable } from "node:stream";
 import { connect } from "@nats-io/transport-node";
 import { Objm, setSha256Backend } from "@nats-io/obj";
 import { execa } from "execa";
-import { CRIU_ENV, CRIU_PATH, readDumpStats } from "../runtime/criu.js";
+import { CRIU_ENV, CRIU_PATH, readDumpStats, startLazyPages } from "../runtime/criu.js";
 import { DAEMON_INBOX_PREFIX } from "../runtime/nats-roles.js";
 import { cmd, pct, r1, removeAll, sleep, startBenchDaemon, stopBenchDaemon, type BenchDaemon } from "./proc.js";
 
@@ -34,7 +34,7 @@ export async function runWarm(d: BenchDaemon, name: string, argv: string[], node
  * `transfer`: the image dir is copied (`cp -a`) to another dir between the two and restored from
  * there, standing in for a migration's transfer (copyMs).
  */
-export async function rawRound(d: BenchDaemon, id: string, work: string, o: { transfer?: boolean } = {}): Promise<{ dumpMs: number; frozenMs: number; copyMs: number; restoreMs: number }> {
+export async function rawRound(d: BenchDaemon, id: string, work: string, o: { transfer?: boolean; lazy?: boolean } = {}): Promise<{ dumpMs: number; frozenMs: number; copyMs: number; restoreMs: number }> {
   const root = join(d.dataRoot, "runc");
   let img = join(work, `img-${randomBytes(3).toString("hex")}`);
   await mkdir(img, { recursive: true });
@@ -57,15 +57,20 @@ export async function rawRound(d: BenchDaemon, id: string, work: string, o: { tr
   await mkdir(join(img, "exits"), { recursive: true });
   await mkdir(socks, { recursive: true });
   const t1 = performance.now();
+  // `lazy`: CRIU's lazy-pages daemon serves the memory, as berth's restore of a big dump does.
+  if (o.lazy) await mkdir(join(img, "rwork"), { recursive: true });
+  const lazy = o.lazy ? startLazyPages(img, join(img, "rwork")) : null;
+  await lazy?.ready;
   await execa("conmon", [
     "--api-version", "1", "-c", id, "-u", id, "-n", id, "-r", "/usr/sbin/runc", "-b", bundle,
     "-p", join(img, "pid"), "--conmon-pidfile", join(img, "conmon.pid"), "--exit-dir", join(img, "exits"),
     "--socket-dir-path", socks, "-l", `k8s-file:${join(img, "ctr.log")}`,
     "--runtime-arg", `--root=${root}`, "--runtime-arg", `--criu=${CRIU_PATH}`,
-    "--restore", img, "--runtime-opt", `--work-path=${join(img, "rwork")}`,
+    "--restore", img, "--runtime-opt", `--work-path=${join(img, "rwork")}`, ...(lazy ? ["--runtime-opt", "--lazy-pages"] : []),
   ], { env: { PATH: process.env.PATH ?? "", ...CRIU_ENV } });
   while (!existsSync(join(img, "pid"))) await sleep(2);
   const restoreMs = performance.now() - t1;
+  await lazy?.done;
   await execa("runc", ["--root", root, "kill", id, "KILL"]).catch(() => undefined);
   for (let i = 0; i < 250 && !existsSync(join(img, "exits", id)); i++) await sleep(20);
   await execa("runc", ["--root", root, "delete", "--force", id]).catch(() => undefined);

@@ -99,9 +99,9 @@ export const PAYLOADS = {
   ContainerMigrationRequested: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, preCopy: Type.Boolean() }),
   ContainerMigrationDumped: Obj({ checkpointId: Id, dumpedAt: Time, frozenMs: Type.Integer({ minimum: 0 }), transfer: Type.Optional(Type.Union([Type.Literal("store"), Type.Literal("direct")])) }),
   ContainerMigrationRestoreFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text() }),
-  ContainerMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4), pod: Type.Optional(Id) }),
+  ContainerMigrated: Obj({ checkpointId: Id, fromNode: NodeName, toNode: NodeName, downtimeMs: Type.Integer({ minimum: 0 }), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4), pod: Type.Optional(Id), lazyPages: Type.Optional(Type.Boolean()) }),
   MigrationFailed: Obj({ checkpointId: Id, node: NodeName, reason: Text(), compensated: Type.Boolean(), pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
-  ContainerRestored: Obj({ checkpointId: Id, pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4) }),
+  ContainerRestored: Obj({ checkpointId: Id, pid: Type.Integer({ minimum: 1 }), startedAt: Time, ip: Type.Optional(IPv4), lazyPages: Type.Optional(Type.Boolean()) }),
   CheckpointCreated: Obj({
     checkpointId: Id,
     container: Id,

@@ -149,7 +149,7 @@ export type ContainerEvent =
   /** The restore's intent: bring back the process checkpoint `checkpointId` froze. */
   | Envelope<"ContainerRestoreRequested", { checkpointId: string }>
   /** Its process runs again, restored from the checkpoint (memory, files, rw layer). */
-  | Envelope<"ContainerRestored", { checkpointId: string; pid: number; startedAt: string; ip?: string }>
+  | Envelope<"ContainerRestored", { checkpointId: string; pid: number; startedAt: string; ip?: string; lazyPages?: boolean }>
   /** The migration saga's intent: the source node dumps it into checkpoint `checkpointId`, the target restores it. */
   | Envelope<"ContainerMigrationRequested", { checkpointId: string; fromNode: string; toNode: string; preCopy: boolean }>
   /**
@@ -161,7 +161,7 @@ export type ContainerEvent =
   /** The target could not restore it: the source restores it from the same checkpoint. */
   | Envelope<"ContainerMigrationRestoreFailed", { checkpointId: string; node: string; reason: string }>
   /** It runs on `toNode` now (its owner from here on), restored from the checkpoint. */
-  | Envelope<"ContainerMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; pid: number; startedAt: string; ip?: string; pod?: string }>
+  | Envelope<"ContainerMigrated", { checkpointId: string; fromNode: string; toNode: string; downtimeMs: number; pid: number; startedAt: string; ip?: string; pod?: string; lazyPages?: boolean }>
   /** The migration failed and was compensated: it runs on `node` (the source) again, restored from the same checkpoint. */
   | Envelope<"MigrationFailed", { checkpointId: string; node: string; reason: string; compensated: boolean; pid: number; startedAt: string; ip?: string }>;
 

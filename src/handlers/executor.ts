@@ -458,7 +458,7 @@ export class Executor {
     if (!rec || rec.removed) throw new BerthError(ErrorCode.NotFound, `checkpoint ${checkpointId} is gone`);
     const t0 = performance.now();
     const r = await this.fetchAndRestore(c, checkpointId, this.netPlan(c), rec.tcpEstablished);
-    const restored = { checkpointId, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
+    const restored = { checkpointId, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}), ...(r.lazyPages ? { lazyPages: true } : {}) };
     await this.outcome(c.id, { type: "ContainerRestored", data: restored }, ctx, `${intentKey(ctx)}@${r.startedAt}`);
     await this.cp.checkpoints.appendFact(checkpointId, (s) => (s && !s.removed ? [{ type: "CheckpointRestored", data: { checkpointId, container: c.id, durationMs: Math.round(performance.now() - t0) } }] : []),
       { ...ctx, requestId: factKey(checkpointId, "CheckpointRestored", intentKey(ctx)) }, "CheckpointRestored", () => this.stopped);
@@ -514,7 +514,7 @@ export class Executor {
       const r = m.transfer === "direct" ? await this.fetchDirectAndRestore(here, m.fromNode, m.checkpointId, this.netPlan(here)) : await this.fetchAndRestore(here, m.checkpointId, this.netPlan(here), false, true);
       fault("migrate-restored");
       const downtimeMs = Math.max(0, Date.parse(r.startedAt) - Date.parse(m.dumpedAt));
-      const data = { checkpointId: m.checkpointId, fromNode: m.fromNode, toNode: this.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}) };
+      const data = { checkpointId: m.checkpointId, fromNode: m.fromNode, toNode: this.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, ...(r.ip ? { ip: r.ip } : {}), ...(r.lazyPages ? { lazyPages: true } : {}) };
       const moved = await this.commands.appendFact(id, (s) => (s?.migration?.checkpointId === m.checkpointId && !s.migration.restoreFailed && s.state === "exited" ? [{ type: "ContainerMigrated", data }] : []),
         { ...ctx, requestId: factKey(id, "ContainerMigrated", m.checkpointId) }, "ContainerMigrated", () => this.stopped);
       if (!moved.length && this.current(id)?.node !== this.node) {
@@ -541,7 +541,7 @@ export class Executor {
    * A member of a pod migrating here, restored into the pod's sandbox on this node (`pod`: the pod
    * as it is here, its IP this node's); the pod migration records it (pod-migrate.ts).
    */
-  async restoreMigratingMember(id: string, checkpointId: string, pod: PodState): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  async restoreMigratingMember(id: string, checkpointId: string, pod: PodState): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }> {
     const c = this.current(id);
     if (!c) throw new BerthError(ErrorCode.NotFound, `container ${id.slice(0, 12)} is gone`);
     const here: ContainerState = { ...c, node: this.node, ip: null, spec: { ...c.spec, node: this.node } };
@@ -621,7 +621,7 @@ export class Executor {
    * A checkpoint's archive from the object store onto this host (its digest checked), then CRIU
    * restores it under conmon. The unpacked archive is not kept, whatever happens: a retry fetches it again.
    */
-  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished = false, placeVolumes = false): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  private async fetchAndRestore(c: ContainerState, checkpointId: string, plan: NetPlan, tcpEstablished = false, placeVolumes = false): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }> {
     return this.fetchThenRestore(c, checkpointId, plan, { tcpEstablished, placeVolumes }, async () => {
       const { data, verified } = await this.cp!.archive.get(checkpointId);
       await this.host.unpackCheckpoint(checkpointId, data);
@@ -634,7 +634,7 @@ export class Executor {
    * away or the stream breaks (a source killed and back serves it again from its local dir), for
    * up to DIRECT_FETCH_MS; then the restore fails and the source restores it itself.
    */
-  private async fetchDirectAndRestore(c: ContainerState, fromNode: string, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  private async fetchDirectAndRestore(c: ContainerState, fromNode: string, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }> {
     const direct = this.cp?.direct;
     if (!direct) throw new BerthError(ErrorCode.Unavailable, "this daemon cannot take archives from other daemons");
     const until = Date.now() + DIRECT_FETCH_MS;
@@ -663,7 +663,7 @@ export class Executor {
   }
 
   /** `fetch` fills the checkpoint's local dir; then the restore; the dir goes either way. */
-  private async fetchThenRestore(c: ContainerState, checkpointId: string, plan: NetPlan, o: { tcpEstablished: boolean; placeVolumes: boolean }, fetch: () => Promise<void>): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  private async fetchThenRestore(c: ContainerState, checkpointId: string, plan: NetPlan, o: { tcpEstablished: boolean; placeVolumes: boolean }, fetch: () => Promise<void>): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }> {
     const t0 = performance.now();
     try {
       await fetch();
@@ -681,7 +681,7 @@ export class Executor {
    * A restore from the checkpoint's local dir (a direct migration's compensation). The dir goes
    * once it worked: it is the only copy, and a failed restore is tried again from it.
    */
-  private async restoreLocal(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }> {
+  private async restoreLocal(c: ContainerState, checkpointId: string, plan: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }> {
     const r = await this.host.prepareAndRestore(c, plan, checkpointId, { tcpEstablished: false });
     await this.host.removeCheckpointDir(checkpointId).catch(() => undefined);
     return r;

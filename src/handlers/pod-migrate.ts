@@ -328,7 +328,7 @@ export class PodMigrations {
       const c = this.model.byId(mem.container);
       if (!c || c.node !== f.fromNode) continue;
       const r = await this.d.executor.restoreMigratingMember(c.id, mem.checkpointId, here);
-      const data = { checkpointId: mem.checkpointId, fromNode: f.fromNode, toNode: this.d.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, pod: pod.id, ...((r.ip ?? pod.ip) ? { ip: r.ip ?? pod.ip! } : {}) };
+      const data = { checkpointId: mem.checkpointId, fromNode: f.fromNode, toNode: this.d.node, downtimeMs, pid: r.pid, startedAt: r.startedAt, pod: pod.id, ...((r.ip ?? pod.ip) ? { ip: r.ip ?? pod.ip! } : {}), ...(r.lazyPages ? { lazyPages: true } : {}) };
       await this.d.containers.appendFact(c.id, (s) => (s && s.node === f.fromNode && s.state === "exited" ? [{ type: "ContainerMigrated", data }] : []),
         { ...ctx, requestId: factKey(c.id, "ContainerMigrated", mem.checkpointId) }, "ContainerMigrated", () => this.stopped);
     }

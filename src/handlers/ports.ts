@@ -12,7 +12,7 @@ import type { ArchiveSource, ConsoleSession, ExecResult, ExecUser, ExitInfo, Ima
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
-  prepareAndStart(c: ContainerState, net: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }>;
+  prepareAndStart(c: ContainerState, net: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }>;
   /** Releases the container's bridge attachment (before its removal); the IP it had, or null. */
   detachNetwork(id: string): Promise<string | null>;
   /** `all`: every process of the container (runc kill --all: freeze, signal, thaw). */
@@ -42,7 +42,7 @@ export interface HostOps {
   /** The local checkpoint's archive for another daemon (a direct migration's source). */
   checkpointSource(checkpointId: string): ArchiveSource;
   /** Restore the checkpoint's process into this (stopped) container: its rw layer, then CRIU under conmon. A live one is answered as it is. */
-  prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean; placeVolumes?: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null }>;
+  prepareAndRestore(c: ContainerState, net: NetPlan, checkpointId: string, o: { tcpEstablished: boolean; placeVolumes?: boolean }): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }>;
   removeCheckpointDir(checkpointId: string): Promise<void>;
   /** The volumes migration `checkpointId` put on this node: kept (it runs here) or removed (it does not). */
   settleVolumes(checkpointId: string, keep: boolean): Promise<void>;

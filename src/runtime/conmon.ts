@@ -54,6 +54,8 @@ export interface RestoreFrom {
   workPath: string;
   tcpEstablished?: boolean;
   fileLocks?: boolean;
+  /** Its memory from CRIU's lazy-pages daemon, already listening in `workPath` (criu.ts startLazyPages). */
+  lazyPages?: boolean;
 }
 
 export interface ConmonStarted {
@@ -87,6 +89,7 @@ export function conmonArgs(o: ConmonOptions): string[] {
     args.push("--restore", o.restore.imagePath, "--runtime-opt", `--work-path=${o.restore.workPath}`);
     if (o.restore.tcpEstablished) args.push("--runtime-opt", "--tcp-established");
     if (o.restore.fileLocks) args.push("--runtime-opt", "--file-locks");
+    if (o.restore.lazyPages) args.push("--runtime-opt", "--lazy-pages");
   }
   for (const a of runtimeArgs) args.push("--runtime-arg", a);
   return args;

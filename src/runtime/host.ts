@@ -13,7 +13,8 @@ import { writeEtcFiles } from "./etc-files.js";
 import { ensurePodCgroup, removePodCgroup } from "./pod-cgroup.js";
 import type { Resources } from "../shared/spec.js";
 import type { Logger } from "../log.js";
-import { isConmonFor, processAlive, readPid, startConmon } from "./conmon.js";
+import { fault } from "../fault.js";
+import { isConmonFor, processAlive, readPid, startConmon, type ConmonStarted } from "./conmon.js";
 import { resolveTool, run, toolPaths } from "./exec.js";
 import { validateMountSources } from "./mounts.js";
 import { buildOciSpec } from "./oci-spec.js";
@@ -31,7 +32,9 @@ import { readLogLines, readLogs, type LogQuery } from "./logs.js";
 import { execTty, type TtyExec, type TtyExecOptions } from "./exec-tty.js";
 import { resolveUserIn } from "./users.js";
 import { ConsoleHub } from "./console.js";
-import { cpuinfoCheck, cpuinfoDump, criuError, dumpFinished, memoryTracking, readDumpStats, runcCheckpoint, type DumpStats } from "./criu.js";
+import {
+  cpuinfoCheck, cpuinfoDump, criuError, dumpedPageBytes, dumpFinished, LAZY_PAGES_MIN_BYTES, lazyPagesSupported, memoryTracking, readDumpStats, runcCheckpoint, startLazyPages, type DumpStats, type LazyPages,
+} from "./criu.js";
 import { dirSink, dirSource } from "./dir-archive.js";
 import type { RestoreFrom } from "./conmon.js";
 
@@ -218,34 +221,62 @@ export class HostRuntime {
       await this.runc.start(id);
       return { pid: st.pid, startedAt: new Date().toISOString(), conmonPid: conmonPid! };
     }
-    if (st) await this.runc.delete(id, true);
-    // The previous run's conmon writes its exit file last; removing the file before it is done
-    // would let a stale exit land after the new start.
-    if (conmonUp) await this.stopConmon(id, conmonPid!, 5000);
-    await Promise.all(
-      [this.paths.exitFile(id), cp.oomFile, `${cp.persistDir}/exit`, cp.pidFile, cp.conmonPidFile, cp.runcLog]
-        .map((f) => rm(f, { force: true })),
-    );
-    const overlay = await this.overlayOf(id);
-    if (!overlay) throw notFound(`container ${id} has no rootfs; prepare it again`);
-    if (!(await isMounted(overlay.target))) await mountOverlay(overlay, this.log);
-    const { name, terminal } = await this.configOf(cp.config, id);
-    const stdin = terminal && (await exists(stdinMarker(cp.dir)));
-    const started = await startConmon({
-      conmonPath: this.conmonPath, runcPath: await resolveTool(this.runc.path), runtimeArgs: this.runc.globalArgs,
-      id, name, bundle: cp.bundle, pidFile: cp.pidFile, conmonPidFile: cp.conmonPidFile,
-      exitDir: this.paths.exitDir, socketDir: this.paths.socketDir, logPath: cp.log,
-      persistDir: cp.persistDir, runcLog: cp.runcLog, timeoutMs: this.startTimeoutMs, log: this.log,
-      terminal, stdin, restore,
-    }).catch(async (err) => {
-      if (!restore) throw err;
-      // CRIU's own reason is in its log, not in conmon's words.
-      const why = await criuError(join(restore.workPath, "restore.log"));
-      throw why ? new RuntimeFailure("runc", ["restore", id], `criu restore failed: ${why}`, 1) : err;
-    });
+    // A big dump's memory comes in after the process starts, from CRIU's lazy-pages daemon
+    // (criu.ts), begun now so that its own start-up overlaps what follows.
+    let lazy: LazyPages | null = null;
+    if (restore && (await lazyPagesSupported()) && (await dumpedPageBytes(restore.imagePath)) >= LAZY_PAGES_MIN_BYTES) {
+      await mkdir(restore.workPath, { recursive: true, mode: 0o700 });
+      await rm(join(restore.workPath, "lazy-pages.socket"), { force: true });
+      lazy = startLazyPages(restore.imagePath, restore.workPath, this.log);
+    }
+    let started: ConmonStarted;
+    let terminal = false;
+    try {
+      if (st) await this.runc.delete(id, true);
+      // The previous run's conmon writes its exit file last; removing the file before it is done
+      // would let a stale exit land after the new start.
+      if (conmonUp) await this.stopConmon(id, conmonPid!, 5000);
+      await Promise.all(
+        [this.paths.exitFile(id), cp.oomFile, `${cp.persistDir}/exit`, cp.pidFile, cp.conmonPidFile, cp.runcLog]
+          .map((f) => rm(f, { force: true })),
+      );
+      const overlay = await this.overlayOf(id);
+      if (!overlay) throw notFound(`container ${id} has no rootfs; prepare it again`);
+      if (!(await isMounted(overlay.target))) await mountOverlay(overlay, this.log);
+      const config = await this.configOf(cp.config, id);
+      terminal = config.terminal;
+      const stdin = terminal && (await exists(stdinMarker(cp.dir)));
+      if (lazy) {
+        await lazy.ready.catch((err: unknown) => {
+          this.log.warn({ err, id }, "restoring without lazy pages");
+          lazy!.stop();
+          lazy = null;
+        });
+      }
+      started = await startConmon({
+        conmonPath: this.conmonPath, runcPath: await resolveTool(this.runc.path), runtimeArgs: this.runc.globalArgs,
+        id, name: config.name, bundle: cp.bundle, pidFile: cp.pidFile, conmonPidFile: cp.conmonPidFile,
+        exitDir: this.paths.exitDir, socketDir: this.paths.socketDir, logPath: cp.log,
+        persistDir: cp.persistDir, runcLog: cp.runcLog, timeoutMs: this.startTimeoutMs, log: this.log,
+        terminal, stdin, restore: restore && lazy ? { ...restore, lazyPages: true } : restore,
+      }).catch(async (err) => {
+        if (!restore) throw err;
+        // CRIU's own reason is in its log, not in conmon's words.
+        const why = await criuError(join(restore.workPath, "restore.log"));
+        throw why ? new RuntimeFailure("runc", ["restore", id], `criu restore failed: ${why}`, 1) : err;
+      });
+    } catch (err) {
+      lazy?.stop();
+      throw err;
+    }
     if (restore) {
-      this.log.debug({ id, pid: started.pid }, "container restored");
-      return { pid: started.pid, startedAt: new Date().toISOString(), conmonPid: started.conmonPid };
+      const startedAt = new Date().toISOString();
+      this.log.debug({ id, pid: started.pid, lazyPages: !!lazy }, "container restored");
+      // The checkpoint's files stay until the daemon has handed every page over.
+      if (lazy) fault("lazy-restoring");
+      const code = lazy ? await lazy.done : 0;
+      if (code !== 0) this.log.error({ id, code, why: await criuError(join(restore.workPath, "lazy-pages.log")) }, "criu lazy-pages failed after the restore");
+      return { pid: started.pid, startedAt, conmonPid: started.conmonPid, ...(lazy ? { lazyPages: true } : {}) };
     }
     // The process waits for `runc start`: a client connected now loses none of its output.
     // Without it the container still runs; a client then misses what came before it attached.

@@ -45,6 +45,8 @@ export interface RuncState {
 }
 
 export interface StartResult {
+  /** A restore whose memory came from CRIU's lazy-pages daemon (criu.ts). */
+  lazyPages?: boolean;
   pid: number;
   startedAt: string;
   conmonPid: number;

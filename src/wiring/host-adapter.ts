@@ -57,7 +57,7 @@ export function hostOps(rt: HostRuntime, images: ImageStore): HostOps {
       const net = await prepareFor(c, plan, false);
       await rt.restoreRootfs(c.id, checkpointId);
       const r = await rt.start(c.id, rt.restoreFrom(checkpointId, o));
-      return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null };
+      return { pid: r.pid, startedAt: r.startedAt, ip: net?.ip ?? null, ...(r.lazyPages ? { lazyPages: true } : {}) };
     },
     checkpoint: (id, checkpointId, o, meta) => rt.checkpoint(id, checkpointId, o, meta),
     preDump: (id, runStartedAt, o) => rt.preDump(id, runStartedAt, o),
