@@ -12,7 +12,7 @@ import type { ArchiveSource, ConsoleSession, ExecResult, ExecUser, ExitInfo, Ima
 
 /** What the executor asks of the host to turn a container's intents into outcomes. */
 export interface HostOps {
-  prepareAndStart(c: ContainerState, net: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null; lazyPages?: boolean }>;
+  prepareAndStart(c: ContainerState, net: NetPlan): Promise<{ pid: number; startedAt: string; ip: string | null }>;
   /** Releases the container's bridge attachment (before its removal); the IP it had, or null. */
   detachNetwork(id: string): Promise<string | null>;
   /** `all`: every process of the container (runc kill --all: freeze, signal, thaw). */

@@ -211,7 +211,7 @@ export interface LazyPages {
 /**
  * CRIU's lazy-pages daemon for a restore from `imagesDir` (DESIGN.md "Checkpoint, restore,
  * migrate"): the restored process starts before its memory is copied in, and the daemon copies it
- * (UFFDIO_COPY, ~4× quicker here than the plain restore's faulting read: 256 MB in ~0.4 s
+ * (UFFDIO_COPY, ~2.5× quicker here than the plain restore's faulting read: 256 MB in ~0.4 s
  * against ~1.0 s) while it runs, faults first. Its own session, like conmon, so that a daemon
  * killed meanwhile does not take it along; bounded by `timeout` in case its restore never comes.
  */
