@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestDaemon, type TestDaemon } from "../support/daemon.js";
 import { missing } from "../support/prereq.js";
-import { alive, until } from "../support/proc.js";
+import { alive, HEAP_40MB, lazyPagesUnder, until } from "../support/proc.js";
 import { connectAs } from "../support/roles.js";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
@@ -81,10 +81,7 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
   });
 
   it("a process holding 40 MB comes back with its memory from CRIU's lazy-pages daemon, byte for byte, and the log says so", async () => {
-    // 40 MB of random text in a shell variable; every half second its md5 (from a forked
-    // subshell: a fork while the memory still comes in) with a round number, into /tmp/sum.
-    const script = 's=$(head -c 30000000 /dev/urandom | base64 -w 0); i=0; while true; do i=$((i+1)); echo "$i $(printf %s "$s" | md5sum)" > /tmp/sum.new; mv /tmp/sum.new /tmp/sum; sleep 0.5; done';
-    const run = await d.cmd<{ id: string }>("container.run", { name: "heap", image: "busybox:latest", cmd: ["sh", "-c", script], network: { mode: "none" } });
+    const run = await d.cmd<{ id: string }>("container.run", { name: "heap", image: "busybox:latest", cmd: HEAP_40MB, network: { mode: "none" } });
     expect(run.error).toBeUndefined();
     const id = run.result!.id;
     const sum = async () => {
@@ -107,7 +104,7 @@ describe.skipIf(skip)("checkpoint and restore with CRIU", () => {
     const events = (await d.get<{ events: { type: string; data: { lazyPages?: boolean } }[] }>(`/v1/containers/${id}/events`)).events;
     expect(events.filter((e) => e.type === "ContainerRestored").at(-1)?.data.lazyPages).toBe(true);
     // No lazy-pages daemon is left behind once the restore has answered.
-    expect(execFileSync("sh", ["-c", `pgrep -f '[l]azy-pages --images-dir ${d.dataRoot}/' || true`], { encoding: "utf8" }).trim()).toBe("");
+    expect(lazyPagesUnder(d.dataRoot)).toBe("");
     expect((await d.cmd("container.remove", { id: "heap", force: true })).error).toBeUndefined();
   });
 

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT, type ProcSession } from "../support/daemon-proc.js";
 import { leftAfterCleanup, NOTHING_LEFT, startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
 import { IN_CI, missing } from "../support/prereq.js";
-import { alive, until } from "../support/proc.js";
+import { alive, HEAP_40MB, until } from "../support/proc.js";
 
 if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
 const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
@@ -215,9 +215,7 @@ describe.skipIf(skip)("several nodes on a JetStream cluster", () => {
   });
 
   it("migrate: a process holding 40 MB goes on on n2 with the same memory, which came in through CRIU's lazy pages", async () => {
-    // 40 MB of random text in a shell variable; every half second its md5 and a round number.
-    const script = 's=$(head -c 30000000 /dev/urandom | base64 -w 0); i=0; while true; do i=$((i+1)); echo "$i $(printf %s "$s" | md5sum)" > /tmp/sum.new; mv /tmp/sum.new /tmp/sum; sleep 0.5; done';
-    const run = await cmd("run", { name: `heap-${suffix}`, image: "busybox", cmd: ["sh", "-c", script], node: names[0], network: { mode: "none" } });
+    const run = await cmd("run", { name: `heap-${suffix}`, image: "busybox", cmd: HEAP_40MB, node: names[0], network: { mode: "none" } });
     expect(run.error).toBeUndefined();
     const id = run.result!.id as string;
     const sum = async () => {

@@ -5,7 +5,6 @@
 // the archive in and after it restored the container.
 // The killed daemon comes back; the container then runs on exactly one node — the one the log
 // names as its owner — with one process, and counts on from where it was.
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -13,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT, type ProcSession } from "../support/daemon-proc.js";
 import { startClusterDaemons, type ClusterDaemons } from "../support/cluster-daemons.js";
 import { IN_CI, missing } from "../support/prereq.js";
-import { alive, until } from "../support/proc.js";
+import { alive, lazyPagesUnder, until } from "../support/proc.js";
 
 if (!BUILT && IN_CI) throw new Error("dist/ is missing: the test command builds it first");
 const skip = !BUILT || missing("nats-server", "runc", "conmon", "root", "busybox image", "cni", "criu").length > 0;
@@ -101,7 +100,7 @@ describe.skipIf(skip)("migration crash matrix", () => {
       expect(readFileSync(join(sessions[owner].dataRoot, "volumes", vol, "f"), "utf8")).toBe("kept\n");
       await until(async () => !existsSync(join(notOwner.dataRoot, "volumes", vol)), 15_000);
       // No lazy-pages daemon of either node outlives its restore.
-      for (const s of sessions) await until(async () => execFileSync("sh", ["-c", `pgrep -f '[l]azy-pages --images-dir ${s.dataRoot}/' || true`], { encoding: "utf8" }).trim() === "", 10_000);
+      for (const s of sessions) await until(async () => lazyPagesUnder(s.dataRoot) === "", 10_000);
       for (const s of sessions) expect(existsSync(join(s.dataRoot, "volume-moves")) ? readdirSync(join(s.dataRoot, "volume-moves")) : []).toEqual([]);
       expect((await send(names[owner], "remove", { id, force: true })).error).toBeUndefined();
       // The next case starts from the default settings.
