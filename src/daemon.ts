@@ -198,7 +198,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   // The doors open first: until recovery is over, commands get Unavailable and
   // /readyz (and /v1) answer 503 with the phase.
-  const nats = new NatsCommandService({ streams: { [ARCHIVE_FETCH]: serveArchiveTo }, node: o.node, ownerOf: (verb, body) => ownerOf(projector.model, verb, body), catchUp: () => projector.catchUp(), replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
+  const nats = new NatsCommandService({ streams: { [ARCHIVE_FETCH]: serveArchiveTo }, node: o.node, ownerOf: (verb, body) => ownerOf(projector.model, verb, body), catchUp: (since) => projector.catchUp(5_000, since), seq: () => projector.model.seq, replicas, nc, containers, images, exec, pods, checkpoints, metrics, ready: () => phase === "ready" });
   await whenPlaceable("the request journal", () => nats.start(), log);
   mark("commandDoorOpen");
 

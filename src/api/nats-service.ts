@@ -82,8 +82,11 @@ export interface NatsServiceDeps {
    * this daemon's model, which may lag the log by a moment (a client just got its reply from
    * another daemon): a refusal (NotFound, Conflict) given before anything was appended is judged
    * once more after catching up, and a target unknown here is looked up again before forwarding.
+   * `since` is the model's position (`seq()`) when it was judged: true when it is past that now.
    */
-  catchUp?: () => Promise<boolean>;
+  catchUp?: (since: number) => Promise<boolean>;
+  /** The read model's position in the log (the last event folded in). */
+  seq?: () => number;
 }
 
 /** Refusals that a model lagging the log could give wrongly. */
@@ -256,18 +259,23 @@ export class NatsCommandService {
       // The local path answers what is malformed.
       return null;
     }
+    const since = this.seq();
     let owner = ownerOf(verb, body);
-    if (owner === null && (await this.caughtUp())) owner = ownerOf(verb, body);
+    if (owner === null && (await this.caughtUp(since))) owner = ownerOf(verb, body);
     return owner && owner !== this.d.node ? owner : null;
   }
 
-  /** Catch the model up with the log; false when it was current (or the log is away). */
-  private async caughtUp(): Promise<boolean> {
+  /** Catch the model up with the log; false when it has not moved past `since` (or the log is away). */
+  private async caughtUp(since: number): Promise<boolean> {
     try {
-      return (await this.d.catchUp?.()) ?? false;
+      return (await this.d.catchUp?.(since)) ?? false;
     } catch {
       return false;
     }
+  }
+
+  private seq(): number {
+    return this.d.seq?.() ?? 0;
   }
 
   /** Hand the command to the owner's daemon and relay its answer (or why there is none). */
@@ -317,11 +325,13 @@ export class NatsCommandService {
   }
 
   private async run(handler: Handler, body: unknown, request?: RequestJournal): Promise<Reply> {
+    // Where the model stood when the handler judged the command (it may move on meanwhile).
+    const since = this.seq();
     const first = await countingAppends(() => handler(body, request));
     if ("value" in first) return { ok: true, result: first.value };
     // Refused before it changed anything, perhaps on a model behind the log: judge it again.
     const code = first.error instanceof BerthError ? first.error.code : null;
-    if (first.appends > 0 || !code || !STALE_REFUSALS.has(code) || !(await this.caughtUp())) return fail(first.error);
+    if (first.appends > 0 || !code || !STALE_REFUSALS.has(code) || !(await this.caughtUp(since))) return fail(first.error);
     try {
       return { ok: true, result: await handler(body, request) };
     } catch (err) {

@@ -110,19 +110,22 @@ export class Projector {
     }
   }
 
-  /** Fold up to the log's last event as of now; true when the model was behind it. */
-  async catchUp(timeoutMs = 5_000): Promise<boolean> {
-    const before = this.model.seq;
+  /**
+   * Fold up to the log's last event as of now; true when the model is then past `since` (by
+   * default, where it is now). A caller that judged something on the model at `since` passes it:
+   * the model may have moved on by itself between that judgement and this call.
+   */
+  async catchUp(timeoutMs = 5_000, since = this.model.seq): Promise<boolean> {
     const last = await this.store.lastSeq();
-    if (last <= before) return false;
-    await this.waitForSeq(last, timeoutMs);
-    return true;
+    if (last > this.model.seq) await this.waitForSeq(last, timeoutMs);
+    return this.model.seq > since;
   }
 
   /** Whether `check` holds on the model now, or once it has caught up with the log (when it can). */
   async holdsAfterCatchUp(check: () => boolean): Promise<boolean> {
+    const since = this.model.seq;
     if (check()) return true;
-    return (await this.catchUp().catch(() => false)) && check();
+    return (await this.catchUp(5_000, since).catch(() => false)) && check();
   }
 
   /** Resolves once the event at `seq` (ours, just appended) is applied. */

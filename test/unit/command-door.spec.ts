@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { NatsCommandService } from "../../src/api/nats-service.js";
 import { EventStore } from "../../src/events/store.js";
+import { Projector } from "../../src/projections/projector.js";
 import { BerthError, ErrorCode } from "../../src/shared/errors.js";
 import type { ContainerService } from "../../src/handlers/container-service.js";
 import type { ImageService } from "../../src/handlers/image-service.js";
@@ -78,6 +79,35 @@ describe("command door on a model behind the log", () => {
     expect(catchUps).toEqual([]);
   });
 
+  it("given a refusal on a model that moved on by itself before the catch-up was asked, then the command is judged again", async () => {
+    // The model is at 5 when the command is judged; the event that makes it valid (6) is folded
+    // in while the refusal travels back, so the log has nothing newer by the time it is asked.
+    let modelSeq = 5;
+    const asked: number[] = [];
+    let calls = 0;
+    const service = new NatsCommandService({
+      nc: {} as NatsConnection,
+      containers: {
+        start: async () => {
+          if (++calls > 1) return { id: "c1", state: "running" };
+          modelSeq = 6;
+          throw conflict();
+        },
+      } as unknown as ContainerService,
+      images: {} as ImageService,
+      ready: () => true,
+      seq: () => modelSeq,
+      catchUp: async (since) => {
+        asked.push(since);
+        return modelSeq > since;
+      },
+    });
+    const reply = await service.dispatch("container.start", new TextEncoder().encode(JSON.stringify({ id: "web" })));
+    expect(reply).toEqual({ ok: true, result: { id: "c1", state: "running" } });
+    expect(asked).toEqual([5]);
+    expect(calls).toBe(2);
+  });
+
   it("given a catch-up that fails (the log is away), then the first refusal is the answer", async () => {
     let calls = 0;
     const service = new NatsCommandService({
@@ -90,5 +120,22 @@ describe("command door on a model behind the log", () => {
     const reply = await service.dispatch("container.start", new TextEncoder().encode(JSON.stringify({ id: "web" })));
     expect(!reply.ok && reply.error.code).toBe(ErrorCode.NotFound);
     expect(calls).toBe(1);
+  });
+});
+
+describe("Projector.catchUp", () => {
+  const projector = (last: number, at: number) => {
+    const p = new Projector({ lastSeq: async () => last } as unknown as EventStore);
+    p.model.seq = at;
+    return p;
+  };
+  it("given a model already at the log's end, when asked since an earlier position, then it says it moved", async () => {
+    expect(await projector(6, 6).catchUp(1_000, 5)).toBe(true);
+  });
+  it("given a model at the log's end, when asked since where it is, then it says it did not move", async () => {
+    expect(await projector(6, 6).catchUp(1_000)).toBe(false);
+  });
+  it("given a model behind the log that cannot catch up in time, then the wait fails as unavailable", async () => {
+    await expect(projector(7, 6).catchUp(20)).rejects.toMatchObject({ code: ErrorCode.Unavailable });
   });
 });
